@@ -1,0 +1,38 @@
+"""Exceptions that carry a one-line, user-facing message.
+
+Every error raised at modelprint's boundary (bad image, missing model, mismatched checkpoint, incompatible
+gallery) derives from :class:`ModelprintError`, so the CLI can print ``str(err)`` on one line and exit cleanly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ModelprintError(Exception):
+    """Base class of all errors modelprint reports to users."""
+
+
+class ImageError(ModelprintError):
+    """An input image could not be used; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class DatasetError(ModelprintError):
+    """A dataset folder or index file is malformed."""
+
+
+class CheckpointError(ModelprintError):
+    """A weights file is missing, corrupt, or does not match the model it is loaded into."""
+
+
+class GalleryError(ModelprintError):
+    """A gallery operation is impossible (unknown model, incompatible method, empty gallery)."""
+
+
+class RegistryError(ModelprintError):
+    """A name was looked up in a registry that does not hold it."""

@@ -1,0 +1,5 @@
+"""Black-box fingerprint methods, registered by name."""
+
+from modelprint.methods.base import METHODS, FingerprintMethod
+
+__all__ = ["METHODS", "FingerprintMethod"]

@@ -1,0 +1,44 @@
+"""The interface every fingerprint method implements, and the registry of methods."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+from modelprint.registry import Registry
+
+
+class FingerprintMethod(ABC):
+    """Maps images to fixed-length fingerprint embeddings.
+
+    Follows scikit-learn's conventions: parameters in ``__init__``, optional learning in :meth:`fit`,
+    :meth:`embed` (alias :meth:`transform`) returns an ``(n, d)`` float32 array. Embeddings are compared by
+    cosine similarity; two embeddings are comparable only if ``name`` and ``version`` agree.
+    """
+
+    name: str = "base"
+
+    @property
+    @abstractmethod
+    def version(self) -> str:
+        """Identifies everything that changes the embedding (code revision, parameters, weights hash)."""
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def fit(self, images: Sequence[np.ndarray], labels: Sequence[str] | None = None) -> FingerprintMethod:
+        """Learn from images (optional); returns ``self``."""
+        return self
+
+    @abstractmethod
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Embed (H, W, 3) float32 RGB images in [0, 1] (any size ≥ 32 px) into an ``(n, d)`` float32 array."""
+
+    def transform(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return self.embed(images)
+
+
+METHODS: Registry[FingerprintMethod] = Registry("fingerprint method")
