@@ -956,6 +956,19 @@ class Gallery:
         with atomic_open(target, "wb") as fh:
             np.savez(fh, **arrays)
 
+    # Path-level conveniences (the same functions the CLI calls).
+    def enroll(self, model: str, paths, **kwargs):
+        """Embed ``paths`` (files or folders) and enroll them as ``model``; see :func:`modelprint.api.enroll`."""
+        from modelprint.api import enroll
+
+        return enroll(self, model, paths, **kwargs)
+
+    def identify(self, paths, **kwargs):
+        """Attribute images to enrolled models; see :func:`modelprint.api.identify`."""
+        from modelprint.api import identify
+
+        return identify(self, paths, **kwargs)
+
     def close(self) -> None:
         """Close the database connection (idempotent)."""
         with self._lock:

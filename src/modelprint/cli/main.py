@@ -1,0 +1,345 @@
+"""The ``modelprint`` command line: a thin layer over :mod:`modelprint.api`.
+
+Exit codes: 0 all inputs processed; 1 some inputs failed (each named on stderr, the rest processed);
+2 the command could not run (bad arguments, missing gallery or model, incompatible checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="modelprint",
+    help="Which generative model made this image? Enroll models from a few images, then identify and verify.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+gallery_app = typer.Typer(help="Inspect and edit a gallery.", no_args_is_help=True)
+denoiser_app = typer.Typer(help="modelprint's own residual denoiser.", no_args_is_help=True)
+app.add_typer(gallery_app, name="gallery")
+app.add_typer(denoiser_app, name="denoiser")
+
+out = Console()
+err = Console(stderr=True)
+
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same numbers.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+GalleryOpt = Annotated[Path, typer.Option("--gallery", "-g", help="Gallery file (SQLite).")]
+MethodOpt = Annotated[Optional[str], typer.Option("--method", "-m", help="Fingerprint method (default: the gallery's, else spectral).")]
+MaxPixelsOpt = Annotated[Optional[int], typer.Option("--max-pixels", help="Refuse images with more pixels (default 64M or MODELPRINT_MAX_PIXELS).")]
+
+
+@contextmanager
+def _fatal_errors():
+    """Turn modelprint's own errors into one line on stderr and exit code 2."""
+    from modelprint.errors import ModelprintError
+
+    try:
+        yield
+    except ModelprintError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _seed(seed: int) -> None:
+    from modelprint.seeding import seed_everything
+
+    seed_everything(seed)
+
+
+def _report_input_errors(errors) -> None:
+    for e in errors:
+        err.print(f"[yellow]skipped:[/yellow] {e}", highlight=False, soft_wrap=True)
+
+
+def _progress(total: int, label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True,
+        disable=not err.is_terminal,
+    )
+    return bar, bar.add_task(label, total=total)
+
+
+def _embed(method, paths, max_pixels, label):
+    from modelprint.api import embed_paths
+    from modelprint.io import ImageLimits
+
+    bar, task = _progress(len(paths), label)
+    with bar:
+        return embed_paths(method, paths, limits=ImageLimits(max_pixels=max_pixels), progress=lambda n: bar.advance(task, n))
+
+
+def _emit_json(payload) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+
+@app.command()
+def enroll(
+    paths: Annotated[list[Path], typer.Argument(help="Images or folders of images made by the model.")],
+    gallery: GalleryOpt,
+    model: Annotated[str, typer.Option("--model", help="Name of the model the images come from.")],
+    method: MethodOpt = None,
+    notes: Annotated[str, typer.Option(help="Free-text notes stored with the model.")] = "",
+    max_pixels: MaxPixelsOpt = None,
+    seed: SeedOpt = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Enroll a model into a gallery from a few of its images."""
+    with _fatal_errors():
+        from modelprint.api import collect_paths, enroll as api_enroll
+        from modelprint.gallery import Gallery
+        from modelprint.io import ImageLimits
+
+        _seed(seed)
+        files = collect_paths(paths)
+        bar, task = _progress(len(files), f"enrolling {model}")
+        with Gallery(gallery) as g, bar:
+            rep = api_enroll(g, model, files, method=method, notes=notes, limits=ImageLimits(max_pixels=max_pixels),
+                             progress=lambda n: bar.advance(task, n))
+        _report_input_errors(rep.errors)
+        if as_json:
+            _emit_json({"model": rep.model, "method": rep.method, "added": rep.added, "skipped_duplicates": rep.skipped,
+                        "failed": [str(e) for e in rep.errors], "unknown_threshold": rep.unknown_threshold})
+        else:
+            out.print(f"enrolled [bold]{rep.added}[/bold] image(s) as [bold]{model}[/bold] ({rep.skipped} already "
+                      f"enrolled, {len(rep.errors)} failed) with {rep.method.split('@')[0]}")
+        if rep.errors:
+            raise typer.Exit(1)
+
+
+@app.command()
+def identify(
+    paths: Annotated[list[Path], typer.Argument(help="Images or folders to attribute.")],
+    gallery: GalleryOpt,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many candidates to list.")] = 3,
+    threshold: Annotated[Optional[float], typer.Option(help="Similarity below which the answer is 'unknown' (default: the gallery's calibrated one).")] = None,
+    method: MethodOpt = None,
+    max_pixels: MaxPixelsOpt = None,
+    seed: SeedOpt = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Attribute images to the enrolled models (1:N), answering 'unknown' below the threshold."""
+    with _fatal_errors():
+        from modelprint.api import collect_paths, identify as api_identify
+        from modelprint.gallery import Gallery
+        from modelprint.io import ImageLimits
+
+        _seed(seed)
+        files = collect_paths(paths)
+        bar, task = _progress(len(files), "identifying")
+        with Gallery(gallery, create=False) as g, bar:
+            rep = api_identify(g, files, method=method, top_k=top_k, threshold=threshold,
+                               limits=ImageLimits(max_pixels=max_pixels), progress=lambda n: bar.advance(task, n))
+        _report_input_errors(rep.errors)
+        d = rep.to_dict()
+        if as_json:
+            _emit_json(d)
+        else:
+            table = Table(title=f"identify ({rep.method.split('@')[0]})")
+            for col in ("image", "prediction", "similarity", f"top-{top_k}"):
+                table.add_column(col)
+            for row in d["results"]:
+                cands = ", ".join(f"{c['model']} {c['similarity']:.3f}" for c in row["top_k"])
+                pred = row["prediction"]
+                table.add_row(Path(row["path"]).name, f"[red]{pred}[/red]" if pred == "unknown" else pred,
+                              f"{row['similarity']:.3f}", cands)
+            out.print(table)
+        if rep.errors:
+            raise typer.Exit(1)
+
+
+@app.command()
+def verify(
+    image_a: Annotated[Path, typer.Argument(help="First image.")],
+    image_b: Annotated[Path, typer.Argument(help="Second image.")],
+    gallery: Annotated[Optional[Path], typer.Option("--gallery", "-g", help="Use this gallery's method and calibrated threshold.")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Decision threshold on cosine similarity.")] = None,
+    method: MethodOpt = None,
+    max_pixels: MaxPixelsOpt = None,
+    seed: SeedOpt = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Did the same model make both images (1:1)?"""
+    with _fatal_errors():
+        from modelprint.api import verify_pair
+
+        _seed(seed)
+        res = verify_pair(image_a, image_b, gallery=gallery, method=method, threshold=threshold, max_pixels=max_pixels)
+        if as_json:
+            _emit_json(res)
+        else:
+            decision = {True: "[green]same model[/green]", False: "[red]different models[/red]", None: "no decision (no threshold)"}
+            out.print(f"similarity {res['similarity']:.4f} → {decision[res['same_model']]}"
+                      + (f" (threshold {res['threshold']:.4f}, {res['threshold_source']})" if res["threshold"] is not None else ""))
+
+
+@gallery_app.command("list")
+def gallery_list(gallery: GalleryOpt, as_json: JsonFlag = False) -> None:
+    """List enrolled models."""
+    with _fatal_errors():
+        from modelprint.gallery import Gallery
+
+        with Gallery(gallery, create=False) as g:
+            models = g.models()
+            calibs = {f"{n}@{v}": g.calibration(n, v) for n, v in g.methods()}
+        if as_json:
+            _emit_json({
+                "models": [{"name": i.name, "notes": i.notes, "created": i.created, "n_embeddings": i.n_embeddings,
+                            "methods": list(i.methods)} for i in models],
+                "calibration": {k: (None if c is None else {"unknown_threshold": c.unknown_threshold,
+                                                            "verify_threshold": c.verify_threshold, "rule": c.rule})
+                                for k, c in calibs.items()},
+            })
+            return
+        table = Table(title=str(gallery))
+        for col in ("model", "images", "methods", "created", "notes"):
+            table.add_column(col)
+        for i in models:
+            table.add_row(i.name, str(i.n_embeddings), ", ".join(x.split("@")[0] for x in i.methods), i.created, i.notes)
+        out.print(table)
+        for k, c in calibs.items():
+            if c is not None:
+                out.print(f"{k.split('@')[0]}: unknown below {c.unknown_threshold:.4f}, verify at {c.verify_threshold:.4f}")
+
+
+@gallery_app.command("remove")
+def gallery_remove(gallery: GalleryOpt, model: Annotated[str, typer.Argument(help="Model to remove.")]) -> None:
+    """Remove a model and its embeddings."""
+    with _fatal_errors():
+        from modelprint.gallery import Gallery
+
+        with Gallery(gallery, create=False) as g:
+            g.remove_model(model)
+        out.print(f"removed {model}")
+
+
+@gallery_app.command("export")
+def gallery_export(gallery: GalleryOpt, dest: Annotated[Path, typer.Argument(help="Output .json or .npz file.")]) -> None:
+    """Export models, embeddings, prototypes and calibration."""
+    with _fatal_errors():
+        from modelprint.gallery import Gallery
+
+        with Gallery(gallery, create=False) as g:
+            g.export(dest)
+        out.print(f"wrote {dest}")
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[Path, typer.Argument(help="Folder with one sub-folder per model, or a CSV/JSONL index.")],
+    method: Annotated[str, typer.Option("--method", "-m", help="Fingerprint method.")] = "spectral",
+    support: Annotated[int, typer.Option(min=1, help="Support images per model (1:N protocol).")] = 5,
+    pairs: Annotated[int, typer.Option(min=2, help="Verification pairs (half same, half different).")] = 2000,
+    min_per_class: Annotated[Optional[int], typer.Option(help="Drop models with fewer images (default support + 3).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result JSON here.")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write a self-contained HTML report here.")] = None,
+    max_pixels: MaxPixelsOpt = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Evaluate a method on a labelled dataset: identification, verification, open-set, clustering."""
+    with _fatal_errors():
+        from modelprint.api import evaluate_dataset
+        from modelprint.io import Dataset
+
+        _seed(seed)
+        ds = Dataset.from_path(dataset)
+        bar, task = _progress(len(ds), "embedding")
+        with bar:
+            res = evaluate_dataset(ds, method, support=support, pairs=pairs, seed=seed, min_per_class=min_per_class,
+                                   max_pixels=max_pixels, report=report, progress=lambda n: bar.advance(task, n))
+        _report_input_errors(res.errors)
+        d = res.result.to_dict()
+        if json_out:
+            res.result.to_json(json_out)
+        _print_summary(d)
+        if report:
+            out.print(f"report: {report}")
+        if res.errors:
+            raise typer.Exit(1)
+
+
+def _print_summary(d: dict) -> None:
+    def fmt(section: str, key: str) -> str:
+        sec = d.get(section) or {}
+        v, ci = sec.get(key), sec.get(f"{key}_ci")
+        if v is None:
+            return "—"
+        return f"{v:.3f}" + (f"  [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+    table = Table(title=f"{d.get('method', '')}: {d['n_models']} models, {d['n_images']} images, seed {d.get('seed')}")
+    table.add_column("metric")
+    table.add_column("value  [95% CI]")
+    for section, key in (("identification", "accuracy"), ("identification", "macro_f1"), ("verification", "auc"),
+                         ("verification", "eer"), ("verification", "accuracy"), ("open_set", "auroc"),
+                         ("open_set", "oscr"), ("clustering", "silhouette")):
+        table.add_row(f"{section}.{key}", fmt(section, key))
+    out.print(table)
+
+
+@denoiser_app.command("train")
+def denoiser_train(
+    out_path: Annotated[Path, typer.Option("--out", help="Where to write the .safetensors weights (a .json sidecar goes beside).")],
+    steps: Annotated[int, typer.Option(min=1)] = 3000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    crop: Annotated[int, typer.Option(min=32)] = 48,
+    sigma: Annotated[float, typer.Option(help="Noise σ on the 0–255 scale.")] = 1.0,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    seed: SeedOpt = 0,
+) -> None:
+    """Train modelprint's DnCNN residual denoiser on the real-image pool."""
+    with _fatal_errors():
+        from modelprint.residuals.training import train_denoiser
+
+        _seed(seed)
+        bar, task = _progress(steps, "training denoiser")
+        with bar:
+            metrics = train_denoiser(out_path, steps=steps, batch_size=batch_size, crop=crop, sigma=sigma, lr=lr,
+                                     seed=seed, progress=lambda n=1: bar.advance(task, n))
+        _emit_json(metrics)
+
+
+@app.command("spectral-reference")
+def spectral_reference(
+    residual: Annotated[str, typer.Option(help="Residual extractor.")] = "dncnn",
+    n: Annotated[int, typer.Option(min=10, help="Real-pool crops to fit on.")] = 1000,
+    size: Annotated[int, typer.Option(min=32)] = 128,
+    seed: SeedOpt = 0,
+) -> None:
+    """Rebuild the shipped real-photo reference of the spectral method."""
+    with _fatal_errors():
+        from modelprint.methods.spectral import build_reference
+
+        path = build_reference(residual=residual, n=n, size=size, seed=seed)
+        out.print(f"wrote {path}")
+
+
+@app.command()
+def demo(
+    seed: SeedOpt = 0,
+    realworld: Annotated[Optional[Path], typer.Option(help="Folder of real-world generated images to add (default: ../shared/realworld if present).")] = None,
+    workdir: Annotated[Path, typer.Option(help="Where the demo gallery and report go.")] = Path("out/demo"),
+) -> None:
+    """Enroll and identify the bundled demo set, print a table and write a report."""
+    with _fatal_errors():
+        from modelprint.demo import run_demo
+
+        run_demo(workdir=workdir, seed=seed, realworld=realworld, console=out)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Shared fixtures: small, real images written to disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("MODELPRINT_THREADS", "2")
+
+
+def natural_like(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth random image with 1/f-like content (uint8 RGB)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(size=(h, w, 3))
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.fftfreq(w)[None, :]
+    amp = 1.0 / np.maximum(np.hypot(fy, fx), 1.0 / max(h, w))
+    img = np.real(np.fft.ifft2(np.fft.fft2(noise, axes=(0, 1)) * amp[..., None], axes=(0, 1)))
+    img = (img - img.min()) / (img.max() - img.min() + 1e-9)
+    return (img * 255).astype(np.uint8)
+
+
+@pytest.fixture
+def rgb_png(tmp_path: Path) -> Path:
+    path = tmp_path / "img.png"
+    Image.fromarray(natural_like(64, 80)).save(path)
+    return path
