@@ -1,0 +1,560 @@
+"""Evaluation protocols on fingerprint embeddings: 1:N identification, 1:1 verification, open set, clustering.
+
+Everything is computed from an ``(n, d)`` embedding matrix and one model label per row, with cosine similarity
+on L2-normalised embeddings, and is deterministic given ``seed``. Each protocol draws its randomness from its
+own child of ``numpy.random.SeedSequence(seed)``, so e.g. changing ``pairs`` does not change the support split.
+
+1. **Identification** — per class, ``support`` random images form the prototype (mean, renormalised); the other
+   images are queries, predicted by the most similar prototype. Classes with fewer than ``support + 1`` images
+   are dropped from *all* protocols and listed in :attr:`EvaluationResult.dropped_classes`.
+2. **Verification** — the query images are split per class into a validation and a test side (no image is on
+   both sides); balanced same-model / different-model pairs are drawn within each side; the decision threshold
+   is the one maximising validation accuracy, and all reported numbers are measured on the test pairs.
+3. **Open set** — ``open_set_fraction`` of the classes (at least one, chosen by seed) are held out as unknown;
+   score = max cosine to the known prototypes; AUROC (known vs unknown) and OSCR.
+4. **Clustering** — silhouette (cosine) and Davies–Bouldin of the query embeddings by true label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from modelprint import atomic
+from modelprint.errors import DatasetError
+from modelprint.evaluation import metrics as M
+
+__all__ = [
+    "FORMAT",
+    "ClusteringResult",
+    "EvaluationResult",
+    "IdentificationResult",
+    "OpenSetResult",
+    "PairSplit",
+    "VerificationResult",
+    "draw_verification_pairs",
+    "evaluate_embeddings",
+    "l2_normalize",
+    "verification_from_scores",
+]
+
+FORMAT = "modelprint.evaluation/1"
+THRESHOLD_RULE = "max accuracy on validation pairs"
+MAX_ROC_POINTS = 200
+MAX_ERRORS = 50
+
+Interval = list[float | None]  # [low, high]
+
+
+def _num(x: Any) -> float | None:
+    """A JSON-safe float: ``None`` for NaN/inf/None."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _ci(pair: tuple[float, float]) -> Interval:
+    return [_num(pair[0]), _num(pair[1])]
+
+
+def _jsonable(obj: Any) -> Any:
+    """Recursively convert NumPy types, tuples and non-finite floats into plain JSON values."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return _num(obj)
+    if obj is None or isinstance(obj, str):
+        return obj
+    return str(obj)
+
+
+def _from_fields(cls: type, data: dict[str, Any] | None) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in (data or {}).items() if k in names})
+
+
+# ----------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class IdentificationResult:
+    """1:N closed-set identification against per-class prototypes."""
+
+    accuracy: float | None = None
+    accuracy_ci: Interval = field(default_factory=lambda: [None, None])
+    macro_f1: float | None = None
+    macro_f1_ci: Interval = field(default_factory=lambda: [None, None])
+    labels: list[str] = field(default_factory=list)
+    confusion_matrix: list[list[int]] = field(default_factory=list)  # rows = true, columns = predicted
+    per_class_accuracy: dict[str, float | None] = field(default_factory=dict)
+    n_support: int = 0  # support images per class
+    n_queries: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)  # the most confident mistakes
+
+
+@dataclass
+class VerificationResult:
+    """1:1 verification on balanced pairs; threshold chosen on validation pairs, everything else on test pairs."""
+
+    skipped: str | None = None
+    auc: float | None = None
+    auc_ci: Interval = field(default_factory=lambda: [None, None])
+    eer: float | None = None
+    eer_threshold: float | None = None
+    tpr_at_1pct_fpr: float | None = None
+    accuracy: float | None = None  # on test pairs, at the validation threshold
+    accuracy_ci: Interval = field(default_factory=lambda: [None, None])
+    threshold: float | None = None
+    threshold_rule: str = THRESHOLD_RULE
+    val_accuracy: float | None = None
+    n_val_pairs: int = 0
+    n_test_pairs: int = 0
+    n_val_images: int = 0
+    n_test_images: int = 0
+    metrics: dict[str, float | None] = field(default_factory=dict)  # other registered score metrics, on test
+    roc_fpr: list[float] = field(default_factory=list)  # test-pair ROC (possibly thinned)
+    roc_tpr: list[float] = field(default_factory=list)
+
+
+@dataclass
+class OpenSetResult:
+    """Known-vs-unknown detection by max prototype similarity."""
+
+    skipped: str | None = None
+    auroc: float | None = None
+    oscr: float | None = None
+    closed_set_accuracy: float | None = None  # among known queries, over known prototypes only
+    known_classes: list[str] = field(default_factory=list)
+    unknown_classes: list[str] = field(default_factory=list)
+    n_known: int = 0
+    n_unknown: int = 0
+
+
+@dataclass
+class ClusteringResult:
+    silhouette: float | None = None  # cosine, in [-1, 1], higher is better
+    davies_bouldin: float | None = None  # >= 0, lower is better
+    n: int = 0
+
+
+@dataclass
+class EvaluationResult:
+    """Everything an evaluation produced: JSON via :meth:`to_dict` / :meth:`to_json`, and input to the report."""
+
+    method: str
+    seed: int
+    support: int
+    n_models: int  # classes evaluated (after dropping small ones)
+    n_images: int  # images of the evaluated classes
+    labels: list[str]  # evaluated classes, sorted; the order of the confusion matrix
+    identification: IdentificationResult
+    verification: VerificationResult
+    open_set: OpenSetResult
+    clustering: ClusteringResult
+    dropped_classes: dict[str, int] = field(default_factory=dict)  # label -> image count
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (plain Python types; NaN becomes ``None``)."""
+        return {"format": FORMAT, **_jsonable(dataclasses.asdict(self))}
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """The JSON text; also written atomically to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        if path is not None:
+            atomic.write_text(path, text)
+        return text
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvaluationResult:
+        """Rebuild a result from :meth:`to_dict` output (e.g. to re-render a report from saved JSON)."""
+        if data.get("format", FORMAT) != FORMAT:
+            raise DatasetError(f"unsupported evaluation format {data.get('format')!r} (expected {FORMAT!r})")
+        plain = {k: v for k, v in data.items() if k not in ("identification", "verification", "open_set", "clustering")}
+        return _from_fields(
+            cls,
+            {
+                **plain,
+                "identification": _from_fields(IdentificationResult, data.get("identification")),
+                "verification": _from_fields(VerificationResult, data.get("verification")),
+                "open_set": _from_fields(OpenSetResult, data.get("open_set")),
+                "clustering": _from_fields(ClusteringResult, data.get("clustering")),
+            },
+        )
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> EvaluationResult:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def l2_normalize(x: NDArray[Any]) -> NDArray[np.float64]:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def _int_seed(seq: np.random.SeedSequence) -> int:
+    return int(seq.generate_state(1)[0])
+
+
+def _triu_unrank(r: NDArray[np.int64], m: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Map ranks ``r`` in ``[0, m(m-1)/2)`` to pairs ``i < j`` in row-major order of the upper triangle."""
+    r = np.asarray(r, dtype=np.int64)
+
+    def start(i: NDArray[np.int64]) -> NDArray[np.int64]:  # rank of pair (i, i + 1)
+        return i * (2 * m - i - 1) // 2
+
+    b = 2 * m - 1
+    i = np.floor((b - np.sqrt(np.maximum(b * b - 8.0 * r, 0.0))) / 2.0).astype(np.int64)
+    i = np.clip(i, 0, m - 2)
+    i = np.where(start(i) > r, i - 1, i)  # fix floating-point rounding either way
+    i = np.where((i + 1 <= m - 2) & (start(i + 1) <= r), i + 1, i)
+    j = i + 1 + (r - start(i))
+    return i, j
+
+
+def _sample_pairs(
+    rng: np.random.Generator, groups: list[NDArray[np.int64]], n_each: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Up to ``n_each`` distinct same-group and as many distinct different-group pairs (equal counts).
+
+    Pairs are drawn uniformly without replacement from all possible pairs, by ranking them block by block
+    (one block per group for positives, per group pair for negatives), so nothing quadratic is materialised.
+    """
+    sizes = np.array([g.size for g in groups], dtype=np.int64)
+    pos_sizes = sizes * (sizes - 1) // 2
+    a_idx, b_idx = np.triu_indices(len(groups), k=1)
+    neg_sizes = sizes[a_idx] * sizes[b_idx]
+    k = int(min(n_each, pos_sizes.sum(), neg_sizes.sum()))
+    empty = np.empty((0, 2), dtype=np.int64)
+    if k <= 0:
+        return empty, empty
+
+    pos = np.empty((k, 2), dtype=np.int64)
+    ranks = np.sort(rng.choice(int(pos_sizes.sum()), size=k, replace=False))
+    starts = np.concatenate([[0], np.cumsum(pos_sizes)])
+    block = np.searchsorted(starts, ranks, side="right") - 1
+    for g in np.unique(block):
+        sel = block == g
+        i, j = _triu_unrank(ranks[sel] - starts[g], int(sizes[g]))
+        pos[sel, 0], pos[sel, 1] = groups[g][i], groups[g][j]
+
+    neg = np.empty((k, 2), dtype=np.int64)
+    ranks = np.sort(rng.choice(int(neg_sizes.sum()), size=k, replace=False))
+    starts = np.concatenate([[0], np.cumsum(neg_sizes)])
+    block = np.searchsorted(starts, ranks, side="right") - 1
+    for blk in np.unique(block):
+        sel = block == blk
+        off = ranks[sel] - starts[blk]
+        ga, gb = groups[a_idx[blk]], groups[b_idx[blk]]
+        neg[sel, 0], neg[sel, 1] = ga[off // gb.size], gb[off % gb.size]
+    return pos, neg
+
+
+@dataclass(frozen=True)
+class PairSplit:
+    """Verification pairs (row indices into the embedding matrix) split into disjoint validation/test images."""
+
+    val_pairs: NDArray[np.int64]  # (k, 2)
+    val_same: NDArray[np.bool_]  # (k,)
+    test_pairs: NDArray[np.int64]
+    test_same: NDArray[np.bool_]
+    val_images: NDArray[np.int64]
+    test_images: NDArray[np.int64]
+
+
+def draw_verification_pairs(
+    image_indices: Sequence[int] | NDArray[np.int64],
+    codes: Sequence[int] | NDArray[np.int64],
+    *,
+    pairs: int,
+    val_fraction: float,
+    seed: int | np.random.SeedSequence,
+) -> PairSplit:
+    """Split images per class into validation/test sides, then draw balanced pairs within each side.
+
+    ``image_indices`` are the candidate rows (the query images) and ``codes`` their integer class labels.
+    Each class with at least two images puts ``round(val_fraction * m)`` of them (clipped to ``[1, m - 1]``) on
+    the validation side; a single image goes to validation with probability ``val_fraction``. The validation
+    side gets ``round(pairs * val_fraction)`` pairs, the test side the rest, each half same-class and half
+    different-class (fewer if the side has fewer distinct pairs, always balanced).
+    """
+    rng = np.random.default_rng(seed)
+    idx = np.asarray(image_indices, dtype=np.int64)
+    cls = np.asarray(codes)
+    if idx.shape != cls.shape:
+        raise ValueError("image_indices and codes differ in length")
+    val_groups: list[NDArray[np.int64]] = []
+    test_groups: list[NDArray[np.int64]] = []
+    for c in np.unique(cls):
+        members = rng.permutation(idx[cls == c])
+        m = members.size
+        n_val = min(max(int(round(val_fraction * m)), 1), m - 1) if m >= 2 else int(rng.random() < val_fraction)
+        val_groups.append(np.sort(members[:n_val]))
+        test_groups.append(np.sort(members[n_val:]))
+
+    def side(groups: list[NDArray[np.int64]], n_pairs: int) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+        groups = [g for g in groups if g.size]
+        pos, neg = _sample_pairs(rng, groups, n_pairs // 2)
+        both = np.concatenate([pos, neg])
+        return both, np.concatenate([np.ones(len(pos), bool), np.zeros(len(neg), bool)])
+
+    n_val_pairs = int(round(pairs * val_fraction))
+    val_pairs, val_same = side(val_groups, n_val_pairs)
+    test_pairs, test_same = side(test_groups, pairs - n_val_pairs)
+    return PairSplit(
+        val_pairs,
+        val_same,
+        test_pairs,
+        test_same,
+        np.sort(np.concatenate(val_groups)) if val_groups else np.empty(0, np.int64),
+        np.sort(np.concatenate(test_groups)) if test_groups else np.empty(0, np.int64),
+    )
+
+
+def verification_from_scores(
+    val_scores: NDArray[np.float64],
+    val_same: NDArray[np.bool_],
+    test_scores: NDArray[np.float64],
+    test_same: NDArray[np.bool_],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> VerificationResult:
+    """Verification metrics from pair scores: the threshold is chosen from the validation pairs **only**.
+
+    ``threshold`` maximises validation accuracy (:func:`~modelprint.evaluation.metrics.best_threshold`); AUC,
+    EER, TPR@1%FPR, the ROC curve, accuracy at that threshold and their bootstrap CIs (pairs resampled within
+    same/different strata) are measured on the test pairs.
+    """
+    val_scores, val_same = np.asarray(val_scores, np.float64), np.asarray(val_same, bool)
+    test_scores, test_same = np.asarray(test_scores, np.float64), np.asarray(test_same, bool)
+    for name, same in (("validation", val_same), ("test", test_same)):
+        if same.size == 0 or same.all() or not same.any():
+            return VerificationResult(
+                skipped=f"not enough query images to form both same-model and different-model {name} pairs",
+                n_val_pairs=int(val_same.size),
+                n_test_pairs=int(test_same.size),
+            )
+    threshold = M.best_threshold(val_scores, val_same, rule="accuracy")
+    eer_rate, eer_thr = M.eer(test_scores, test_same)
+    fpr, tpr, _ = M.roc_curve_points(test_scores, test_same, max_points=MAX_ROC_POINTS)
+    ss = np.random.SeedSequence(seed).spawn(2)
+
+    def acc(s: NDArray[np.float64], y: NDArray[np.bool_]) -> float:
+        return float(np.mean((s >= threshold) == y))
+
+    return VerificationResult(
+        auc=_num(M.roc_auc(test_scores, test_same)),
+        auc_ci=_ci(M.bootstrap_ci(M.roc_auc, test_scores, test_same, n_boot=n_boot, seed=_int_seed(ss[0]),
+                                  alpha=alpha, strata=test_same)),
+        eer=_num(eer_rate),
+        eer_threshold=_num(eer_thr),
+        tpr_at_1pct_fpr=_num(M.tpr_at_fpr(test_scores, test_same, 0.01)),
+        accuracy=_num(acc(test_scores, test_same)),
+        accuracy_ci=_ci(M.bootstrap_ci(acc, test_scores, test_same, n_boot=n_boot, seed=_int_seed(ss[1]),
+                                       alpha=alpha, strata=test_same)),
+        threshold=_num(threshold),
+        val_accuracy=_num(acc(val_scores, val_same)),
+        n_val_pairs=int(val_same.size),
+        n_test_pairs=int(test_same.size),
+        metrics={  # registered score metrics beyond the built-in fields above
+            k: _num(v)
+            for k, v in M.score_metrics(test_scores, test_same).items()
+            if k not in {f.name for f in dataclasses.fields(VerificationResult)}
+        },
+        roc_fpr=[float(v) for v in fpr],
+        roc_tpr=[float(v) for v in tpr],
+    )
+
+
+# ----------------------------------------------------------------------------------------------- protocol
+
+
+def evaluate_embeddings(
+    embeddings: NDArray[Any],
+    labels: Sequence[str],
+    *,
+    support: int = 5,
+    pairs: int = 2000,
+    seed: int = 0,
+    val_fraction: float = 0.5,
+    open_set_fraction: float = 0.25,
+    n_boot: int = 1000,
+    method: str = "",
+    paths: Sequence[str] | None = None,
+) -> EvaluationResult:
+    """Run the four protocols (see the module docstring) on ``embeddings`` labelled by model.
+
+    ``paths`` (one per row, optional) name the images in the list of identification mistakes. Raises
+    :class:`~modelprint.errors.DatasetError` when fewer than two models have ``support + 1`` images.
+    """
+    x = np.asarray(embeddings)
+    labels = [str(v) for v in labels]
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be a 2-D (n, d) array, got shape {x.shape}")
+    if x.shape[0] != len(labels):
+        raise ValueError(f"{x.shape[0]} embeddings but {len(labels)} labels")
+    if paths is not None and len(paths) != len(labels):
+        raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("embeddings contain NaN or infinite values")
+    if support < 1:
+        raise ValueError(f"support must be >= 1, got {support}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if not 0.0 < open_set_fraction < 1.0:
+        raise ValueError(f"open_set_fraction must be in (0, 1), got {open_set_fraction}")
+    if pairs < 0 or n_boot < 0:
+        raise ValueError("pairs and n_boot must be >= 0")
+
+    x = l2_normalize(x)
+    names, counts = np.unique(np.array(labels, dtype=str), return_counts=True)
+    keep = [str(n) for n, c in zip(names, counts, strict=True) if c >= support + 1]
+    dropped = {str(n): int(c) for n, c in zip(names, counts, strict=True) if c < support + 1}
+    if len(keep) < 2:
+        raise DatasetError(
+            f"evaluation needs at least 2 models with >= {support + 1} images (support {support} + 1 query); "
+            f"got {len(keep)} (image counts: {dict(zip(names.tolist(), counts.tolist(), strict=True))})"
+        )
+    code_of = {n: i for i, n in enumerate(keep)}
+    codes = np.array([code_of.get(lab, -1) for lab in labels], dtype=np.int64)
+    seq_support, seq_pairs, seq_open, seq_boot, seq_cluster = np.random.SeedSequence(seed).spawn(5)
+    boot_id, boot_ver = seq_boot.spawn(2)
+
+    # 1. identification ---------------------------------------------------------------------------------
+    rng = np.random.default_rng(seq_support)
+    support_rows, query_rows = [], []
+    for c in range(len(keep)):
+        members = rng.permutation(np.flatnonzero(codes == c))
+        support_rows.append(members[:support])
+        query_rows.append(np.sort(members[support:]))
+    protos = l2_normalize(np.stack([x[r].mean(axis=0) for r in support_rows]))
+    queries = np.concatenate(query_rows)
+    q_true = codes[queries]
+    q_sims = x[queries] @ protos.T
+    q_pred = np.argmax(q_sims, axis=1)
+
+    k = len(keep)
+    names = np.array(keep)
+    ident = M.identification_metrics(names[q_true], names[q_pred], labels=keep)
+    s_ids = np.random.SeedSequence(_int_seed(boot_id)).spawn(2)
+    acc_ci = M.bootstrap_ci(M.accuracy, q_true, q_pred, n_boot=n_boot, seed=_int_seed(s_ids[0]), strata=q_true)
+    f1_ci = M.bootstrap_ci(
+        lambda t, p: M.macro_f1(t, p, labels=range(k)), q_true, q_pred,
+        n_boot=n_boot, seed=_int_seed(s_ids[1]), strata=q_true,
+    )
+    wrong = np.flatnonzero(q_pred != q_true)
+    wrong = wrong[np.argsort(-q_sims[wrong, q_pred[wrong]], kind="stable")][:MAX_ERRORS]
+    errors = [
+        {
+            "index": int(queries[i]),
+            **({"path": str(paths[queries[i]])} if paths is not None else {}),
+            "true": keep[q_true[i]],
+            "predicted": keep[q_pred[i]],
+            "score": float(q_sims[i, q_pred[i]]),
+            "score_true": float(q_sims[i, q_true[i]]),
+        }
+        for i in wrong
+    ]
+    identification = IdentificationResult(
+        accuracy=_num(ident["accuracy"]),
+        accuracy_ci=_ci(acc_ci),
+        macro_f1=_num(ident["macro_f1"]),
+        macro_f1_ci=_ci(f1_ci),
+        labels=list(keep),
+        confusion_matrix=ident["confusion_matrix"],
+        per_class_accuracy={c: _num(v) for c, v in ident["per_class_accuracy"].items()},
+        n_support=support,
+        n_queries=int(queries.size),
+        errors=errors,
+    )
+
+    # 2. verification -----------------------------------------------------------------------------------
+    split = draw_verification_pairs(queries, q_true, pairs=pairs, val_fraction=val_fraction, seed=seq_pairs)
+
+    def pair_scores(p: NDArray[np.int64]) -> NDArray[np.float64]:
+        return np.einsum("ij,ij->i", x[p[:, 0]], x[p[:, 1]]) if len(p) else np.empty(0)
+
+    verification = verification_from_scores(
+        pair_scores(split.val_pairs), split.val_same, pair_scores(split.test_pairs), split.test_same,
+        n_boot=n_boot, seed=_int_seed(boot_ver),
+    )
+    verification.n_val_images = int(split.val_images.size)
+    verification.n_test_images = int(split.test_images.size)
+
+    # 3. open set ---------------------------------------------------------------------------------------
+    if k < 3:
+        open_set = OpenSetResult(skipped=f"open-set evaluation needs at least 3 models, got {k}")
+    else:
+        n_unknown = min(max(1, int(round(open_set_fraction * k))), k - 2)
+        unknown = np.sort(np.random.default_rng(seq_open).choice(k, size=n_unknown, replace=False))
+        known = np.setdiff1d(np.arange(k), unknown)
+        is_known_query = np.isin(q_true, known)
+        known_scores_all = q_sims[is_known_query][:, known]
+        known_true = q_true[is_known_query]
+        known_pred = known[np.argmax(known_scores_all, axis=1)]
+        known_max = known_scores_all.max(axis=1)
+        unknown_rows = np.flatnonzero(np.isin(codes, unknown))  # all their images: none was used for anything
+        unknown_max = (x[unknown_rows] @ protos[known].T).max(axis=1)
+        correct = known_pred == known_true
+        open_set = OpenSetResult(
+            auroc=_num(M.open_set_auroc(known_max, unknown_max)),
+            oscr=_num(M.oscr(correct, known_max, unknown_max)),
+            closed_set_accuracy=_num(correct.mean()),
+            known_classes=[keep[c] for c in known],
+            unknown_classes=[keep[c] for c in unknown],
+            n_known=int(known_max.size),
+            n_unknown=int(unknown_max.size),
+        )
+
+    # 4. clustering -------------------------------------------------------------------------------------
+    clustering = ClusteringResult(
+        silhouette=_num(M.silhouette_cosine(x[queries], q_true, seed=_int_seed(seq_cluster))),
+        davies_bouldin=_num(M.davies_bouldin(x[queries], q_true)),
+        n=int(queries.size),
+    )
+
+    return EvaluationResult(
+        method=method,
+        seed=int(seed),
+        support=int(support),
+        n_models=k,
+        n_images=int(np.sum(codes >= 0)),
+        labels=list(keep),
+        identification=identification,
+        verification=verification,
+        open_set=open_set,
+        clustering=clustering,
+        dropped_classes=dropped,
+        config={
+            "pairs": int(pairs),
+            "val_fraction": float(val_fraction),
+            "open_set_fraction": float(open_set_fraction),
+            "n_boot": int(n_boot),
+            "similarity": "cosine on L2-normalised embeddings",
+            "threshold_rule": THRESHOLD_RULE,
+        },
+    )
