@@ -275,7 +275,7 @@ def _print_summary(d: dict) -> None:
         v, ci = sec.get(key), sec.get(f"{key}_ci")
         if v is None:
             return "—"
-        return f"{v:.3f}" + (f"  [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        return f"{v:.3f}" + (f"  [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else "")
 
     table = Table(title=f"{d.get('method', '')}: {d['n_models']} models, {d['n_images']} images, seed {d.get('seed')}")
     table.add_column("metric")

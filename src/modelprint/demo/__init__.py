@@ -20,6 +20,10 @@ REALWORLD_PER_CLASS = 16
 SUPPORT = 5
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def default_realworld() -> Path | None:
     env = os.environ.get("MODELPRINT_REALWORLD")
     candidates = [Path(env)] if env else [Path.cwd().parent / "shared" / "realworld", Path(__file__).resolve().parents[4] / "shared" / "realworld"]
@@ -96,7 +100,8 @@ def run_demo(workdir: Path, seed: int = 0, realworld: Path | None = None, consol
                       title="modelprint demo: spectral fingerprints")
     result.to_json(workdir / "evaluation.json")
     d = result.to_dict()
-    console.print(f"evaluation protocol (seed {seed}): identification accuracy {d['identification']['accuracy']:.3f}, "
-                  f"verification AUC {d['verification']['auc']:.3f}, EER {d['verification']['eer']:.3f}")
+    ident, verif = d["identification"], d["verification"]
+    console.print(f"evaluation protocol (seed {seed}): identification accuracy {_fmt(ident.get('accuracy'))}, "
+                  f"verification AUC {_fmt(verif.get('auc'))}, EER {_fmt(verif.get('eer'))}")
     console.print(f"gallery: {gallery_path}\nreport:  {report}\ntime:    {time.perf_counter() - start:.1f} s")
     return {"accuracy": accuracy, "evaluation": d}
