@@ -1,0 +1,107 @@
+"""The CLI end to end, in subprocesses, on images made by three distinct upsampling "generators"."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import natural_like
+
+GENERATORS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "box": Image.Resampling.BOX,
+}
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "modelprint.cli.main", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """dataset/<generator>/*.png: 8 images per generator, each a 48² image upsampled 2× to 96²."""
+    root = tmp_path_factory.mktemp("cli")
+    for g, (name, resample) in enumerate(GENERATORS.items()):
+        folder = root / "dataset" / name
+        folder.mkdir(parents=True)
+        for i in range(8):
+            small = Image.fromarray(natural_like(48, 48, seed=100 * g + i))
+            small.resize((96, 96), resample).save(folder / f"{i}.png")
+    (root / "bad").mkdir()
+    (root / "bad" / "corrupt.png").write_bytes((root / "dataset" / "nearest" / "0.png").read_bytes()[:200])
+    (root / "bad" / "notes.png").write_text("not an image")
+    return root
+
+
+def test_enroll_identify_verify_gallery_and_evaluate(workspace: Path) -> None:
+    ds, gallery = workspace / "dataset", workspace / "g.sqlite"
+    for name in GENERATORS:
+        files = [str(ds / name / f"{i}.png") for i in range(4)]
+        res = run("enroll", "--gallery", str(gallery), "--model", name, "--json", "--seed", "0", *files, cwd=workspace)
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["added"] == 4
+
+    queries = [str(ds / name / f"{i}.png") for name in GENERATORS for i in range(4, 8)]
+    bad = [str(workspace / "bad" / "corrupt.png"), str(workspace / "bad" / "notes.png")]
+    res = run("identify", "--gallery", str(gallery), "--json", "--threshold", "-1", *queries, *bad, cwd=workspace)
+    assert res.returncode == 1  # some inputs failed, the batch went on
+    payload = json.loads(res.stdout)
+    assert len(payload["results"]) == len(queries) and len(payload["failed"]) == 2
+    errors = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(errors) == 2 and all("Traceback" not in line for line in errors)
+    assert any("corrupt.png" in line and "truncated" in line for line in errors)
+    assert any("notes.png" in line and "not an image" in line for line in errors)
+    correct = sum(Path(r["path"]).parent.name == r["prediction"] for r in payload["results"])
+    assert correct / len(queries) >= 0.9
+
+    res = run("verify", "--gallery", str(gallery), "--json", str(ds / "nearest/5.png"), str(ds / "nearest/6.png"), cwd=workspace)
+    assert res.returncode == 0, res.stderr
+    assert set(json.loads(res.stdout)) >= {"similarity", "same_model", "threshold"}
+
+    listed = json.loads(run("gallery", "list", "--gallery", str(gallery), "--json", cwd=workspace).stdout)
+    assert sorted(m["name"] for m in listed["models"]) == sorted(GENERATORS)
+    assert run("gallery", "export", "--gallery", str(gallery), str(workspace / "g.json"), cwd=workspace).returncode == 0
+    exported = json.loads((workspace / "g.json").read_text())
+    assert len(exported["embeddings"]) == 12
+    assert run("gallery", "remove", "--gallery", str(gallery), "box", cwd=workspace).returncode == 0
+    listed = json.loads(run("gallery", "list", "--gallery", str(gallery), "--json", cwd=workspace).stdout)
+    assert "box" not in {m["name"] for m in listed["models"]}
+
+    out_json, report = workspace / "eval.json", workspace / "eval.html"
+    res = run("evaluate", str(ds), "--support", "3", "--pairs", "200", "--seed", "1", "--json", str(out_json),
+              "--report", str(report), cwd=workspace)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(out_json.read_text())
+    for section, key in (("identification", "accuracy"), ("identification", "macro_f1"), ("verification", "auc"),
+                         ("verification", "eer"), ("verification", "accuracy")):
+        assert isinstance(result[section][key], float)
+    assert result["n_models"] == 3 and result["n_images"] == 24
+    assert result["identification"]["accuracy"] >= 0.9
+    html = report.read_text()
+    assert html.count("data:image/png;base64") >= 3 and 'src="http' not in html
+
+
+def test_fatal_errors_are_one_line_with_exit_code_2(workspace: Path) -> None:
+    res = run("identify", "--gallery", str(workspace / "missing.sqlite"), str(workspace / "dataset"), cwd=workspace)
+    assert res.returncode == 2
+    assert "missing.sqlite" in res.stderr and "Traceback" not in res.stderr
+    res = run("evaluate", str(workspace / "nowhere"), cwd=workspace)
+    assert res.returncode == 2 and "nowhere" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_same_seed_same_numbers(workspace: Path) -> None:
+    outs = []
+    for k in range(2):
+        path = workspace / f"eval{k}.json"
+        res = run("evaluate", str(workspace / "dataset"), "--support", "3", "--pairs", "100", "--seed", "7", "--json", str(path), cwd=workspace)
+        assert res.returncode == 0, res.stderr
+        d = json.loads(path.read_text())
+        outs.append((d["identification"], d["verification"]))
+    assert outs[0] == outs[1]
