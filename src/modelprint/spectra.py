@@ -123,3 +123,26 @@ def ffd(model_spectra_a: np.ndarray, model_spectra_b: np.ndarray) -> float:
     if len(a) < 2 or len(b) < 2:
         raise ValueError("FFD needs at least two models on each side to estimate a covariance")
     return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+def window_log_spectra(tiles, eps: float = 1e-10):  # noqa: ANN001, ANN201
+    """Per-channel centred log power spectra of a batch of square tiles (torch ``(N, C, T, T)`` → same shape).
+
+    Each tile's mean is removed and a 2-D Hann window applied before the FFT; power is normalised by the window's
+    energy, so white noise of variance v has a flat spectrum at ``log v``. Used for training and inference alike.
+    """
+    import torch
+
+    size = tiles.shape[-1]
+    hann = torch.hann_window(size, periodic=False, dtype=tiles.dtype, device=tiles.device)
+    window = hann[:, None] * hann[None, :]
+    centred = (tiles - tiles.mean(dim=(-2, -1), keepdim=True)) * window
+    power = torch.fft.fft2(centred).abs().pow(2) / window.pow(2).sum()
+    return torch.log(torch.fft.fftshift(power, dim=(-2, -1)) + eps)
+
+
+def grid_starts(length: int, tile: int, n: int) -> list[int]:
+    """``n`` evenly spaced window starts covering ``length`` (one start when the window fills it)."""
+    if length <= tile:
+        return [0]
+    return sorted({round(v) for v in np.linspace(0, length - tile, n)})

@@ -1,0 +1,31 @@
+"""Losses for fingerprint learning: cross-entropy plus batch-hard triplet (Hermans et al., 2017)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def batch_hard_triplet(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.3) -> torch.Tensor:
+    """Mean over anchors of ``relu(d(a, hardest positive) − d(a, hardest negative) + margin)``, Euclidean.
+
+    Anchors without a positive in the batch are skipped (P×K sampling guarantees every anchor has one).
+    """
+    dist = torch.cdist(embeddings, embeddings)
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    pos_mask = same & ~eye
+    has_pos = pos_mask.any(1)
+    if not has_pos.any():
+        return embeddings.sum() * 0.0
+    hardest_pos = torch.where(pos_mask, dist, torch.full_like(dist, -1.0)).max(1).values
+    hardest_neg = torch.where(same, torch.full_like(dist, float("inf")), dist).min(1).values
+    return F.relu(hardest_pos - hardest_neg + margin)[has_pos].mean()
+
+
+def fingerprint_loss(
+    embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, margin: float = 0.3, triplet_weight: float = 1.0
+) -> tuple[torch.Tensor, dict[str, float]]:
+    ce = F.cross_entropy(logits, labels)
+    tri = batch_hard_triplet(embeddings, labels, margin)
+    return ce + triplet_weight * tri, {"ce": float(ce.detach()), "triplet": float(tri.detach())}
