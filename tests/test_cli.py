@@ -13,10 +13,10 @@ from PIL import Image
 
 from conftest import natural_like
 
-GENERATORS = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "box": Image.Resampling.BOX,
+GENERATORS = {  # name: (resampling filter, upsampling factor)
+    "nearest": (Image.Resampling.NEAREST, 2),
+    "bilinear": (Image.Resampling.BILINEAR, 2),
+    "bicubic3x": (Image.Resampling.BICUBIC, 3),
 }
 
 
@@ -26,13 +26,13 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """dataset/<generator>/*.png: 8 images per generator, each a 48² image upsampled 2× to 96²."""
+    """dataset/<generator>/*.png: 8 images per generator, each a small image upsampled to 96²."""
     root = tmp_path_factory.mktemp("cli")
-    for g, (name, resample) in enumerate(GENERATORS.items()):
+    for g, (name, (resample, factor)) in enumerate(GENERATORS.items()):
         folder = root / "dataset" / name
         folder.mkdir(parents=True)
         for i in range(8):
-            small = Image.fromarray(natural_like(48, 48, seed=100 * g + i))
+            small = Image.fromarray(natural_like(96 // factor, 96 // factor, seed=100 * g + i))
             small.resize((96, 96), resample).save(folder / f"{i}.png")
     (root / "bad").mkdir()
     (root / "bad" / "corrupt.png").write_bytes((root / "dataset" / "nearest" / "0.png").read_bytes()[:200])
@@ -70,9 +70,9 @@ def test_enroll_identify_verify_gallery_and_evaluate(workspace: Path) -> None:
     assert run("gallery", "export", "--gallery", str(gallery), str(workspace / "g.json"), cwd=workspace).returncode == 0
     exported = json.loads((workspace / "g.json").read_text())
     assert len(exported["embeddings"]) == 12
-    assert run("gallery", "remove", "--gallery", str(gallery), "box", cwd=workspace).returncode == 0
+    assert run("gallery", "remove", "--gallery", str(gallery), "bicubic3x", cwd=workspace).returncode == 0
     listed = json.loads(run("gallery", "list", "--gallery", str(gallery), "--json", cwd=workspace).stdout)
-    assert "box" not in {m["name"] for m in listed["models"]}
+    assert "bicubic3x" not in {m["name"] for m in listed["models"]}
 
     out_json, report = workspace / "eval.json", workspace / "eval.html"
     res = run("evaluate", str(ds), "--support", "3", "--pairs", "200", "--seed", "1", "--json", str(out_json),
