@@ -38,7 +38,7 @@ def demo_dataset(realworld: Path | None, seed: int) -> Dataset:
             files = sorted((realworld / cls).glob("*")) if (realworld / cls).is_dir() else []
             if len(files) > REALWORLD_PER_CLASS:
                 files = [files[i] for i in sorted(rng.choice(len(files), REALWORLD_PER_CLASS, replace=False))]
-            samples += [Sample(f, f"realworld/{cls}") for f in files]
+            samples += [Sample(f, cls) for f in files]
     return Dataset(samples, "demo set")
 
 
@@ -78,7 +78,7 @@ def run_demo(workdir: Path, seed: int = 0, realworld: Path | None = None, consol
         results = g.identify_embeddings(emb.vectors[queries], method.name, method.version, top_k=3)
 
     table = Table(title=f"1:N identification, {SUPPORT} enrolled images per model")
-    for col in ("model", "queries", "correct", "unknown", "accuracy", "most often confused with"):
+    for col in ("model", "source", "queries", "correct", "unknown", "accuracy", "confused with"):
         table.add_column(col, justify="right" if col in ("queries", "correct", "unknown", "accuracy") else "left")
     total_correct = 0
     for cls in sorted(set(labels)):
@@ -86,7 +86,7 @@ def run_demo(workdir: Path, seed: int = 0, realworld: Path | None = None, consol
         correct = sum(p == cls for p in preds)
         total_correct += correct
         wrong = Counter(p for p in preds if p not in (cls, "unknown")).most_common(1)
-        table.add_row(cls, str(len(preds)), str(correct), str(sum(p == "unknown" for p in preds)),
+        table.add_row(cls, "realworld" if cls in REALWORLD_CLASSES else "bundled", str(len(preds)), str(correct), str(sum(p == "unknown" for p in preds)),
                       f"{correct / max(1, len(preds)):.2f}", wrong[0][0] if wrong else "—")
     console.print(table)
     accuracy = total_correct / max(1, len(queries))
