@@ -114,3 +114,17 @@ def test_checkpoint_errors(tmp_path: Path, tiny_sets) -> None:
     weights.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="does not match"):
         LearnedMethod(weights=weights, residual="highpass")
+
+
+def test_windowed_residual_equals_whole_image_residual_inside(tiny_sets, tmp_path: Path) -> None:
+    from modelprint.extractor.features import window_spectra
+    from modelprint.residuals import get_residual
+
+    train, _ = tiny_sets
+    train_extractor(train, tmp_path, TrainConfig(steps=1, **TINY))
+    m = LearnedMethod(weights=tmp_path / "extractor.safetensors", residual="highpass")
+    image = np.random.default_rng(1).random((200, 200, 3), dtype=np.float32)
+    fast = m.window_spectra(image)
+    whole = window_spectra(get_residual("highpass")(image), tile=32, per_side=3)
+    assert fast.shape == whole.shape == (9, 3, 32, 32)
+    np.testing.assert_allclose(fast[4], whole[4], atol=1e-4)  # the centre window is away from the border

@@ -63,12 +63,17 @@ class LearnedMethod(FingerprintMethod):
         ``None`` for the shipped extractor, or a ``.safetensors`` file written by ``modelprint train``.
     windows_per_side:
         The sliding-window grid (3 gives 9 windows, as in the paper); 1 disables sliding windows.
+    residual:
+        The residual extractor the weights were trained with; it must be local (``dncnn``, ``highpass``).
+    margin:
+        Context pixels around each window for the residual (must exceed the extractor's receptive radius).
     """
 
-    def __init__(self, weights: str | Path | None = None, windows_per_side: int = 3, residual: str = "dncnn") -> None:
+    def __init__(self, weights: str | Path | None = None, windows_per_side: int = 3, residual: str = "dncnn", margin: int = 12) -> None:
         self.weights = weights
         self.windows_per_side = windows_per_side
         self.residual = residual
+        self.margin = margin
         self._net, self._mean, self._std, self.meta = load_extractor(weights)
         from modelprint.residuals import get_residual
         from modelprint.seeding import configure_torch_threads
@@ -78,25 +83,37 @@ class LearnedMethod(FingerprintMethod):
 
     @property
     def version(self) -> str:
-        return f"1-{self.meta['sha256'][:12]}-w{self.windows_per_side}-{self.residual}:{self._residual.version}"
+        return f"1-{self.meta['sha256'][:12]}-w{self.windows_per_side}m{self.margin}-{self.residual}:{self._residual.version}"
+
+    def window_spectra(self, image: np.ndarray) -> np.ndarray:
+        """Log-spectra ``(n_windows, 3, T, T)`` of the image's sliding windows.
+
+        Only the windows' pixels (plus a margin wider than the denoiser's receptive field, reflected at the image
+        border) go through the residual extractor, so a large image costs no more than its windows.
+        """
+        from modelprint.extractor.features import window_spectra
+        from modelprint.spectra import grid_starts
+
+        tile, m = self._net.config["tile"], self.margin
+        h, w, _ = image.shape
+        size = min(tile, h, w)
+        padded = np.pad(image, ((m, m), (m, m), (0, 0)), mode="reflect")
+        crops = [padded[y : y + size + 2 * m, x : x + size + 2 * m]
+                 for y in grid_starts(h, size, self.windows_per_side) for x in grid_starts(w, size, self.windows_per_side)]
+        residuals = self._residual.batch(crops)
+        return np.concatenate([window_spectra(r[m : m + size, m : m + size], tile, per_side=1) for r in residuals])
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         import torch
 
-        from modelprint.extractor.features import window_spectra
-
         dim = self._net.config["embed_dim"]
         if len(images) == 0:
             return np.zeros((0, dim), dtype=np.float32)
-        tile = self._net.config["tile"]
-        spectra, owner = [], []
-        for i, r in enumerate(self._residual.batch(list(images))):
-            s = window_spectra(r, tile, self.windows_per_side)
-            spectra.append(s)
-            owner += [i] * len(s)
+        spectra = [self.window_spectra(np.asarray(im, dtype=np.float32)) for im in images]
+        owner = np.repeat(np.arange(len(images)), [len(s) for s in spectra])
         x = torch.from_numpy((np.concatenate(spectra) - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             e = torch.nn.functional.normalize(self._net(x), dim=1).numpy()
         out = np.zeros((len(images), dim), dtype=np.float32)
-        np.add.at(out, np.array(owner), e)
+        np.add.at(out, owner, e)
         return out / np.linalg.norm(out, axis=1, keepdims=True)
