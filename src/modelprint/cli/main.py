@@ -309,6 +309,38 @@ def denoiser_train(
         _emit_json(metrics)
 
 
+@app.command()
+def train(
+    pool: Annotated[Path, typer.Option("--pool", help="Synthetic pool folder written by `modelprint synthesize`.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (weights, checkpoint, cached spectra, history).")],
+    steps: Annotated[int, typer.Option(min=1)] = 3000,
+    per_model: Annotated[int, typer.Option(min=8, help="Fingerprinted images rendered per synthetic model.")] = 48,
+    val_fraction: Annotated[float, typer.Option(help="Share of architectures held out for model selection.")] = 0.1,
+    widths: Annotated[str, typer.Option(help="ResNet stage widths, comma-separated.")] = "16,32,64,128",
+    embed_dim: Annotated[int, typer.Option()] = 128,
+    p: Annotated[int, typer.Option("--P", help="Models per batch.")] = 16,
+    k: Annotated[int, typer.Option("--K", help="Images per model per batch.")] = 8,
+    lr: Annotated[float, typer.Option()] = 2e-3,
+    augment: Annotated[bool, typer.Option(help="JPEG and resize augmentation.")] = True,
+    seed: SeedOpt = 0,
+) -> None:
+    """Train the zero-shot fingerprint extractor on a synthetic pool (resumes if killed)."""
+    with _fatal_errors():
+        from modelprint.extractor.pipeline import train_from_pool
+        from modelprint.extractor.train import TrainConfig
+
+        _seed(seed)
+        cfg = TrainConfig(widths=tuple(int(w) for w in widths.split(",")), embed_dim=embed_dim, P=p, K=k, steps=steps,
+                          lr=lr, seed=seed)
+        command = "modelprint " + " ".join(sys.argv[1:])
+        bar, task = _progress(steps, "training extractor")
+        with bar:
+            result = train_from_pool(pool, out_dir, config=cfg, per_model=per_model, val_fraction=val_fraction,
+                                     augment=augment, seed=seed, command=command,
+                                     train_progress=lambda done, rec: bar.update(task, completed=done))
+        _emit_json(result["recipe"])
+
+
 @app.command("spectral-reference")
 def spectral_reference(
     residual: Annotated[str, typer.Option(help="Residual extractor.")] = "dncnn",

@@ -35,9 +35,9 @@ class FingerprintNet(nn.Module):
 
     def __init__(
         self,
-        widths: tuple[int, ...] = (32, 64, 128, 256),
+        widths: tuple[int, ...] = (16, 32, 64, 128),
         blocks_per_stage: int = 2,
-        embed_dim: int = 256,
+        embed_dim: int = 128,
         head_channels: int = 32,
         tile: int = 64,
         n_classes: int = 0,

@@ -25,9 +25,9 @@ from modelprint.extractor.network import FingerprintNet
 
 @dataclass
 class TrainConfig:
-    widths: tuple[int, ...] = (32, 64, 128, 256)
+    widths: tuple[int, ...] = (16, 32, 64, 128)
     blocks_per_stage: int = 2
-    embed_dim: int = 256
+    embed_dim: int = 128
     head_channels: int = 32
     P: int = 16
     K: int = 8
