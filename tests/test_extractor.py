@@ -74,7 +74,7 @@ def test_training_changes_weights_lowers_loss_and_resumes_exactly(tiny_sets, tmp
     torch.manual_seed(0)  # the seed train_extractor initialised with
     from modelprint.extractor.network import FingerprintNet
 
-    init = FingerprintNet((8, 16), 1, 16, 4, 32, 5).state_dict()
+    init = FingerprintNet((8, 16), 1, 16, 4, 32, 5, 2).state_dict()
     trained = method._net.state_dict()
     assert any(not torch.allclose(init[k], trained[k]) for k in trained if k.endswith("weight"))
 

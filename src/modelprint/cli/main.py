@@ -316,8 +316,9 @@ def train(
     steps: Annotated[int, typer.Option(min=1)] = 3000,
     per_model: Annotated[int, typer.Option(min=8, help="Fingerprinted images rendered per synthetic model.")] = 48,
     val_fraction: Annotated[float, typer.Option(help="Share of architectures held out for model selection.")] = 0.1,
-    widths: Annotated[str, typer.Option(help="ResNet stage widths, comma-separated.")] = "16,32,64,128",
-    embed_dim: Annotated[int, typer.Option()] = 128,
+    widths: Annotated[str, typer.Option(help="ResNet stage widths, comma-separated.")] = "32,64,128,256",
+    blocks: Annotated[int, typer.Option(min=1, help="Residual blocks per stage.")] = 1,
+    embed_dim: Annotated[int, typer.Option()] = 256,
     p: Annotated[int, typer.Option("--P", help="Models per batch.")] = 16,
     k: Annotated[int, typer.Option("--K", help="Images per model per batch.")] = 8,
     lr: Annotated[float, typer.Option()] = 2e-3,
@@ -330,7 +331,7 @@ def train(
         from modelprint.extractor.train import TrainConfig
 
         _seed(seed)
-        cfg = TrainConfig(widths=tuple(int(w) for w in widths.split(",")), embed_dim=embed_dim, P=p, K=k, steps=steps,
+        cfg = TrainConfig(widths=tuple(int(w) for w in widths.split(",")), blocks_per_stage=blocks, embed_dim=embed_dim, P=p, K=k, steps=steps,
                           lr=lr, seed=seed)
         command = "modelprint " + " ".join(sys.argv[1:])
         bar, task = _progress(steps, "training extractor")

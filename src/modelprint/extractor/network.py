@@ -35,24 +35,25 @@ class FingerprintNet(nn.Module):
 
     def __init__(
         self,
-        widths: tuple[int, ...] = (16, 32, 64, 128),
-        blocks_per_stage: int = 2,
-        embed_dim: int = 128,
+        widths: tuple[int, ...] = (32, 64, 128, 256),
+        blocks_per_stage: int = 1,
+        embed_dim: int = 256,
         head_channels: int = 32,
         tile: int = 64,
         n_classes: int = 0,
+        stem_stride: int = 2,
     ) -> None:
         super().__init__()
         self.config = {"widths": list(widths), "blocks_per_stage": blocks_per_stage, "embed_dim": embed_dim,
-                       "head_channels": head_channels, "tile": tile, "n_classes": n_classes}
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+                       "head_channels": head_channels, "tile": tile, "n_classes": n_classes, "stem_stride": stem_stride}
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, stem_stride, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
         stages, cin = [], widths[0]
         for i, w in enumerate(widths):
             for b in range(blocks_per_stage):
                 stages.append(BasicBlock(cin, w, 2 if (b == 0 and i > 0) else 1))
                 cin = w
         self.stages = nn.Sequential(*stages)
-        side = tile // 2 ** (len(widths) - 1)
+        side = tile // stem_stride // 2 ** (len(widths) - 1)
         self.reduce = nn.Sequential(nn.Conv2d(cin, head_channels, 1, bias=False), nn.BatchNorm2d(head_channels), nn.ReLU())
         self.embed = nn.Linear(head_channels * side * side, embed_dim)
         self.classifier = nn.Linear(embed_dim, n_classes) if n_classes else None

@@ -25,10 +25,11 @@ from modelprint.extractor.network import FingerprintNet
 
 @dataclass
 class TrainConfig:
-    widths: tuple[int, ...] = (16, 32, 64, 128)
-    blocks_per_stage: int = 2
-    embed_dim: int = 128
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    blocks_per_stage: int = 1
+    embed_dim: int = 256
     head_channels: int = 32
+    stem_stride: int = 2
     P: int = 16
     K: int = 8
     steps: int = 3000
@@ -144,7 +145,7 @@ def train_extractor(
     torch.manual_seed(cfg.seed)
     mean, std = normalisation(train.spectra)
     net = FingerprintNet(cfg.widths, cfg.blocks_per_stage, cfg.embed_dim, cfg.head_channels,
-                         train.spectra.shape[-1], len(train.model_ids)).to(memory_format=torch.channels_last)
+                         train.spectra.shape[-1], len(train.model_ids), cfg.stem_stride).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
     sampler = PKSampler(train.labels, cfg.P, cfg.K, cfg.seed)

@@ -45,7 +45,7 @@ def load_extractor(path: str | Path | None = None):  # noqa: ANN201
     try:
         mean, std = tensors.pop("norm.mean").numpy(), tensors.pop("norm.std").numpy()
         net = FingerprintNet(tuple(config["widths"]), config["blocks_per_stage"], config["embed_dim"],
-                             config["head_channels"], config["tile"], 0)
+                             config["head_channels"], config["tile"], 0, config.get("stem_stride", 1))
         net.load_state_dict(tensors, strict=True)
     except (KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:200]
