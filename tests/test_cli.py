@@ -105,3 +105,15 @@ def test_same_seed_same_numbers(workspace: Path) -> None:
         d = json.loads(path.read_text())
         outs.append((d["identification"], d["verification"]))
     assert outs[0] == outs[1]
+
+
+def test_denoiser_train_command_writes_loadable_weights(tmp_path: Path) -> None:
+    out = tmp_path / "dn.safetensors"
+    res = run("denoiser", "train", "--out", str(out), "--steps", "2", "--batch-size", "2", "--crop", "32", "--depth", "3",
+              "--width", "8", "--seed", "1", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["params"] > 0
+    from modelprint.residuals import get_residual
+
+    residual = get_residual("dncnn", weights=out)
+    assert residual(np.zeros((40, 40, 3), np.float32)).shape == (40, 40, 3)

@@ -290,22 +290,28 @@ def _print_summary(d: dict) -> None:
 @denoiser_app.command("train")
 def denoiser_train(
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the .safetensors weights (a .json sidecar goes beside).")],
-    steps: Annotated[int, typer.Option(min=1)] = 3000,
+    steps: Annotated[int, typer.Option(min=1)] = 1500,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    crop: Annotated[int, typer.Option(min=32)] = 48,
+    crop: Annotated[int, typer.Option(min=16)] = 48,
     sigma: Annotated[float, typer.Option(help="Noise σ on the 0–255 scale.")] = 1.0,
     lr: Annotated[float, typer.Option()] = 1e-3,
+    depth: Annotated[int, typer.Option(min=3)] = 10,
+    width: Annotated[int, typer.Option(min=4)] = 32,
+    pool_folder: Annotated[Optional[list[Path]], typer.Option("--pool-folder", help="Add your own photo folders to the real-image pool.")] = None,
     seed: SeedOpt = 0,
 ) -> None:
     """Train modelprint's DnCNN residual denoiser on the real-image pool."""
     with _fatal_errors():
+        from modelprint.io import RealPool
         from modelprint.residuals.training import train_denoiser
 
         _seed(seed)
         bar, task = _progress(steps, "training denoiser")
         with bar:
             metrics = train_denoiser(out_path, steps=steps, batch_size=batch_size, crop=crop, sigma=sigma, lr=lr,
-                                     seed=seed, progress=lambda n=1: bar.advance(task, n))
+                                     seed=seed, depth=depth, width=width, pool=RealPool(folders=pool_folder or []),
+                                     command="modelprint " + " ".join(sys.argv[1:]),
+                                     progress=lambda step, total, loss: bar.update(task, completed=step))
         _emit_json(metrics)
 
 
