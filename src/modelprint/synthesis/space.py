@@ -1,22 +1,33 @@
 """The synthetic architecture space of Model Synthesis (Yang et al.): six choices, 288 architectures.
 
 An architecture id reads like ``b2-c1-post-up_transposed-act_relu-norm_instance``. Components live in
-registries (:data:`UPSAMPLERS`, :data:`ACTIVATIONS`, :data:`NORMS`), so a new one is one decorated factory.
+registries (:data:`UPSAMPLERS`, :data:`ACTIVATIONS`, :data:`NORMS`), so a new one is one decorated factory
+``factory(channels, groups=1) -> nn.Module``. ``groups`` is the number of independent models packed side by side
+along the channel axis (see :mod:`modelprint.synthesis.grouped`): a factory must build a layer that acts on each
+block of ``channels`` channels separately (grouped convolutions, per-channel or within-block norms).
+
+Two spaces are defined:
+
+* :data:`PAPER_SPACE`: the paper's 2·2·2·3·4·3 = 288 architectures;
+* :data:`EXTENDED_SPACE`: adds pixel-shuffle upsampling, LeakyReLU / GELU / SiLU, group norm and a third block
+  (3·2·2·4·7·4 = 1344 architectures; the paper space is a subset).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from modelprint.errors import ModelprintError
 
 ORDERS = ("post", "pre")
+FACTORS = ("blocks", "convs", "order", "upsampling", "activation", "norm")
 
 
 class _ComponentRegistry:
-    """name → factory(channels) -> torch.nn.Module (imported lazily by the factories)."""
+    """name → factory(channels, groups=1) -> torch.nn.Module (torch is imported lazily by the factories)."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -29,10 +40,14 @@ class _ComponentRegistry:
 
         return decorate
 
-    def build(self, name: str, *args: int):
+    def check(self, name: str) -> None:
         if name not in self.factories:
             raise ModelprintError(f"unknown {self.kind} {name!r}; known: {', '.join(self.factories)}")
-        return self.factories[name](*args)
+
+    def build(self, name: str, channels: int, groups: int = 1):
+        """The layer ``name`` for ``groups`` models of ``channels`` channels each (``groups * channels`` in all)."""
+        self.check(name)
+        return self.factories[name](channels, groups)
 
     def names(self) -> tuple[str, ...]:
         return tuple(self.factories)
@@ -43,77 +58,129 @@ ACTIVATIONS = _ComponentRegistry("activation")
 NORMS = _ComponentRegistry("normalisation")
 
 
+# --- upsampling (2x) ---------------------------------------------------------------------------------------------
 @UPSAMPLERS.register("bilinear")
-def _bilinear(channels: int):
+def _bilinear(channels: int, groups: int = 1):
     import torch.nn as nn
 
     return nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
 
 
 @UPSAMPLERS.register("nearest")
-def _nearest(channels: int):
+def _nearest(channels: int, groups: int = 1):
     import torch.nn as nn
 
     return nn.Upsample(scale_factor=2, mode="nearest")
 
 
 @UPSAMPLERS.register("transposed")
-def _transposed(channels: int):
+def _transposed(channels: int, groups: int = 1):
     import torch.nn as nn
 
-    return nn.ConvTranspose2d(channels, channels, kernel_size=2, stride=2)
+    c = channels * groups
+    return nn.ConvTranspose2d(c, c, kernel_size=2, stride=2, groups=groups)
 
 
+@UPSAMPLERS.register("pixelshuffle")
+def _pixelshuffle(channels: int, groups: int = 1):
+    """Sub-pixel convolution (ESPCN): 3×3 conv to 4× channels, then PixelShuffle(2).
+
+    PixelShuffle maps output channel ``j`` from input channels ``4j … 4j+3``, so model ``g``'s output channels
+    come from its own conv outputs: grouping stays exact.
+    """
+    import torch.nn as nn
+
+    return nn.Sequential(
+        nn.Conv2d(channels * groups, 4 * channels * groups, 3, padding=1, groups=groups), nn.PixelShuffle(2)
+    )
+
+
+# --- activations -------------------------------------------------------------------------------------------------
 @ACTIVATIONS.register("none")
-def _identity_act(channels: int):
+def _identity_act(channels: int, groups: int = 1):
     import torch.nn as nn
 
     return nn.Identity()
 
 
 @ACTIVATIONS.register("relu")
-def _relu(channels: int):
+def _relu(channels: int, groups: int = 1):
     import torch.nn as nn
 
     return nn.ReLU()
 
 
 @ACTIVATIONS.register("sigmoid")
-def _sigmoid(channels: int):
+def _sigmoid(channels: int, groups: int = 1):
     import torch.nn as nn
 
     return nn.Sigmoid()
 
 
 @ACTIVATIONS.register("tanh")
-def _tanh(channels: int):
+def _tanh(channels: int, groups: int = 1):
     import torch.nn as nn
 
     return nn.Tanh()
 
 
+@ACTIVATIONS.register("leakyrelu")
+def _leaky_relu(channels: int, groups: int = 1):
+    import torch.nn as nn
+
+    return nn.LeakyReLU(0.2)
+
+
+@ACTIVATIONS.register("gelu")
+def _gelu(channels: int, groups: int = 1):
+    import torch.nn as nn
+
+    return nn.GELU()
+
+
+@ACTIVATIONS.register("silu")
+def _silu(channels: int, groups: int = 1):
+    import torch.nn as nn
+
+    return nn.SiLU()
+
+
+# --- normalisations ----------------------------------------------------------------------------------------------
 @NORMS.register("none")
-def _no_norm(channels: int):
+def _no_norm(channels: int, groups: int = 1):
     import torch.nn as nn
 
     return nn.Identity()
 
 
 @NORMS.register("batch")
-def _batch_norm(channels: int):
+def _batch_norm(channels: int, groups: int = 1):
     import torch.nn as nn
 
-    return nn.BatchNorm2d(channels)
+    return nn.BatchNorm2d(channels * groups)
 
 
 @NORMS.register("instance")
-def _instance_norm(channels: int):
+def _instance_norm(channels: int, groups: int = 1):
     import torch.nn as nn
 
-    return nn.InstanceNorm2d(channels, affine=True)
+    return nn.InstanceNorm2d(channels * groups, affine=True)
 
 
-PAPER_SPACE = {
+def group_norm_groups(channels: int) -> int:
+    """Groups of the group norm over ``channels``: gcd(8, channels) (8 for 32/64/128 channels, 1 for RGB)."""
+    return math.gcd(8, channels)
+
+
+@NORMS.register("group")
+def _group_norm(channels: int, groups: int = 1):
+    import torch.nn as nn
+
+    # Groups are contiguous channel blocks, so each model's channels form group_norm_groups(channels) groups.
+    return nn.GroupNorm(group_norm_groups(channels) * groups, channels * groups)
+
+
+PAPER_SPACE: dict[str, tuple] = {
     "blocks": (1, 2),
     "convs": (1, 2),
     "order": ORDERS,
@@ -121,6 +188,19 @@ PAPER_SPACE = {
     "activation": ("none", "relu", "sigmoid", "tanh"),
     "norm": ("none", "batch", "instance"),
 }
+
+EXTENDED_SPACE: dict[str, tuple] = {
+    "blocks": (1, 2, 3),
+    "convs": (1, 2),
+    "order": ORDERS,
+    "upsampling": ("bilinear", "nearest", "transposed", "pixelshuffle"),
+    "activation": ("none", "relu", "sigmoid", "tanh", "leakyrelu", "gelu", "silu"),
+    "norm": ("none", "batch", "instance", "group"),
+}
+
+SPACES: dict[str, dict[str, tuple]] = {"paper": PAPER_SPACE, "extended": EXTENDED_SPACE}
+
+MAX_BLOCKS = 3
 
 
 @dataclass(frozen=True, order=True)
@@ -142,22 +222,85 @@ class Architecture:
     def parse(cls, arch_id: str) -> Architecture:
         try:
             b, c, order, up, act, norm = arch_id.split("-")
-            arch = cls(int(b[1:]), int(c[1:]), order, up.removeprefix("up_"), act.removeprefix("act_"), norm.removeprefix("norm_"))
+            if not (b[:1] == "b" and c[:1] == "c" and up.startswith("up_") and act.startswith("act_")
+                    and norm.startswith("norm_")):
+                raise ValueError
+            arch = cls(int(b[1:]), int(c[1:]), order, up.removeprefix("up_"), act.removeprefix("act_"),
+                       norm.removeprefix("norm_"))
         except ValueError:
             raise ModelprintError(f"malformed architecture id {arch_id!r}; expected e.g. {all_architectures()[0].id}") from None
         arch.validate()
         return arch
 
     def validate(self) -> None:
-        if self.blocks < 1 or self.convs < 1 or self.order not in ORDERS:
-            raise ModelprintError(f"invalid architecture {self}")
-        UPSAMPLERS.build(self.upsampling, 3)
-        ACTIVATIONS.build(self.activation, 3)
-        NORMS.build(self.norm, 3)
+        if not 1 <= self.blocks <= MAX_BLOCKS or self.convs not in (1, 2) or self.order not in ORDERS:
+            raise ModelprintError(f"invalid architecture {self}: blocks 1–{MAX_BLOCKS}, convs 1–2, order post/pre")
+        UPSAMPLERS.check(self.upsampling)
+        ACTIVATIONS.check(self.activation)
+        NORMS.check(self.norm)
+
+    def get(self, factor: str):
+        return getattr(self, factor)
 
 
-def all_architectures(space: dict | None = None) -> list[Architecture]:
-    """Every architecture of ``space`` (the paper's 288 by default), in a stable order."""
-    s = space or PAPER_SPACE
-    keys = ("blocks", "convs", "order", "upsampling", "activation", "norm")
-    return [Architecture(*combo) for combo in itertools.product(*(s[k] for k in keys))]
+def resolve_space(space: Mapping[str, tuple] | str | None) -> dict[str, tuple]:
+    """A space given by name (``"paper"``, ``"extended"``), as a dict, or ``None`` (the paper's)."""
+    if space is None:
+        return dict(PAPER_SPACE)
+    if isinstance(space, str):
+        if space not in SPACES:
+            raise ModelprintError(f"unknown architecture space {space!r}; known: {', '.join(SPACES)}")
+        return dict(SPACES[space])
+    missing = [k for k in FACTORS if k not in space]
+    if missing:
+        raise ModelprintError(f"architecture space lacks factor(s) {', '.join(missing)}")
+    return {k: tuple(space[k]) for k in FACTORS}
+
+
+def all_architectures(space: Mapping[str, tuple] | str | None = None) -> list[Architecture]:
+    """Every architecture of ``space`` (the paper's 288 by default; ``"extended"``: 1344), in a stable order."""
+    s = resolve_space(space)
+    archs = [Architecture(*combo) for combo in itertools.product(*(s[k] for k in FACTORS))]
+    for a in archs:
+        a.validate()
+    return archs
+
+
+def list_architectures(space: Mapping[str, tuple] | str | None = "paper") -> list[str]:
+    """Architecture ids of ``space`` (``"paper"``: 288, ``"extended"``: 1344), for ``modelprint synthesize --list``."""
+    return [a.id for a in all_architectures(space)]
+
+
+def restrict(space: Mapping[str, tuple] | str | None, **fixed) -> dict[str, tuple]:
+    """``space`` with some factors pinned, e.g. ``restrict(PAPER_SPACE, upsampling="bilinear")``."""
+    s = resolve_space(space)
+    for k, v in fixed.items():
+        if k not in FACTORS:
+            raise ModelprintError(f"unknown factor {k!r}; factors: {', '.join(FACTORS)}")
+        s[k] = tuple(v) if isinstance(v, (tuple, list)) else (v,)
+    return s
+
+
+def model_id(arch: Architecture | str, seed: int) -> str:
+    """The id of one synthetic model: ``<architecture id>-s<seed>``."""
+    aid = arch.id if isinstance(arch, Architecture) else arch
+    return f"{aid}-s{int(seed)}"
+
+
+def parse_model_id(mid: str) -> tuple[Architecture, int]:
+    """Inverse of :func:`model_id`."""
+    head, sep, seed = mid.rpartition("-s")
+    if not sep or not seed.isdigit():
+        raise ModelprintError(f"malformed synthetic model id {mid!r}; expected <architecture id>-s<seed>")
+    return Architecture.parse(head), int(seed)
+
+
+def model_seed(arch: Architecture | str, seed: int) -> int:
+    """The torch seed that initialises (and draws the batches of) model ``(arch, seed)``.
+
+    Derived from the architecture id too, so that seed 0 of two architectures does not share initial weights in
+    their common layers.
+    """
+    import hashlib
+
+    return int(hashlib.sha256(model_id(arch, seed).encode()).hexdigest()[:15], 16)
