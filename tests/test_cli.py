@@ -117,3 +117,15 @@ def test_denoiser_train_command_writes_loadable_weights(tmp_path: Path) -> None:
 
     residual = get_residual("dncnn", weights=out)
     assert residual(np.zeros((40, 40, 3), np.float32)).shape == (40, 40, 3)
+
+
+def test_synthesize_list_and_a_tiny_pool(tmp_path: Path) -> None:
+    res = run("synthesize", "--list", cwd=tmp_path)
+    assert res.returncode == 0 and len(res.stdout.split()) == 288 and "288 architectures" in res.stderr
+    archs = "b1-c1-post-up_nearest-act_relu-norm_none,b1-c1-pre-up_transposed-act_tanh-norm_batch"
+    res = run("synthesize", "--out", str(tmp_path / "pool"), "--archs", archs, "--seeds", "1", "--max-steps", "3", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["trained"] == 2
+    again = json.loads(run("synthesize", "--out", str(tmp_path / "pool"), "--archs", archs, "--seeds", "1", "--max-steps", "3",
+                           cwd=tmp_path).stdout)
+    assert again["trained"] == 0 and again["already_done"] == 2  # resumes: nothing to redo
