@@ -181,9 +181,13 @@ def _ffd(synth: np.ndarray, real: np.ndarray) -> float:
 
 
 def ablation_table(
-    synth: dict[str, np.ndarray], real: np.ndarray, *, trials: int = 20, seed: int = 0
+    synth: dict[str, np.ndarray], real: np.ndarray, *, trials: int = 20, seed: int = 0,
+    extra: dict[str, Sequence[str]] | None = None,
 ) -> list[dict]:
-    """FFD of the pool restricted on each factor (paper Table II), with a same-size random-subset control."""
+    """FFD of the pool restricted on each factor (paper Table II), with a same-size random-subset control.
+
+    ``extra`` adds rows for named subsets of model ids (e.g. the models with a low residual).
+    """
     ids = sorted(synth)
     parsed = {i: parse_model_id(i) for i in ids}
     matrix = np.stack([synth[i] for i in ids])
@@ -197,6 +201,9 @@ def ablation_table(
                for name, (factor, value) in ABLATIONS.items()}
     subsets["w/o seed"] = ({"seed": "lowest per architecture"},
                            [k for k, i in enumerate(ids) if parsed[i][1] == first_seed[parsed[i][0]]])
+    for name, members in (extra or {}).items():
+        keep = set(members)
+        subsets[name] = ({"models": "given subset"}, [k for k, i in enumerate(ids) if i in keep])
     for name, (restriction, rows_idx) in subsets.items():
         row = {"name": name, "restriction": restriction, "n_models": len(rows_idx)}
         if len(rows_idx) < 2 or len(rows_idx) == len(ids):
@@ -225,12 +232,13 @@ def fidelity(
     trials: int = 20,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    extra_subsets: dict[str, Sequence[str]] | None = None,
 ) -> dict:
     """FFD between the synthetic pool in ``pool_dir`` and the real generator classes under ``real_root``.
 
     Returns ``{"ffd", "n_models", "real_classes", "residual", "n_images", "crop", "log", "ablation": [rows]}``;
     each ablation row has ``name``, ``restriction``, ``n_models``, ``ffd`` and the random-subset control
-    ``random_subset_ffd_mean``/``_sd`` (see the module docstring).
+    ``random_subset_ffd_mean``/``_sd`` (see the module docstring); ``extra_subsets`` (name → model ids) adds rows.
     """
     from modelprint.residuals import get_residual
 
@@ -239,7 +247,7 @@ def fidelity(
     synth = synthetic_spectra(pool_dir, residual=residual, n_images=n_images, crop=crop, log=log, seed=seed,
                               progress=progress)
     real_matrix = np.stack(list(real.values()))
-    rows = ablation_table(synth, real_matrix, trials=trials, seed=seed) if ablation else []
+    rows = ablation_table(synth, real_matrix, trials=trials, seed=seed, extra=extra_subsets) if ablation else []
     total = rows[0]["ffd"] if rows else _ffd(np.stack(list(synth.values())), real_matrix)
     return {
         "ffd": total,

@@ -7,13 +7,18 @@ Layout of ``out_dir``::
     weights/<model id>.safetensors one file per model (written atomically before its manifest line)
 
 A model id is ``<architecture id>-s<seed>`` (:func:`~modelprint.synthesis.space.model_id`). Every manifest line
-holds ``model_id, arch, seed, steps, final_loss, train_loss, reached_criterion, seconds, group_size, crop, file,
-sha256, params``; losses are residuals as defined in :mod:`modelprint.synthesis.train` (eval-mode MSE on [-1, 1]
+holds ``model_id, arch, seed, steps, final_loss, train_loss, reached_criterion, seconds, group_size, group (the
+seeds trained together), crop, file, sha256, params``; losses are residuals as defined in :mod:`modelprint.synthesis.train` (eval-mode MSE on [-1, 1]
 over held-out crops), ``seconds`` is the model's share of its group's wall time.
 
 **Resuming.** A killed run leaves only complete files (see :mod:`modelprint.atomic`). On restart, manifest lines
 whose weights file is missing or fails its sha256 are dropped, and every model without a valid line is trained
 again (training is deterministic, so a re-trained model has the same weights whether or not its file survived).
+
+**Grouping.** Seeds of one architecture train as one grouped network, in fixed blocks of ``group_size`` of the
+requested seed list. Grouping changes nothing in exact arithmetic; in float32 different kernels round differently
+and training amplifies that (as would another thread count), so the weights' bits depend on the group, which the
+manifest records. Runs with the same seeds, group size and thread count are bit-identical.
 
 **Parallelism.** ``workers > 1`` runs groups (one architecture, up to ``group_size`` seeds) in that many spawned
 processes with one torch thread each (the measured best on this 2-core machine); the parent process alone writes
@@ -222,7 +227,7 @@ def _run_task(out_dir: str, arch_id: str, seeds: list[int], settings: SynthesisS
             "model_id": mid, "arch": arch.id, "seed": st.seed, "steps": st.steps,
             "final_loss": round(st.final_loss, 6), "train_loss": round(st.train_loss, 6),
             "reached_criterion": st.reached_criterion, "seconds": round(st.seconds, 3),
-            "group_size": st.group_size, "crop": st.crop, "file": rel, "sha256": digest,
+            "group_size": st.group_size, "group": seeds, "crop": st.crop, "file": rel, "sha256": digest,
             "params": int(sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k)),
         })
     return records
@@ -274,16 +279,18 @@ def synthesize_pool(
         raise ModelprintError("no architectures to synthesise")
     if settings.crop % (2 ** max(a.blocks for a in arch_list)):
         raise ModelprintError(f"crop {settings.crop} must be a multiple of 2**blocks for every architecture")
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(dict.fromkeys(int(s) for s in seeds))
+    if not seed_list or min(seed_list) < 0 or group_size < 1:
+        raise ModelprintError("need at least one seed (>= 0) and group_size >= 1")
     _check_settings(out, settings)
 
     records = {r["model_id"]: r for r in read_manifest(out) if _valid(out, r)}
     wanted = [(a, s) for a in arch_list for s in seed_list]
-    todo: dict[Architecture, list[int]] = {}
-    for a, s in wanted:
-        if model_id(a, s) not in records:
-            todo.setdefault(a, []).append(s)
-    tasks = [(a, ss[i : i + group_size]) for a, ss in todo.items() for i in range(0, len(ss), group_size)]
+    # Groups are fixed blocks of the requested seed list (not of the seeds still missing): a group's records are
+    # written together, so an interrupted run resumes with the same groups and makes the same float32 weights.
+    blocks = [seed_list[i : i + group_size] for i in range(0, len(seed_list), group_size)]
+    tasks = [(a, [s for s in block if model_id(a, s) not in records]) for a in arch_list for block in blocks]
+    tasks = [(a, ss) for a, ss in tasks if ss]
     tasks.sort(key=lambda t: -_cost(t[0]) * len(t[1]))  # longest first: better balance across workers
     total = len(wanted)
     skipped = total - sum(len(ss) for _, ss in tasks)
