@@ -33,11 +33,12 @@ class TrainConfig:
     P: int = 16
     K: int = 8
     steps: int = 3000
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 0.05
     warmup: int = 100
     margin: float = 0.3
     triplet_weight: float = 1.0
+    triplet_normalize: bool = True
     grad_clip: float = 5.0
     eval_every: int = 250
     checkpoint_every: int = 250
@@ -167,7 +168,7 @@ def train_extractor(
         x = torch.from_numpy((train.spectra[idx].astype(np.float32) - mean) / std).contiguous(memory_format=torch.channels_last)
         y = torch.from_numpy(train.labels[idx].astype(np.int64))
         emb = net(x)
-        loss, parts = fingerprint_loss(emb, net.logits(emb), y, cfg.margin, cfg.triplet_weight)
+        loss, parts = fingerprint_loss(emb, net.logits(emb), y, cfg.margin, cfg.triplet_weight, cfg.triplet_normalize)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
