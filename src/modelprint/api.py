@@ -15,7 +15,7 @@ import numpy as np
 from modelprint.errors import GalleryError, ImageError
 from modelprint.io.datasets import Dataset, expand_paths
 from modelprint.io.images import ImageLimits, load_image_file
-from modelprint.methods import FingerprintMethod, load_method
+from modelprint.methods import DEFAULT_METHOD, FingerprintMethod, load_method
 
 Progress = Callable[[int], None]
 
@@ -73,7 +73,7 @@ def embed_paths(
 def resolve_method(method: FingerprintMethod | str | None) -> FingerprintMethod:
     if isinstance(method, FingerprintMethod):
         return method
-    return load_method(method or "spectral")
+    return load_method(method or DEFAULT_METHOD)
 
 
 def gallery_method(gallery, method: FingerprintMethod | str | None) -> FingerprintMethod:
@@ -155,7 +155,7 @@ class DatasetEvaluation:
 
 def evaluate_dataset(
     dataset: Dataset | str | Path,
-    method: FingerprintMethod | str | None = "spectral",
+    method: FingerprintMethod | str | None = DEFAULT_METHOD,
     *,
     support: int = 5,
     pairs: int = 2000,

@@ -238,7 +238,7 @@ def gallery_export(gallery: GalleryOpt, dest: Annotated[Path, typer.Argument(hel
 @app.command()
 def evaluate(
     dataset: Annotated[Path, typer.Argument(help="Folder with one sub-folder per model, or a CSV/JSONL index.")],
-    method: Annotated[str, typer.Option("--method", "-m", help="Fingerprint method.")] = "spectral",
+    method: Annotated[str, typer.Option("--method", "-m", help="Fingerprint method: spectral (default) or learned.")] = "spectral",
     support: Annotated[int, typer.Option(min=1, help="Support images per model (1:N protocol).")] = 5,
     pairs: Annotated[int, typer.Option(min=2, help="Verification pairs (half same, half different).")] = 2000,
     min_per_class: Annotated[Optional[int], typer.Option(help="Drop models with fewer images (default support + 3).")] = None,
@@ -387,7 +387,7 @@ def train(
     embed_dim: Annotated[int, typer.Option()] = 256,
     p: Annotated[int, typer.Option("--P", help="Models per batch.")] = 16,
     k: Annotated[int, typer.Option("--K", help="Images per model per batch.")] = 8,
-    lr: Annotated[float, typer.Option()] = 2e-3,
+    lr: Annotated[float, typer.Option()] = 1e-3,
     augment: Annotated[bool, typer.Option(help="JPEG and resize augmentation.")] = True,
     seed: SeedOpt = 0,
 ) -> None:

@@ -55,7 +55,7 @@ def run_demo(workdir: Path, seed: int = 0, realworld: Path | None = None, consol
     start = time.perf_counter()
     realworld = realworld or default_realworld()
     ds = demo_dataset(realworld, seed)
-    method = load_method("spectral")
+    method = load_method()
     console.print(f"[bold]modelprint demo[/bold]: {len(ds)} images of {len(ds.classes)} models "
                   f"({'with' if realworld else 'without'} real-world classes), method {method.name}, seed {seed}")
     emb = embed_paths(method, ds.paths)
@@ -97,7 +97,7 @@ def run_demo(workdir: Path, seed: int = 0, realworld: Path | None = None, consol
     report = workdir / "report.html"
     write_html_report(result, report, embeddings=emb.vectors, labels=labels,
                       mean_spectra=mean_spectra_per_model(emb.paths, labels, method, per_model=8),
-                      title="modelprint demo: spectral fingerprints")
+                      title=f"modelprint demo: {method.name} fingerprints")
     result.to_json(workdir / "evaluation.json")
     d = result.to_dict()
     ident, verif = d["identification"], d["verification"]
