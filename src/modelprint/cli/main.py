@@ -71,15 +71,6 @@ def _progress(total: int, label: str):
     return bar, bar.add_task(label, total=total)
 
 
-def _embed(method, paths, max_pixels, label):
-    from modelprint.api import embed_paths
-    from modelprint.io import ImageLimits
-
-    bar, task = _progress(len(paths), label)
-    with bar:
-        return embed_paths(method, paths, limits=ImageLimits(max_pixels=max_pixels), progress=lambda n: bar.advance(task, n))
-
-
 def _emit_json(payload) -> None:
     sys.stdout.write(json.dumps(payload, indent=2) + "\n")
 
