@@ -79,7 +79,8 @@ def run_demo(workdir: Path, seed: int = 0, realworld: Path | None = None, consol
 
     table = Table(title=f"1:N identification, {SUPPORT} enrolled images per model")
     for col in ("model", "source", "queries", "correct", "unknown", "accuracy", "confused with"):
-        table.add_column(col, justify="right" if col in ("queries", "correct", "unknown", "accuracy") else "left")
+        table.add_column(col, justify="right" if col in ("queries", "correct", "unknown", "accuracy") else "left",
+                         overflow="fold")
     total_correct = 0
     for cls in sorted(set(labels)):
         preds = [r.model for q, r in zip(queries, results) if labels[q] == cls]
