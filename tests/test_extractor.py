@@ -18,7 +18,7 @@ from modelprint.synthesis import Architecture
 from modelprint.synthesis.model import SyntheticGenerator
 
 TINY = dict(widths=(8, 16), blocks_per_stage=1, embed_dim=16, head_channels=4, P=4, K=4, warmup=2, eval_every=5,
-            checkpoint_every=5, lr=3e-3)
+            checkpoint_every=5, lr=3e-3, region=64)
 
 
 def test_batch_hard_triplet_by_hand() -> None:
@@ -45,8 +45,19 @@ def tiny_sets() -> tuple[SpectraSet, SpectraSet]:
              "b1-c1-post-up_transposed-act_relu-norm_none", "b1-c2-pre-up_nearest-act_tanh-norm_batch",
              "b1-c1-pre-up_bilinear-act_relu-norm_instance", "b1-c1-post-up_transposed-act_tanh-norm_none"]
     gens = [(a, SyntheticGenerator(Architecture.parse(a)).eval()) for a in archs]
-    full = render_spectra_set(gens, per_model=8, tile=32, seed=0, residual="highpass")
+    full = render_spectra_set(gens, per_model=8, tile=32, region=64, region_sizes=((32, 0.3), (64, 0.7)), seed=0,
+                              residual="highpass")
     return full.subset_models([0, 1, 2, 3, 4]), full.subset_models([5, 0])
+
+
+def test_rendering_in_two_processes_equals_one() -> None:
+    torch.manual_seed(1)
+    gens = [(a, SyntheticGenerator(Architecture.parse(a)).eval()) for a in
+            ("b1-c1-post-up_nearest-act_none-norm_none", "b1-c1-pre-up_transposed-act_relu-norm_batch")]
+    kw = dict(per_model=4, tile=32, region=64, region_sizes=((32, 0.5), (64, 0.5)), seed=3, residual="highpass")
+    one, two = render_spectra_set(gens, workers=1, **kw), render_spectra_set(gens, workers=2, **kw)
+    np.testing.assert_array_equal(one.spectra, two.spectra)
+    assert one.labels.tolist() == [0] * 4 + [1] * 4 and one.model_ids == two.model_ids
 
 
 def test_rendered_set_shapes(tiny_sets: tuple[SpectraSet, SpectraSet]) -> None:
@@ -125,6 +136,6 @@ def test_windowed_residual_equals_whole_image_residual_inside(tiny_sets, tmp_pat
     m = LearnedMethod(weights=tmp_path / "extractor.safetensors", residual="highpass")
     image = np.random.default_rng(1).random((200, 200, 3), dtype=np.float32)
     fast = m.window_spectra(image)
-    whole = window_spectra(get_residual("highpass")(image), tile=32, per_side=3)
+    whole = window_spectra(get_residual("highpass")(image), tile=32, per_side=3, region=64)
     assert fast.shape == whole.shape == (9, 3, 32, 32)
     np.testing.assert_allclose(fast[4], whole[4], atol=1e-4)  # the centre window is away from the border

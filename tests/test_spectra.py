@@ -68,3 +68,18 @@ def test_ffd_between_sets_of_models() -> None:
     assert ffd(real, same) < ffd(real, far)
     with pytest.raises(ValueError, match="equal bins"):
         ffd(real, far[:, :4])
+
+
+def test_window_log_spectra_is_flat_for_white_noise_and_averaging_lowers_variance() -> None:
+    import torch
+
+    from modelprint.spectra import window_log_spectra
+
+    g = torch.Generator().manual_seed(0)
+    regions = 2.0 * torch.randn(16, 3, 128, 128, generator=g)  # variance 4
+    single = window_log_spectra(regions[..., :64, :64])
+    welch = window_log_spectra(regions, 64)
+    assert single.shape == welch.shape == (16, 3, 64, 64)
+    # flat at log(4) (log of a mean of exponentials is biased low for one periodogram: E[log] = log v − γ)
+    assert float(welch.mean()) == pytest.approx(np.log(4.0), abs=0.2)
+    assert float(welch.std()) < 0.6 * float(single.std())  # 9 averaged periodograms are much less noisy

@@ -125,19 +125,24 @@ def ffd(model_spectra_a: np.ndarray, model_spectra_b: np.ndarray) -> float:
     return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
 
 
-def window_log_spectra(tiles, eps: float = 1e-10):  # noqa: ANN001, ANN201
-    """Per-channel centred log power spectra of a batch of square tiles (torch ``(N, C, T, T)`` → same shape).
+def window_log_spectra(regions, tile: int | None = None, eps: float = 1e-10):  # noqa: ANN001, ANN201
+    """Per-channel centred Welch log power spectra of a batch of square regions (torch ``(N, C, S, S)``).
 
-    Each tile's mean is removed and a 2-D Hann window applied before the FFT; power is normalised by the window's
-    energy, so white noise of variance v has a flat spectrum at ``log v``. Used for training and inference alike.
+    Each region is cut into ``tile``² sub-tiles with 50% overlap (one tile when ``tile`` is ``None`` or ≥ S);
+    every sub-tile's mean is removed and a 2-D Hann window applied before the FFT; periodograms are averaged and
+    normalised by the window's energy, so white noise of variance v has a flat spectrum at ``log v``. Returns
+    ``(N, C, t, t)`` with ``t = min(tile, S)``. Used for training and inference alike.
     """
     import torch
 
-    size = tiles.shape[-1]
-    hann = torch.hann_window(size, periodic=False, dtype=tiles.dtype, device=tiles.device)
+    size = regions.shape[-1]
+    t = size if tile is None else min(tile, size)
+    starts = tile_grid(size, t)
+    tiles = torch.stack([regions[..., y : y + t, x : x + t] for y in starts for x in starts], dim=1)  # (N, n, C, t, t)
+    hann = torch.hann_window(t, periodic=False, dtype=regions.dtype, device=regions.device)
     window = hann[:, None] * hann[None, :]
     centred = (tiles - tiles.mean(dim=(-2, -1), keepdim=True)) * window
-    power = torch.fft.fft2(centred).abs().pow(2) / window.pow(2).sum()
+    power = torch.fft.fft2(centred).abs().pow(2).mean(dim=1) / window.pow(2).sum()
     return torch.log(torch.fft.fftshift(power, dim=(-2, -1)) + eps)
 
 

@@ -371,31 +371,43 @@ def train(
     pool: Annotated[Path, typer.Option("--pool", help="Synthetic pool folder written by `modelprint synthesize`.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder (weights, checkpoint, cached spectra, history).")],
     steps: Annotated[int, typer.Option(min=1)] = 3000,
-    per_model: Annotated[int, typer.Option(min=8, help="Fingerprinted images rendered per synthetic model.")] = 48,
+    per_model: Annotated[int, typer.Option(min=8, help="Fingerprinted images rendered per synthetic model.")] = 32,
     val_fraction: Annotated[float, typer.Option(help="Share of architectures held out for model selection.")] = 0.1,
     widths: Annotated[str, typer.Option(help="ResNet stage widths, comma-separated.")] = "32,64,128,256",
     blocks: Annotated[int, typer.Option(min=1, help="Residual blocks per stage.")] = 1,
     embed_dim: Annotated[int, typer.Option()] = 256,
-    p: Annotated[int, typer.Option("--P", help="Models per batch.")] = 16,
-    k: Annotated[int, typer.Option("--K", help="Images per model per batch.")] = 8,
+    p: Annotated[int, typer.Option("--P", help="Models per batch.")] = 32,
+    k: Annotated[int, typer.Option("--K", help="Images per model per batch.")] = 4,
+    region: Annotated[int, typer.Option(min=32, help="Region (sliding window) side whose Welch spectrum is embedded.")] = 128,
     lr: Annotated[float, typer.Option()] = 1e-3,
     augment: Annotated[bool, typer.Option(help="JPEG and resize augmentation.")] = True,
+    workers: Annotated[int, typer.Option(min=1, help="Processes for rendering training spectra.")] = 1,
     seed: SeedOpt = 0,
 ) -> None:
-    """Train the zero-shot fingerprint extractor on a synthetic pool (resumes if killed)."""
+    """Train the zero-shot fingerprint extractor on a synthetic pool (resumes if killed).
+
+    Prints one line per validation (held-out architectures) to stderr."""
     with _fatal_errors():
         from modelprint.extractor.pipeline import train_from_pool
         from modelprint.extractor.train import TrainConfig
 
         _seed(seed)
         cfg = TrainConfig(widths=tuple(int(w) for w in widths.split(",")), blocks_per_stage=blocks, embed_dim=embed_dim, P=p, K=k, steps=steps,
-                          lr=lr, seed=seed)
+                          lr=lr, seed=seed, region=region)
         command = "modelprint " + " ".join(sys.argv[1:])
         bar, task = _progress(steps, "training extractor")
+        render_task = bar.add_task("rendering spectra", total=None)
+
+        def on_step(done: int, rec: dict) -> None:
+            bar.update(task, completed=done)
+            if "val_accuracy" in rec:
+                err.print(f"step {done}: loss {rec['loss']:.3f} (ce {rec['ce']:.3f}, triplet {rec['triplet']:.3f}), "
+                          f"held-out accuracy {rec['val_accuracy']:.3f}", highlight=False)
+
         with bar:
             result = train_from_pool(pool, out_dir, config=cfg, per_model=per_model, val_fraction=val_fraction,
-                                     augment=augment, seed=seed, command=command,
-                                     train_progress=lambda done, rec: bar.update(task, completed=done))
+                                     augment=augment, seed=seed, workers=workers, command=command,
+                                     render_progress=lambda n: bar.advance(render_task, n), train_progress=on_step)
         _emit_json(result["recipe"])
 
 

@@ -2,7 +2,9 @@
 
 Each synthetic model gets its own random real crops (content carries no label information), its output is
 quantised to 8 bits like a saved PNG, randomly resized and JPEG-compressed (augmentation), centre-cropped to the
-tile, and turned into the residual log-spectrum that the extractor sees. The result is cached as float16.
+region, and turned into the residual's Welch log-spectrum that the extractor sees. Region sizes are drawn from
+``region_sizes`` so that small images (a single 64² periodogram) are in the training distribution too. The
+result is cached as float16.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from modelprint.atomic import atomic_path
-from modelprint.extractor.features import residual_spectra
 from modelprint.io.degrade import centre_crop, random_degrade
 from modelprint.io.pool import RealPool
 
@@ -45,38 +46,79 @@ class SpectraSet:
         return SpectraSet(self.spectra[mask], labels, [self.model_ids[i] for i in keep])
 
 
+def _render_model(module, crops: np.ndarray, rng: np.random.Generator, *, tile: int, region: int,  # noqa: ANN001
+                  region_sizes: Sequence[tuple[int, float]], augment: bool, residual: str) -> np.ndarray:
+    """Spectra ``(len(crops), 3, tile, tile)`` float16 of real crops passed through one synthetic generator."""
+    import torch
+
+    from modelprint.extractor.features import region_spectra
+    from modelprint.residuals import get_residual
+    from modelprint.synthesis.train import apply_generator
+
+    fake = apply_generator(module, crops)
+    images = [random_degrade(im, rng, out_size=region) if augment else centre_crop(im, region) for im in fake]
+    residuals = get_residual(residual).batch([im.astype(np.float32) / 255 for im in images])
+    sides = np.array([s for s, _ in region_sizes])
+    probs = np.array([p for _, p in region_sizes], dtype=np.float64)
+    out = np.empty((len(crops), 3, tile, tile), dtype=np.float16)
+    for i, r in enumerate(residuals):
+        side = int(rng.choice(sides, p=probs / probs.sum()))
+        y, x = rng.integers(0, region - side + 1, size=2)
+        win = torch.from_numpy(np.ascontiguousarray(r[y : y + side, x : x + side].transpose(2, 0, 1)))[None]
+        out[i] = region_spectra(win, tile)[0].numpy()
+    return out
+
+
+def _init_render_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def render_spectra_set(
     generators: Sequence[tuple[str, object]],
     *,
-    per_model: int = 48,
+    per_model: int = 32,
     tile: int = 64,
+    region: int = 128,
+    region_sizes: Sequence[tuple[int, float]] = ((64, 0.15), (96, 0.15), (128, 0.7)),
     seed: int = 0,
     augment: bool = True,
     residual: str = "dncnn",
     pool: RealPool | None = None,
+    workers: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> SpectraSet:
-    """Render ``per_model`` fingerprinted spectra for each ``(model_id, torch module)`` in ``generators``."""
-    from modelprint.residuals import get_residual
-    from modelprint.synthesis.train import apply_generator
+    """Render ``per_model`` fingerprinted spectra for each ``(model_id, torch module)`` in ``generators``.
 
+    ``region_sizes`` pairs a region side (≤ ``region``) with its probability; each rendered image is a
+    ``region``² crop whose residual spectrum is taken over a random sub-region of the drawn size. Every model
+    draws from its own random stream (``seed``, model index), so ``workers`` processes (1 torch thread each)
+    give the same result as one.
+    """
     pool = pool or RealPool()
-    margin = tile // 4  # room for resize augmentation before the centre crop
-    src = tile + margin
-    bank = pool.crops(len(generators) * per_model, size=src, seed=seed, split="train")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(bank))
-    res = get_residual(residual)
-    spectra = np.empty((len(generators) * per_model, 3, tile, tile), dtype=np.float16)
-    labels = np.repeat(np.arange(len(generators)), per_model)
-    for m, (_, module) in enumerate(generators):
-        crops = bank[order[m * per_model : (m + 1) * per_model]]
-        fake = apply_generator(module, crops)
-        if augment:
-            images = [random_degrade(im, rng, out_size=tile) for im in fake]
-        else:
-            images = [centre_crop(im, tile) for im in fake]
-        spectra[m * per_model : (m + 1) * per_model] = residual_spectra([im.astype(np.float32) / 255 for im in images], res, tile)
-        if progress:
-            progress(1)
-    return SpectraSet(spectra, labels, [g[0] for g in generators])
+    bank = pool.crops(len(generators) * per_model, size=region + region // 4, seed=seed, split="train")  # margin for resizing
+    order = np.random.default_rng(seed).permutation(len(bank))
+    kwargs = dict(tile=tile, region=region, region_sizes=tuple(region_sizes), augment=augment, residual=residual)
+    jobs = [(module, bank[order[m * per_model : (m + 1) * per_model]], np.random.default_rng([seed, m]))
+            for m, (_, module) in enumerate(generators)]
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_render_worker) as ex:
+            futures = [ex.submit(_render_model, *job, **kwargs) for job in jobs]
+            parts = []
+            for fut in futures:
+                parts.append(fut.result())
+                if progress:
+                    progress(1)
+    else:
+        parts = []
+        for job in jobs:
+            parts.append(_render_model(*job, **kwargs))
+            if progress:
+                progress(1)
+    spectra = np.concatenate(parts) if parts else np.empty((0, 3, tile, tile), np.float16)
+    return SpectraSet(spectra, np.repeat(np.arange(len(generators)), per_model), [g[0] for g in generators])

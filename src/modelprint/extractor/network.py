@@ -31,7 +31,12 @@ class BasicBlock(nn.Module):
 
 
 class FingerprintNet(nn.Module):
-    """Spectrum ``(N, 3, T, T)`` → embedding ``(N, embed_dim)``; ``logits`` adds a training-time classifier."""
+    """Spectrum ``(N, 3, T, T)`` → embedding ``(N, embed_dim)``; ``logits`` adds a training-time classifier.
+
+    The classifier is cosine (normalised weights and embeddings, times ``scale``) by default: it ranks classes by
+    the same cosine similarity that identification uses, and with hundreds of classes of which only a few appear in
+    a batch it learns far faster than a plain linear layer whose rarely updated biases and norms dominate.
+    """
 
     def __init__(
         self,
@@ -42,10 +47,14 @@ class FingerprintNet(nn.Module):
         tile: int = 64,
         n_classes: int = 0,
         stem_stride: int = 2,
+        region: int = 128,
+        cosine_classifier: bool = True,
+        scale: float = 16.0,
     ) -> None:
         super().__init__()
         self.config = {"widths": list(widths), "blocks_per_stage": blocks_per_stage, "embed_dim": embed_dim,
-                       "head_channels": head_channels, "tile": tile, "n_classes": n_classes, "stem_stride": stem_stride}
+                       "head_channels": head_channels, "tile": tile, "n_classes": n_classes, "stem_stride": stem_stride, "region": region}
+        self.cosine_classifier, self.scale = cosine_classifier, scale
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, stem_stride, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
         stages, cin = [], widths[0]
         for i, w in enumerate(widths):
@@ -56,7 +65,7 @@ class FingerprintNet(nn.Module):
         side = tile // stem_stride // 2 ** (len(widths) - 1)
         self.reduce = nn.Sequential(nn.Conv2d(cin, head_channels, 1, bias=False), nn.BatchNorm2d(head_channels), nn.ReLU())
         self.embed = nn.Linear(head_channels * side * side, embed_dim)
-        self.classifier = nn.Linear(embed_dim, n_classes) if n_classes else None
+        self.classifier = nn.Linear(embed_dim, n_classes, bias=not cosine_classifier) if n_classes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.reduce(self.stages(self.stem(x)))
@@ -65,4 +74,6 @@ class FingerprintNet(nn.Module):
     def logits(self, embedding: torch.Tensor) -> torch.Tensor:
         if self.classifier is None:
             raise RuntimeError("this network was built without a classifier (n_classes=0)")
+        if self.cosine_classifier:
+            return self.scale * F.linear(F.normalize(embedding, dim=1), F.normalize(self.classifier.weight, dim=1))
         return self.classifier(embedding)

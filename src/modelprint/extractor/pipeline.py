@@ -27,8 +27,8 @@ def split_by_architecture(model_ids: list[str], val_fraction: float, seed: int) 
     return train, val
 
 
-def render_pool(pool_dir: Path, model_ids: list[str], *, per_model: int, tile: int, seed: int, augment: bool,
-                cache: Path, progress: Callable[[int], None] | None = None) -> SpectraSet:
+def render_pool(pool_dir: Path, model_ids: list[str], *, per_model: int, tile: int, region: int, seed: int,
+                augment: bool, cache: Path, workers: int = 1, progress: Callable[[int], None] | None = None) -> SpectraSet:
     """Render (or load from ``cache``) the spectra of ``model_ids``; the cache key is in its file name."""
     from modelprint.synthesis.pool import load_synthetic
 
@@ -37,7 +37,8 @@ def render_pool(pool_dir: Path, model_ids: list[str], *, per_model: int, tile: i
         if cached.model_ids == model_ids:
             return cached
     generators = [(m, load_synthetic(pool_dir, m)) for m in model_ids]
-    data = render_spectra_set(generators, per_model=per_model, tile=tile, seed=seed, augment=augment, progress=progress)
+    data = render_spectra_set(generators, per_model=per_model, tile=tile, region=region, seed=seed, augment=augment,
+                              workers=workers, progress=progress)
     data.save(cache)
     return data
 
@@ -47,11 +48,12 @@ def train_from_pool(
     out_dir: str | Path,
     *,
     config: TrainConfig | None = None,
-    per_model: int = 48,
+    per_model: int = 32,
     val_fraction: float = 0.1,
     tile: int = 64,
     augment: bool = True,
     seed: int = 0,
+    workers: int = 1,
     command: str = "",
     render_progress: Callable[[int], None] | None = None,
     train_progress: Callable[[int, dict], None] | None = None,
@@ -70,15 +72,15 @@ def train_from_pool(
     cfg = config or TrainConfig(seed=seed)
     train_ids, val_ids = split_by_architecture(ids, val_fraction, seed)
     out.mkdir(parents=True, exist_ok=True)
-    tag = f"t{tile}-k{per_model}-s{seed}-{'aug' if augment else 'noaug'}"
-    train = render_pool(pool, train_ids, per_model=per_model, tile=tile, seed=seed, augment=augment,
-                        cache=out / f"spectra-train-{tag}.npz", progress=render_progress)
-    val = render_pool(pool, val_ids, per_model=per_model, tile=tile, seed=seed + 1, augment=augment,
-                      cache=out / f"spectra-val-{tag}.npz", progress=render_progress) if val_ids else None
+    tag = f"t{tile}-r{cfg.region}-k{per_model}-s{seed}-{'aug' if augment else 'noaug'}"
+    train = render_pool(pool, train_ids, per_model=per_model, tile=tile, region=cfg.region, seed=seed, augment=augment,
+                        cache=out / f"spectra-train-{tag}.npz", workers=workers, progress=render_progress)
+    val = render_pool(pool, val_ids, per_model=per_model, tile=tile, region=cfg.region, seed=seed + 1, augment=augment,
+                      cache=out / f"spectra-val-{tag}.npz", workers=workers, progress=render_progress) if val_ids else None
     history = train_extractor(train, out, cfg, val=val, progress=train_progress)
     recipe = {"command": command, "pool": str(pool), "n_pool_models": len(ids), "n_train_models": len(train_ids),
               "n_val_models": len(val_ids), "val_split": "whole architectures held out", "per_model": per_model,
-              "tile": tile, "augment": augment, "seed": seed, "best": history["best"], "seconds": history.get("seconds")}
+              "tile": tile, "region": cfg.region, "augment": augment, "seed": seed, "best": history["best"], "seconds": history.get("seconds")}
     sidecar = out / "extractor.json"
     meta = json.loads(sidecar.read_text())
     write_text(sidecar, json.dumps({**meta, "recipe": recipe}, indent=2) + "\n")

@@ -30,8 +30,11 @@ class TrainConfig:
     embed_dim: int = 256
     head_channels: int = 32
     stem_stride: int = 2
-    P: int = 16
-    K: int = 8
+    region: int = 128
+    cosine_classifier: bool = True
+    scale: float = 16.0
+    P: int = 32
+    K: int = 4
     steps: int = 3000
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -145,8 +148,9 @@ def train_extractor(
     configure_torch_threads()
     torch.manual_seed(cfg.seed)
     mean, std = normalisation(train.spectra)
-    net = FingerprintNet(cfg.widths, cfg.blocks_per_stage, cfg.embed_dim, cfg.head_channels,
-                         train.spectra.shape[-1], len(train.model_ids), cfg.stem_stride).to(memory_format=torch.channels_last)
+    net = FingerprintNet(cfg.widths, cfg.blocks_per_stage, cfg.embed_dim, cfg.head_channels, train.spectra.shape[-1],
+                         len(train.model_ids), cfg.stem_stride, cfg.region, cfg.cosine_classifier,
+                         cfg.scale).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
     sampler = PKSampler(train.labels, cfg.P, cfg.K, cfg.seed)

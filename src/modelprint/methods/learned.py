@@ -1,7 +1,7 @@
 """``learned``: the zero-shot fingerprint extractor trained on synthetic models (Model Synthesis).
 
-image → DnCNN residual → log-spectra of a grid of windows (sliding window, any size ≥ 32 px) → standardised →
-:class:`~modelprint.extractor.network.FingerprintNet` → window embeddings averaged and L2-normalised.
+image → DnCNN residual → Welch log-spectra of a grid of 128² windows (sliding window, any size ≥ 32 px) →
+standardised → :class:`~modelprint.extractor.network.FingerprintNet` → window embeddings averaged, L2-normalised.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def load_extractor(path: str | Path | None = None):  # noqa: ANN201
     try:
         mean, std = tensors.pop("norm.mean").numpy(), tensors.pop("norm.std").numpy()
         net = FingerprintNet(tuple(config["widths"]), config["blocks_per_stage"], config["embed_dim"],
-                             config["head_channels"], config["tile"], 0, config.get("stem_stride", 1))
+                             config["head_channels"], config["tile"], 0, config["stem_stride"], config["region"])
         net.load_state_dict(tensors, strict=True)
     except (KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:200]
@@ -83,7 +83,7 @@ class LearnedMethod(FingerprintMethod):
 
     @property
     def version(self) -> str:
-        return f"1-{self.meta['sha256'][:12]}-w{self.windows_per_side}m{self.margin}-{self.residual}:{self._residual.version}"
+        return f"2-{self.meta['sha256'][:12]}-w{self.windows_per_side}m{self.margin}-{self.residual}:{self._residual.version}"
 
     def window_spectra(self, image: np.ndarray) -> np.ndarray:
         """Log-spectra ``(n_windows, 3, T, T)`` of the image's sliding windows.
@@ -94,14 +94,14 @@ class LearnedMethod(FingerprintMethod):
         from modelprint.extractor.features import window_spectra
         from modelprint.spectra import grid_starts
 
-        tile, m = self._net.config["tile"], self.margin
+        tile, region, m = self._net.config["tile"], self._net.config["region"], self.margin
         h, w, _ = image.shape
-        size = min(tile, h, w)
+        size = min(region, h, w)
         padded = np.pad(image, ((m, m), (m, m), (0, 0)), mode="reflect")
         crops = [padded[y : y + size + 2 * m, x : x + size + 2 * m]
                  for y in grid_starts(h, size, self.windows_per_side) for x in grid_starts(w, size, self.windows_per_side)]
         residuals = self._residual.batch(crops)
-        return np.concatenate([window_spectra(r[m : m + size, m : m + size], tile, per_side=1) for r in residuals])
+        return np.concatenate([window_spectra(r[m : m + size, m : m + size], tile, per_side=1, region=region) for r in residuals])
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         import torch
