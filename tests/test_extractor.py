@@ -110,8 +110,34 @@ def test_sliding_window_inference_handles_every_size(tiny_sets, tmp_path: Path) 
     m = LearnedMethod(weights=tmp_path / "extractor.safetensors", residual="highpass")
     rng = np.random.default_rng(0)
     sizes = [(32, 32), (33, 40), (64, 64), (129, 130), (200, 300)]
-    emb = m.embed([rng.random((h, w, 3), dtype=np.float32) for h, w in sizes])
-    assert emb.shape == (5, 16) and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    images = [rng.random((h, w, 3), dtype=np.float32) for h, w in sizes]
+    for method in (m, LearnedMethod(weights=tmp_path / "extractor.safetensors", residual="highpass", window=0)):
+        emb = method.embed(images)
+        assert emb.shape == (5, 16) and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="window"):
+        LearnedMethod(weights=tmp_path / "extractor.safetensors", residual="highpass", window=16)
+
+
+def test_fused_cosine_is_the_weighted_mean_of_view_cosines(tiny_sets, tmp_path: Path) -> None:
+    from modelprint.methods import load_method
+
+    train, _ = tiny_sets
+    train_extractor(train, tmp_path, TrainConfig(steps=3, **TINY))
+    learned = {"weights": tmp_path / "extractor.safetensors", "residual": "highpass"}
+    spectral = {"residual": "highpass", "reference": None}
+    fused = load_method("fused", views=[("learned", 3.0), ("spectral", 1.0)], params={"learned": learned, "spectral": spectral})
+    rng = np.random.default_rng(2)
+    images = [rng.random((96, 96, 3), dtype=np.float32), rng.random((70, 120, 3), dtype=np.float32) ** 2]
+    e = fused.embed(images)
+
+    def cos(v: np.ndarray) -> float:
+        return float(v[0] @ v[1] / np.linalg.norm(v[0]) / np.linalg.norm(v[1]))
+
+    parts = [cos(load_method("learned", **learned).embed(images)), cos(load_method("spectral", **spectral).embed(images))]
+    assert cos(e) == pytest.approx(0.75 * parts[0] + 0.25 * parts[1], abs=1e-5)
+    assert "learned@" in fused.tag and "spectral@" in fused.tag
+    with pytest.raises(ValueError, match="positive"):
+        load_method("fused", views=[("learned", 0.0)])
 
 
 def test_checkpoint_errors(tmp_path: Path, tiny_sets) -> None:

@@ -125,24 +125,28 @@ def ffd(model_spectra_a: np.ndarray, model_spectra_b: np.ndarray) -> float:
     return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
 
 
-def window_log_spectra(regions, tile: int | None = None, eps: float = 1e-10):  # noqa: ANN001, ANN201
-    """Per-channel centred Welch log power spectra of a batch of square regions (torch ``(N, C, S, S)``).
+def window_log_spectra(regions, tile: int | None = None, max_tiles: int = 256, eps: float = 1e-10):  # noqa: ANN001, ANN201
+    """Per-channel centred Welch log power spectra of a batch of regions (torch ``(N, C, H, W)``).
 
-    Each region is cut into ``tile``² sub-tiles with 50% overlap (one tile when ``tile`` is ``None`` or ≥ S);
-    every sub-tile's mean is removed and a 2-D Hann window applied before the FFT; periodograms are averaged and
-    normalised by the window's energy, so white noise of variance v has a flat spectrum at ``log v``. Returns
-    ``(N, C, t, t)`` with ``t = min(tile, S)``. Used for training and inference alike.
+    Each region is cut into ``tile``² sub-tiles with 50% overlap (one tile of ``min(H, W)`` when ``tile`` is
+    ``None`` or larger; at most ``max_tiles``, evenly spaced); every sub-tile's mean is removed and a 2-D Hann
+    window applied before the FFT; periodograms are averaged and normalised by the window's energy, so white noise
+    of variance v has a flat spectrum at ``log v``. Returns ``(N, C, t, t)`` with ``t = min(tile, H, W)``.
     """
     import torch
 
-    size = regions.shape[-1]
-    t = size if tile is None else min(tile, size)
-    starts = tile_grid(size, t)
-    tiles = torch.stack([regions[..., y : y + t, x : x + t] for y in starts for x in starts], dim=1)  # (N, n, C, t, t)
+    h, w = regions.shape[-2:]
+    t = min(h, w) if tile is None else min(tile, h, w)
+    coords = [(y, x) for y in tile_grid(h, t) for x in tile_grid(w, t)]
+    if len(coords) > max_tiles:
+        coords = [coords[i] for i in np.linspace(0, len(coords) - 1, max_tiles).round().astype(int)]
     hann = torch.hann_window(t, periodic=False, dtype=regions.dtype, device=regions.device)
     window = hann[:, None] * hann[None, :]
-    centred = (tiles - tiles.mean(dim=(-2, -1), keepdim=True)) * window
-    power = torch.fft.fft2(centred).abs().pow(2).mean(dim=1) / window.pow(2).sum()
+    power = torch.zeros(*regions.shape[:-2], t, t, dtype=regions.dtype, device=regions.device)
+    for y, x in coords:  # accumulate: a large region never holds all its tiles' spectra at once
+        tile_ = regions[..., y : y + t, x : x + t]
+        power += torch.fft.fft2((tile_ - tile_.mean(dim=(-2, -1), keepdim=True)) * window).abs().pow(2)
+    power /= len(coords) * window.pow(2).sum()
     return torch.log(torch.fft.fftshift(power, dim=(-2, -1)) + eps)
 
 

@@ -13,7 +13,7 @@ from modelprint.spectra import grid_starts, window_log_spectra
 
 
 def region_spectra(regions, tile: int):  # noqa: ANN001, ANN201
-    """Welch log-spectra ``(N, 3, tile, tile)`` of torch regions ``(N, 3, S, S)``; S < tile is resampled up."""
+    """Welch log-spectra ``(N, 3, tile, tile)`` of torch regions ``(N, 3, H, W)``; a side < tile is resampled up."""
     import torch.nn.functional as F
 
     spec = window_log_spectra(regions, tile)
@@ -26,14 +26,17 @@ def window_spectra(residual: np.ndarray, tile: int = 64, per_side: int = 3, regi
     """Log-spectra ``(n_windows, 3, tile, tile)`` of a residual's sliding windows (regions).
 
     Windows of ``region`` px form a ``per_side × per_side`` grid evenly spread over the image (fewer where the
-    image is not much larger than a window). Any size ≥ 32 px works: a side shorter than ``region`` uses a window
-    of its own length, and one shorter than ``tile`` a single periodogram resampled onto the ``tile`` grid.
+    image is not much larger than a window); ``region=0`` makes the whole residual one window. Any size ≥ 32 px
+    works: a side shorter than ``region`` uses a window of its own length, and one shorter than ``tile`` a single
+    periodogram resampled onto the ``tile`` grid.
     """
     import torch
 
+    r = torch.from_numpy(np.ascontiguousarray(residual.transpose(2, 0, 1)))
+    if region == 0:
+        return region_spectra(r[None], tile).numpy()
     h, w, _ = residual.shape
     size = min(region, h, w)
-    r = torch.from_numpy(np.ascontiguousarray(residual.transpose(2, 0, 1)))
     wins = torch.stack([r[:, y : y + size, x : x + size] for y in grid_starts(h, size, per_side) for x in grid_starts(w, size, per_side)])
     return region_spectra(wins, tile).numpy()
 

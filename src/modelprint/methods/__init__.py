@@ -1,6 +1,7 @@
 """Black-box fingerprint methods, registered by name."""
 
 from modelprint.methods.base import METHODS, FingerprintMethod
+from modelprint.methods import fused as _fused  # noqa: F401  (registers "fused")
 from modelprint.methods import learned as _learned  # noqa: F401  (registers "learned")
 from modelprint.methods import spectral as _spectral  # noqa: F401  (registers "spectral")
 

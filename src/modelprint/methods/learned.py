@@ -63,15 +63,22 @@ class LearnedMethod(FingerprintMethod):
         ``None`` for the shipped extractor, or a ``.safetensors`` file written by ``modelprint train``.
     windows_per_side:
         The sliding-window grid (3 gives 9 windows, as in the paper); 1 disables sliding windows.
+    window:
+        Window side in px; ``None`` for the region the weights were trained on (128), ``0`` for the whole image as
+        one Welch region (all its 64² tiles averaged, at most 256; ``windows_per_side`` is then ignored).
     residual:
         The residual extractor the weights were trained with; it must be local (``dncnn``, ``highpass``).
     margin:
         Context pixels around each window for the residual (must exceed the extractor's receptive radius).
     """
 
-    def __init__(self, weights: str | Path | None = None, windows_per_side: int = 3, residual: str = "dncnn", margin: int = 12) -> None:
+    def __init__(self, weights: str | Path | None = None, windows_per_side: int = 3, window: int | None = None,
+                 residual: str = "dncnn", margin: int = 12) -> None:
+        if window is not None and window != 0 and window < 32:
+            raise ValueError(f"learned: window must be 0 (whole image) or ≥ 32 px, got {window}")
         self.weights = weights
         self.windows_per_side = windows_per_side
+        self.window = window
         self.residual = residual
         self.margin = margin
         self._net, self._mean, self._std, self.meta = load_extractor(weights)
@@ -83,7 +90,8 @@ class LearnedMethod(FingerprintMethod):
 
     @property
     def version(self) -> str:
-        return f"2-{self.meta['sha256'][:12]}-w{self.windows_per_side}m{self.margin}-{self.residual}:{self._residual.version}"
+        grid = "whole" if self.window == 0 else f"w{self.windows_per_side}x{self.window or self._net.config['region']}"
+        return f"2-{self.meta['sha256'][:12]}-{grid}m{self.margin}-{self.residual}:{self._residual.version}"
 
     def window_spectra(self, image: np.ndarray) -> np.ndarray:
         """Log-spectra ``(n_windows, 3, T, T)`` of the image's sliding windows.
@@ -94,7 +102,10 @@ class LearnedMethod(FingerprintMethod):
         from modelprint.extractor.features import window_spectra
         from modelprint.spectra import grid_starts
 
-        tile, region, m = self._net.config["tile"], self._net.config["region"], self.margin
+        tile, m = self._net.config["tile"], self.margin
+        region = self._net.config["region"] if self.window is None else self.window
+        if region == 0:
+            return window_spectra(self._residual(image), tile, region=0)
         h, w, _ = image.shape
         size = min(region, h, w)
         padded = np.pad(image, ((m, m), (m, m), (0, 0)), mode="reflect")
