@@ -75,3 +75,17 @@ def test_default_method_uses_shipped_weights_and_reference() -> None:
     assert m.residual == "dncnn" and "ref:none" not in m.version
     emb = m.embed([_real(3, 64)])
     assert emb.shape == (1, 33 * 64) and np.isfinite(emb).all()
+
+
+def test_shipped_extractor_is_the_default_and_separates_unseen_upsamplers() -> None:
+    """The shipped weights load (sha256 checked), and tell apart two upsamplers the extractor never saw as such."""
+    from modelprint.methods import DEFAULT_METHOD
+
+    assert DEFAULT_METHOD == "learned"
+    m = load_method()
+    assert m.tag.startswith("learned@") and m.meta["sha256"].startswith(m.version.split("-")[1])
+    kinds = {"nearest": Image.Resampling.NEAREST, "bicubic": Image.Resampling.BICUBIC}
+    emb = {k: m.embed([_upsampled(200 + 10 * i + s, r, 128) for s in range(6)]) for i, (k, r) in enumerate(kinds.items())}
+    protos = {k: e[:3].mean(0) / np.linalg.norm(e[:3].mean(0)) for k, e in emb.items()}
+    correct = sum(max(protos, key=lambda p: float(q @ protos[p])) == k for k, e in emb.items() for q in e[3:])
+    assert correct >= 5  # of 6 queries

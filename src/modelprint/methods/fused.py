@@ -47,10 +47,13 @@ class FusedMethod(FingerprintMethod):
     def version(self) -> str:
         return "1-" + "+".join(f"{w:g}*{m.tag}" for (_, w), m in zip(self.views, self._methods))
 
-    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+    def combine(self, view_embeddings: Sequence[np.ndarray]) -> np.ndarray:
+        """Fuse embeddings already computed by each view (in the order of ``views``)."""
         parts = []
-        for scale, method in zip(self._scales, self._methods):
-            e = method.embed(images).astype(np.float32)
-            norms = np.linalg.norm(e, axis=1, keepdims=True)
-            parts.append(scale * e / np.maximum(norms, 1e-12))
+        for scale, e in zip(self._scales, view_embeddings, strict=True):
+            e = np.asarray(e, dtype=np.float32)
+            parts.append(scale * e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12))
         return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return self.combine([method.embed(images) for method in self._methods])
