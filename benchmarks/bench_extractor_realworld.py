@@ -130,8 +130,8 @@ def main() -> None:
     labels = ds.labels
     spectral = load_method("spectral")
     variants = {"learned (whole image, one Welch region)": {"window": 0},
-                "learned (3×3 windows of 128²)": {"windows_per_side": 3},
-                "learned (1 window of 128²)": {"windows_per_side": 1}}
+                "learned (3×3 windows of 128²)": {"window": None, "windows_per_side": 3},
+                "learned (1 window of 128²)": {"window": None, "windows_per_side": 1}}
     views = {name: load_method("learned", weights=args.weights, **kw) for name, kw in variants.items()}
     views["spectral baseline"] = spectral
     select_on, report_on = class_split(labels, args.seed)

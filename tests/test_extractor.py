@@ -107,7 +107,7 @@ def _stop_at(step: int):
 def test_sliding_window_inference_handles_every_size(tiny_sets, tmp_path: Path) -> None:
     train, _ = tiny_sets
     train_extractor(train, tmp_path, TrainConfig(steps=3, **TINY))
-    m = LearnedMethod(weights=tmp_path / "extractor.safetensors", residual="highpass")
+    m = LearnedMethod(weights=tmp_path / "extractor.safetensors", residual="highpass", window=None)
     rng = np.random.default_rng(0)
     sizes = [(32, 32), (33, 40), (64, 64), (129, 130), (200, 300)]
     images = [rng.random((h, w, 3), dtype=np.float32) for h, w in sizes]
@@ -159,7 +159,7 @@ def test_windowed_residual_equals_whole_image_residual_inside(tiny_sets, tmp_pat
 
     train, _ = tiny_sets
     train_extractor(train, tmp_path, TrainConfig(steps=1, **TINY))
-    m = LearnedMethod(weights=tmp_path / "extractor.safetensors", residual="highpass")
+    m = LearnedMethod(weights=tmp_path / "extractor.safetensors", residual="highpass", window=None)
     image = np.random.default_rng(1).random((200, 200, 3), dtype=np.float32)
     fast = m.window_spectra(image)
     whole = window_spectra(get_residual("highpass")(image), tile=32, per_side=3, region=64)

@@ -34,7 +34,7 @@ err = Console(stderr=True)
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same numbers.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 GalleryOpt = Annotated[Path, typer.Option("--gallery", "-g", help="Gallery file (SQLite).")]
-MethodOpt = Annotated[Optional[str], typer.Option("--method", "-m", help="Fingerprint method (default: the gallery's, else spectral).")]
+MethodOpt = Annotated[Optional[str], typer.Option("--method", "-m", help="Fingerprint method: learned, spectral, fused (default: the gallery's, else learned).")]
 MaxPixelsOpt = Annotated[Optional[int], typer.Option("--max-pixels", help="Refuse images with more pixels (default 64M or MODELPRINT_MAX_PIXELS).")]
 
 
@@ -229,7 +229,7 @@ def gallery_export(gallery: GalleryOpt, dest: Annotated[Path, typer.Argument(hel
 @app.command()
 def evaluate(
     dataset: Annotated[Path, typer.Argument(help="Folder with one sub-folder per model, or a CSV/JSONL index.")],
-    method: Annotated[str, typer.Option("--method", "-m", help="Fingerprint method: spectral (default) or learned.")] = "spectral",
+    method: Annotated[Optional[str], typer.Option("--method", "-m", help="Fingerprint method: learned (default), spectral or fused.")] = None,
     support: Annotated[int, typer.Option(min=1, help="Support images per model (1:N protocol).")] = 5,
     pairs: Annotated[int, typer.Option(min=2, help="Verification pairs (half same, half different).")] = 2000,
     min_per_class: Annotated[Optional[int], typer.Option(help="Drop models with fewer images (default support + 3).")] = None,

@@ -1,7 +1,8 @@
 """``learned``: the zero-shot fingerprint extractor trained on synthetic models (Model Synthesis).
 
-image → DnCNN residual → Welch log-spectra of a grid of 128² windows (sliding window, any size ≥ 32 px) →
-standardised → :class:`~modelprint.extractor.network.FingerprintNet` → window embeddings averaged, L2-normalised.
+image → DnCNN residual → Welch log-spectrum of the whole image (or of a grid of sliding windows, each embedded and
+the embeddings averaged; any size ≥ 32 px) → standardised → :class:`~modelprint.extractor.network.FingerprintNet`
+→ L2-normalised embedding.
 """
 
 from __future__ import annotations
@@ -64,15 +65,17 @@ class LearnedMethod(FingerprintMethod):
     windows_per_side:
         The sliding-window grid (3 gives 9 windows, as in the paper); 1 disables sliding windows.
     window:
-        Window side in px; ``None`` for the region the weights were trained on (128), ``0`` for the whole image as
-        one Welch region (all its 64² tiles averaged, at most 256; ``windows_per_side`` is then ignored).
+        ``0`` (default) embeds the whole image as one Welch region (all its 64² tiles averaged, at most 256;
+        ``windows_per_side`` is then ignored): chosen over sliding windows on half of the real-world benchmark's
+        classes (``benchmarks/README.md``). Otherwise the window side in px, ``None`` for the region the weights
+        were trained on (128).
     residual:
         The residual extractor the weights were trained with; it must be local (``dncnn``, ``highpass``).
     margin:
         Context pixels around each window for the residual (must exceed the extractor's receptive radius).
     """
 
-    def __init__(self, weights: str | Path | None = None, windows_per_side: int = 3, window: int | None = None,
+    def __init__(self, weights: str | Path | None = None, windows_per_side: int = 3, window: int | None = 0,
                  residual: str = "dncnn", margin: int = 12) -> None:
         if window is not None and window != 0 and window < 32:
             raise ValueError(f"learned: window must be 0 (whole image) or ≥ 32 px, got {window}")
