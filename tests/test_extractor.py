@@ -58,6 +58,8 @@ def test_rendering_in_two_processes_equals_one() -> None:
     one, two = render_spectra_set(gens, workers=1, **kw), render_spectra_set(gens, workers=2, **kw)
     np.testing.assert_array_equal(one.spectra, two.spectra)
     assert one.labels.tolist() == [0] * 4 + [1] * 4 and one.model_ids == two.model_ids
+    with pytest.raises(ValueError, match="region_sizes"):
+        render_spectra_set(gens, **{**kw, "region_sizes": ((96, 1.0),)})
 
 
 def test_rendered_set_shapes(tiny_sets: tuple[SpectraSet, SpectraSet]) -> None:

@@ -77,22 +77,9 @@ def welch_power(x: np.ndarray, tile: int = 64, max_tiles: int = 256) -> np.ndarr
     import torch.nn.functional as F
 
     arr = _as_hwc(x)
-    h, w, _ = arr.shape
-    t_size = min(tile, h, w)
-    ys, xs = tile_grid(h, t_size), tile_grid(w, t_size)
-    coords = [(y, x) for y in ys for x in xs]
-    if len(coords) > max_tiles:
-        keep = np.linspace(0, len(coords) - 1, max_tiles).round().astype(int)
-        coords = [coords[i] for i in keep]
-    img = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-    tiles = torch.stack([img[:, y : y + t_size, x : x + t_size] for y, x in coords])  # (n, C, t, t)
-    tiles = tiles - tiles.mean(dim=(-2, -1), keepdim=True)
-    hann = torch.hann_window(t_size, periodic=False, dtype=torch.float32)
-    window = hann[:, None] * hann[None, :]
-    tiles = tiles * window
-    power = torch.fft.fft2(tiles).abs().pow(2).mean(dim=(0, 1)) / window.pow(2).sum()
-    power = torch.fft.fftshift(power)
-    if t_size != tile:
+    img = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32))
+    power = welch_power_per_channel(img, tile, max_tiles).mean(dim=0)
+    if power.shape[-1] != tile:
         power = F.interpolate(power[None, None], size=(tile, tile), mode="bilinear", align_corners=False)[0, 0]
     return power.numpy().astype(np.float32)
 
@@ -125,13 +112,13 @@ def ffd(model_spectra_a: np.ndarray, model_spectra_b: np.ndarray) -> float:
     return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
 
 
-def window_log_spectra(regions, tile: int | None = None, max_tiles: int = 256, eps: float = 1e-10):  # noqa: ANN001, ANN201
-    """Per-channel centred Welch log power spectra of a batch of regions (torch ``(N, C, H, W)``).
+def welch_power_per_channel(regions, tile: int | None = None, max_tiles: int = 256):  # noqa: ANN001, ANN201
+    """Per-channel centred Welch power spectra of regions (torch ``(..., C, H, W)`` → ``(..., C, t, t)``).
 
     Each region is cut into ``tile``² sub-tiles with 50% overlap (one tile of ``min(H, W)`` when ``tile`` is
     ``None`` or larger; at most ``max_tiles``, evenly spaced); every sub-tile's mean is removed and a 2-D Hann
     window applied before the FFT; periodograms are averaged and normalised by the window's energy, so white noise
-    of variance v has a flat spectrum at ``log v``. Returns ``(N, C, t, t)`` with ``t = min(tile, H, W)``.
+    of variance v has a flat spectrum at v. ``t = min(tile, H, W)``.
     """
     import torch
 
@@ -147,7 +134,14 @@ def window_log_spectra(regions, tile: int | None = None, max_tiles: int = 256, e
         tile_ = regions[..., y : y + t, x : x + t]
         power += torch.fft.fft2((tile_ - tile_.mean(dim=(-2, -1), keepdim=True)) * window).abs().pow(2)
     power /= len(coords) * window.pow(2).sum()
-    return torch.log(torch.fft.fftshift(power, dim=(-2, -1)) + eps)
+    return torch.fft.fftshift(power, dim=(-2, -1))
+
+
+def window_log_spectra(regions, tile: int | None = None, max_tiles: int = 256, eps: float = 1e-10):  # noqa: ANN001, ANN201
+    """``log`` of :func:`welch_power_per_channel`: white noise of variance v is flat at ``log v``."""
+    import torch
+
+    return torch.log(welch_power_per_channel(regions, tile, max_tiles) + eps)
 
 
 def grid_starts(length: int, tile: int, n: int) -> list[int]:

@@ -9,8 +9,12 @@ result is cached as float16.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -96,28 +100,23 @@ def render_spectra_set(
     draws from its own random stream (``seed``, model index), so ``workers`` processes (1 torch thread each)
     give the same result as one.
     """
+    if any(side > region or side < 1 for side, _ in region_sizes) or not any(p > 0 for _, p in region_sizes):
+        raise ValueError(f"region_sizes {list(region_sizes)}: sides must lie in 1..{region} and some probability be > 0")
     pool = pool or RealPool()
     bank = pool.crops(len(generators) * per_model, size=region + region // 4, seed=seed, split="train")  # margin for resizing
     order = np.random.default_rng(seed).permutation(len(bank))
-    kwargs = dict(tile=tile, region=region, region_sizes=tuple(region_sizes), augment=augment, residual=residual)
-    jobs = [(module, bank[order[m * per_model : (m + 1) * per_model]], np.random.default_rng([seed, m]))
-            for m, (_, module) in enumerate(generators)]
-    if workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_render_worker) as ex:
-            futures = [ex.submit(_render_model, *job, **kwargs) for job in jobs]
-            parts = []
-            for fut in futures:
-                parts.append(fut.result())
-                if progress:
-                    progress(1)
-    else:
-        parts = []
-        for job in jobs:
-            parts.append(_render_model(*job, **kwargs))
+    render = partial(_render_model, tile=tile, region=region, region_sizes=tuple(region_sizes), augment=augment, residual=residual)
+    modules = [module for _, module in generators]
+    crops = [bank[order[m * per_model : (m + 1) * per_model]] for m in range(len(generators))]
+    rngs = [np.random.default_rng([seed, m]) for m in range(len(generators))]
+    parts = []
+    with ExitStack() as stack:
+        run = map
+        if workers > 1 and generators:
+            run = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                          initializer=_init_render_worker)).map
+        for part in run(render, modules, crops, rngs):
+            parts.append(part)
             if progress:
                 progress(1)
     spectra = np.concatenate(parts) if parts else np.empty((0, 3, tile, tile), np.float16)
