@@ -92,6 +92,27 @@ def test_training_changes_weights_lowers_loss_and_resumes_exactly(tiny_sets, tmp
     assert any(not torch.allclose(init[k], trained[k]) for k in trained if k.endswith("weight"))
 
 
+def test_fine_tuning_starts_from_the_extractor_and_keeps_its_normalisation(tiny_sets, tmp_path: Path) -> None:
+    from modelprint.methods.learned import load_extractor
+
+    train, val = tiny_sets
+    train_extractor(train, tmp_path / "base", TrainConfig(steps=5, **TINY))
+    base_path = tmp_path / "base" / "extractor.safetensors"
+    two = train.subset_models([0, 1])
+    hist = train_extractor(two, tmp_path / "tuned", TrainConfig(steps=1, lr=1e-12, warmup=1, P=2, K=4), init=base_path)
+    base, bmean, bstd, _ = load_extractor(base_path)
+    tuned, tmean, tstd, _ = load_extractor(tmp_path / "tuned" / "extractor.safetensors")
+    np.testing.assert_array_equal(bmean, tmean)
+    np.testing.assert_array_equal(bstd, tstd)
+    assert tuned.config == base.config  # the base's shape, not TrainConfig's defaults
+    b, t = base.state_dict(), tuned.state_dict()
+    assert all(torch.allclose(b[k], t[k], atol=1e-6) for k in b if k.endswith("weight"))  # lr ~0: still the base
+    hist = train_extractor(two, tmp_path / "tuned2", TrainConfig(steps=5, lr=3e-3, warmup=1, P=2, K=4), init=base_path)
+    t2 = load_extractor(tmp_path / "tuned2" / "extractor.safetensors")[0].state_dict()
+    assert any(not torch.allclose(b[k], t2[k]) for k in b if k.endswith("weight"))
+    assert len(hist["steps"]) == 5
+
+
 class _Interrupt(Exception):
     pass
 

@@ -26,7 +26,10 @@ app = typer.Typer(
 gallery_app = typer.Typer(help="Inspect and edit a gallery.", no_args_is_help=True)
 denoiser_app = typer.Typer(help="modelprint's own residual denoiser.", no_args_is_help=True)
 app.add_typer(gallery_app, name="gallery")
+zoo_app = typer.Typer(help="modelprint's own zoo of trained generative models (test beds for attribution).",
+                      no_args_is_help=True)
 app.add_typer(denoiser_app, name="denoiser")
+app.add_typer(zoo_app, name="zoo")
 
 out = Console()
 err = Console(stderr=True)
@@ -46,7 +49,7 @@ def _fatal_errors():
     try:
         yield
     except ModelprintError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -437,6 +440,91 @@ def demo(
         from modelprint.demo import run_demo
 
         run_demo(workdir=workdir, seed=seed, realworld=realworld, console=out)
+
+
+ZooOpt = Annotated[Path, typer.Option("--zoo", help="Zoo folder (manifest.jsonl, models/, samples/).")]
+
+
+@zoo_app.command("build")
+def zoo_build(
+    zoo: ZooOpt = Path("out/zoo"),
+    tier: Annotated[str, typer.Option(help="tiny (tests, minutes) or standard (benchmarks).")] = "standard",
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Build only this model (and its parents); repeatable.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (1 torch thread each).")] = 1,
+    samples: Annotated[Optional[int], typer.Option(min=0, help="Samples saved per model (default: the tier's).")] = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Train the zoo's recipes (resumes: models already built and intact are kept)."""
+    with _fatal_errors():
+        from modelprint.zoo import build_zoo, tier_recipes
+
+        total = len(only) if only else len(tier_recipes(tier))
+        bar, task = _progress(total, f"building {tier} zoo")
+
+        def on_model(done: int, tot: int, entry: dict) -> None:
+            bar.update(task, completed=done, total=tot)
+            err.print(f"{entry['name']}: {entry['family']}, {entry['parameters']:,} parameters, "
+                      f"loss {entry['final_loss']:.4f}, {entry['cpu_seconds']:.0f} CPU s", highlight=False)
+
+        with bar:
+            entries = build_zoo(zoo, tier=tier, only=only or (), seed=seed, workers=workers, n_samples=samples,
+                                progress=on_model)
+        _emit_json({"zoo": str(zoo), "tier": tier, "models": len(entries),
+                    "cpu_seconds": round(sum(e["cpu_seconds"] for e in entries), 1)})
+
+
+@zoo_app.command("list")
+def zoo_list(zoo: ZooOpt = Path("out/zoo"), as_json: JsonFlag = False) -> None:
+    """List the built models."""
+    with _fatal_errors():
+        from modelprint.zoo import Zoo
+
+        entries = Zoo(zoo).entries()
+        if as_json:
+            _emit_json(list(entries.values()))
+            return
+        table = Table(title=f"zoo {zoo}")
+        for col in ("model", "family", "parent", "parameters", "steps", "loss", "CPU s", "samples"):
+            table.add_column(col)
+        for e in entries.values():
+            table.add_row(e["name"], e["family"], e["recipe"]["parent"] or "", f"{e['parameters']:,}",
+                          str(e["recipe"]["steps"]), f"{e['final_loss']:.4f}", f"{e['cpu_seconds']:.0f}",
+                          str(e.get("samples", {}).get("n", 0)))
+        out.print(table)
+
+
+@zoo_app.command("info")
+def zoo_info(name: Annotated[str, typer.Argument(help="Zoo model name.")], zoo: ZooOpt = Path("out/zoo")) -> None:
+    """Print a model's manifest line (recipe, data, seed, steps, CPU seconds, sha256 of every file)."""
+    with _fatal_errors():
+        from modelprint.zoo import Zoo
+
+        _emit_json(Zoo(zoo).info(name))
+
+
+@zoo_app.command("sample")
+def zoo_sample(
+    name: Annotated[str, typer.Argument(help="Zoo model name, or a diffusers folder.")],
+    n: Annotated[int, typer.Option("-n", min=1, help="Number of images.")] = 16,
+    dest: Annotated[Path, typer.Option("--out", help="Folder for the PNGs.")] = Path("out/samples"),
+    zoo: ZooOpt = Path("out/zoo"),
+    seed: SeedOpt = 0,
+) -> None:
+    """Generate images with a zoo model (its sha256 is checked first) or a user's diffusers folder."""
+    with _fatal_errors():
+        from PIL import Image
+
+        from modelprint.atomic import atomic_path
+        from modelprint.zoo.store import load_generator
+
+        _seed(seed)
+        model = load_generator(name, zoo=zoo)
+        dest.mkdir(parents=True, exist_ok=True)
+        stem = Path(name).name
+        for i, im in enumerate(model.sample(n, seed=seed)):
+            with atomic_path(dest / f"{stem}-seed{seed}-{i:04d}.png") as tmp:
+                Image.fromarray(im).save(tmp, format="PNG")
+        out.print(f"wrote {n} images to {dest}")
 
 
 def main() -> None:

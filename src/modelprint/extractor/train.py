@@ -133,10 +133,13 @@ def train_extractor(
     *,
     val: SpectraSet | None = None,
     resume: bool = True,
+    init: str | Path | None = None,
     progress: Callable[[int, dict], None] | None = None,
 ) -> dict:
     """Train on ``train``; select the checkpoint by zero-shot accuracy on ``val`` (held-out synthetic models).
 
+    ``init`` fine-tunes an existing extractor (``.safetensors``): its network shape (``config.widths`` … are then
+    ignored), weights and spectrum normalisation are kept, and a new classifier is learned for ``train``'s models.
     Writes ``out_dir/checkpoint.pt`` (resumable) and ``out_dir/extractor.safetensors`` + ``.json`` (the best
     model by validation accuracy, or the last one without ``val``). Returns the training history.
     """
@@ -147,10 +150,19 @@ def train_extractor(
     out.mkdir(parents=True, exist_ok=True)
     configure_torch_threads()
     torch.manual_seed(cfg.seed)
-    mean, std = normalisation(train.spectra)
-    net = FingerprintNet(cfg.widths, cfg.blocks_per_stage, cfg.embed_dim, cfg.head_channels, train.spectra.shape[-1],
-                         len(train.model_ids), cfg.stem_stride, cfg.region, cfg.cosine_classifier,
-                         cfg.scale).to(memory_format=torch.channels_last)
+    if init is None:
+        mean, std = normalisation(train.spectra)
+        net = FingerprintNet(cfg.widths, cfg.blocks_per_stage, cfg.embed_dim, cfg.head_channels, train.spectra.shape[-1],
+                             len(train.model_ids), cfg.stem_stride, cfg.region, cfg.cosine_classifier, cfg.scale)
+    else:
+        from modelprint.methods.learned import load_extractor
+
+        base, mean, std, _ = load_extractor(init)
+        c = base.config
+        net = FingerprintNet(tuple(c["widths"]), c["blocks_per_stage"], c["embed_dim"], c["head_channels"], c["tile"],
+                             len(train.model_ids), c["stem_stride"], c["region"], cfg.cosine_classifier, cfg.scale)
+        net.load_state_dict(base.state_dict(), strict=False)
+    net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
     sampler = PKSampler(train.labels, cfg.P, cfg.K, cfg.seed)

@@ -82,7 +82,7 @@ class RealPool:
     Parameters
     ----------
     folders:
-        Extra folders of the user's own photos (searched recursively).
+        Extra folders of the user's own photos (searched recursively), or single photo files.
     include_packages:
         Whether the package-shipped photographs are part of the pool.
     """
@@ -98,8 +98,8 @@ class RealPool:
 
         paths = package_photos() if self.include_packages else []
         for folder in self.folders:
-            if not Path(folder).is_dir():
-                raise DatasetError(f"{folder}: pool folder does not exist")
+            if not Path(folder).exists():
+                raise DatasetError(f"{folder}: pool folder (or photo) does not exist")
             paths += expand_paths([folder])
         paths = sorted(set(paths), key=lambda p: (p.name, str(p)))
         if split != "all":

@@ -1,0 +1,259 @@
+"""Building a zoo on disk: resumable, parallel, verified by sha256.
+
+Layout of ``out_dir``::
+
+    zoo.json                  tier and global seed (a resumed build must match them)
+    manifest.jsonl            one JSON line per finished model, in recipe order (rewritten atomically)
+    models/<name>/            the model's weights (safetensors, or a diffusers folder for diffusion models)
+    samples/<name>/NNNN.png   its samples: one folder per model, so ``samples/`` is a labelled dataset
+
+A model folder and its samples are written under temporary names and renamed into place before the manifest line
+is written, so a killed build leaves only complete models. On restart, lines whose files are missing or fail their
+sha256 are dropped and those models train again (training is deterministic, so they come out the same).
+
+Models train in dependency *waves* (a lineage child or latent diffusion model after its parent); within a wave,
+``workers > 1`` trains models in that many spawned processes with one torch thread each, and the parent process
+alone writes the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from modelprint.atomic import sha256_file, write_text
+from modelprint.errors import CheckpointError, ModelprintError
+from modelprint.zoo.base import Recipe
+
+FORMAT = "modelprint-zoo/1"
+MANIFEST = "manifest.jsonl"
+SETTINGS = "zoo.json"
+MODELS_DIR = "models"
+SAMPLES_DIR = "samples"
+SEED_STRIDE = 1000
+
+#: Called as ``progress(done, total, manifest_line)`` after every finished model.
+BuildProgress = Callable[[int, int, dict], None]
+
+
+def seeded(recipe: Recipe, seed: int) -> Recipe:
+    """The recipe as trained under global seed ``seed`` (seed 0 leaves it unchanged)."""
+    return replace(recipe, seed=recipe.seed + SEED_STRIDE * seed) if seed else recipe
+
+
+def folder_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder``, keyed by its path relative to ``folder``."""
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def samples_digest(folder: Path) -> str:
+    """One sha256 over the sample files (names and bytes) of a model."""
+    h = hashlib.sha256()
+    for p in sorted(folder.glob("*.png")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def read_manifest(out_dir: Path) -> dict[str, dict]:
+    path = Path(out_dir) / MANIFEST
+    if not path.exists():
+        return {}
+    lines: dict[str, dict] = {}
+    for i, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if raw.strip():
+            try:
+                entry = json.loads(raw)
+                lines[entry["name"]] = entry
+            except (json.JSONDecodeError, KeyError):
+                raise ModelprintError(f"{path}:{i}: not a zoo manifest line") from None
+    return lines
+
+
+def verify_entry(out_dir: Path, entry: dict) -> str | None:
+    """``None`` if the model's files and samples match the manifest, else what is wrong."""
+    folder = Path(out_dir) / MODELS_DIR / entry["name"]
+    if not folder.is_dir():
+        return f"{folder}: missing"
+    if folder_digests(folder) != entry["files"]:
+        return f"{folder}: files differ from the manifest (sha256)"
+    samples = Path(out_dir) / SAMPLES_DIR / entry["name"]
+    if entry.get("samples") and (not samples.is_dir() or samples_digest(samples) != entry["samples"]["sha256"]):
+        return f"{samples}: samples differ from the manifest (sha256)"
+    return None
+
+
+def _write_manifest(out_dir: Path, entries: dict[str, dict], order: Sequence[str]) -> None:
+    lines = [json.dumps(entries[n], sort_keys=True) for n in order if n in entries]
+    lines += [json.dumps(entries[n], sort_keys=True) for n in sorted(set(entries) - set(order))]
+    write_text(Path(out_dir) / MANIFEST, "".join(line + "\n" for line in lines))
+
+
+def _settings(out_dir: Path, tier: str, seed: int) -> None:
+    path = Path(out_dir) / SETTINGS
+    want = {"format": FORMAT, "tier": tier, "seed": seed}
+    if path.exists():
+        have = json.loads(path.read_text(encoding="utf-8"))
+        if {k: have.get(k) for k in want} != want:
+            raise ModelprintError(f"{path}: this zoo was built with {have}, not {want}; use another --zoo folder")
+    else:
+        write_text(path, json.dumps(want, indent=2) + "\n")
+
+
+def save_samples(images, folder: Path) -> None:  # noqa: ANN001
+    """Write uint8 ``(n, H, W, 3)`` images as ``0000.png`` … into a fresh ``folder``."""
+    from PIL import Image
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(folder / f"{i:04d}.png")
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def train_one(out_dir: str, recipe: Recipe, n_samples: int, sample_seed: int, threads: int = 0) -> dict[str, Any]:
+    """Train, save and sample one recipe; return its manifest line (runs in a worker process)."""
+    import torch
+
+    from modelprint.zoo.data import training_images
+    from modelprint.zoo.store import family, load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    root = Path(out_dir)
+    parent = load_model(root, recipe.parent) if recipe.parent else None
+    images = training_images(recipe.data)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    torch.manual_seed(recipe.seed)
+    model = family(recipe.family)(recipe, parent=parent)
+    model.fit(images)
+    train_cpu, train_wall = time.process_time() - cpu0, time.perf_counter() - wall0
+
+    folder = root / MODELS_DIR / recipe.name
+    tmp = folder.with_name(f".{recipe.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save(tmp)
+    _replace_dir(tmp, folder)
+
+    entry: dict[str, Any] = {
+        "name": recipe.name,
+        "family": recipe.family,
+        "kind": model.kind,
+        "recipe": recipe.describe(),
+        "parameters": int(model.num_parameters()),
+        "training_images": int(len(images)),
+        "final_loss": float(model.final_loss),
+        "cpu_seconds": round(train_cpu, 2),
+        "wall_seconds": round(train_wall, 2),
+        "threads": torch.get_num_threads(),
+        "files": folder_digests(folder),
+    }
+    if n_samples and model.kind != "autoencoder":
+        sample_folder = root / SAMPLES_DIR / recipe.name
+        tmp = sample_folder.with_name(f".{recipe.name}.tmp")
+        t0 = time.process_time()
+        save_samples(model.sample(n_samples, seed=sample_seed), tmp)
+        _replace_dir(tmp, sample_folder)
+        entry["samples"] = {"n": n_samples, "seed": sample_seed, "sha256": samples_digest(sample_folder),
+                            "cpu_seconds": round(time.process_time() - t0, 2)}
+    return entry
+
+
+def _waves(recipes: Sequence[Recipe]) -> list[list[Recipe]]:
+    by_name = {r.name: r for r in recipes}
+    depth: dict[str, int] = {}
+
+    def d(r: Recipe, seen: tuple[str, ...] = ()) -> int:
+        if r.name in seen:
+            raise ModelprintError(f"zoo recipe {r.name!r}: circular parent chain {' → '.join(seen + (r.name,))}")
+        if r.name not in depth:
+            depth[r.name] = 0 if r.parent is None else d(by_name[r.parent], seen + (r.name,)) + 1
+        return depth[r.name]
+
+    for r in recipes:
+        d(r)
+    return [[r for r in recipes if depth[r.name] == k] for k in range(max(depth.values(), default=-1) + 1)]
+
+
+def _with_parents(recipes: Sequence[Recipe], wanted: Sequence[str]) -> list[Recipe]:
+    by_name = {r.name: r for r in recipes}
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        raise ModelprintError(f"unknown zoo model(s) {', '.join(unknown)}; known: {', '.join(by_name)}")
+    keep: set[str] = set()
+    for n in wanted:
+        while n and n not in keep:
+            keep.add(n)
+            n = by_name[n].parent
+    return [r for r in recipes if r.name in keep]
+
+
+def build_zoo(
+    out_dir: str | Path,
+    tier: str = "standard",
+    only: Sequence[str] = (),
+    seed: int = 0,
+    workers: int = 1,
+    n_samples: int | None = None,
+    progress: BuildProgress | None = None,
+) -> list[dict]:
+    """Train every recipe of ``tier`` (or ``only`` those and their parents) that is not yet valid in ``out_dir``.
+
+    Returns the manifest lines of the requested models. ``n_samples`` overrides the tier's samples per model.
+    """
+    from modelprint.zoo.recipes import tier_recipes, tier_samples
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _settings(out, tier, seed)
+    all_recipes = [seeded(r, seed) for r in tier_recipes(tier)]
+    order = [r.name for r in all_recipes]
+    recipes = _with_parents(all_recipes, only) if only else all_recipes
+    n = tier_samples(tier) if n_samples is None else n_samples
+    entries = {k: e for k, e in read_manifest(out).items() if verify_entry(out, e) is None}
+    _write_manifest(out, entries, order)
+    todo = [r for r in recipes if r.name not in entries]
+    done = len(recipes) - len(todo)
+    for wave in _waves(todo):
+        if workers > 1 and len(wave) > 1:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(workers, len(wave)), mp_context=ctx) as pool:
+                futures = [pool.submit(train_one, str(out), r, n, seed, 1) for r in wave]
+                for fut in as_completed(futures):
+                    entry = fut.result()
+                    entries[entry["name"]] = entry
+                    _write_manifest(out, entries, order)
+                    done += 1
+                    if progress:
+                        progress(done, len(recipes), entry)
+        else:
+            for r in wave:
+                entry = train_one(str(out), r, n, seed)
+                entries[entry["name"]] = entry
+                _write_manifest(out, entries, order)
+                done += 1
+                if progress:
+                    progress(done, len(recipes), entry)
+    return [entries[r.name] for r in recipes]
+
+
+def check_entry(out_dir: Path, entry: dict) -> None:
+    """Raise :class:`CheckpointError` if a model's files do not match its manifest line."""
+    problem = verify_entry(out_dir, entry)
+    if problem:
+        raise CheckpointError(f"zoo model {entry['name']!r}: {problem}; rebuild it with `modelprint zoo build --only {entry['name']}`")

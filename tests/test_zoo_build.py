@@ -1,0 +1,115 @@
+"""The zoo on disk: the tiny tier builds, every family samples real output, resume, determinism, CLI, loading."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modelprint.errors import CheckpointError, ModelprintError
+from modelprint.zoo import Zoo, build_zoo, load_generator, tier_recipes
+from modelprint.zoo.build import MANIFEST, MODELS_DIR, SAMPLES_DIR, read_manifest
+from modelprint.zoo.data import training_images
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("zoo")
+    build_zoo(root, tier="tiny", seed=0)
+    return root
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "modelprint.cli.main", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_tiny_tier_builds_every_family_with_manifest_and_samples(tiny_zoo: Path) -> None:
+    entries = read_manifest(tiny_zoo)
+    recipes = tier_recipes("tiny")
+    assert list(entries) == [r.name for r in recipes]
+    families = {e["family"] for e in entries.values()}
+    assert families >= {"gan", "vae", "flow", "ddpm", "autoencoder", "ldm", "ddpm-finetune", "ddpm-lora"}
+    for name, e in entries.items():
+        assert e["files"] and all(len(h) == 64 for h in e["files"].values())
+        assert e["cpu_seconds"] > 0 and e["parameters"] > 0 and np.isfinite(e["final_loss"])
+        if e["kind"] == "autoencoder":
+            continue
+        pngs = sorted((tiny_zoo / SAMPLES_DIR / name).glob("*.png"))
+        assert len(pngs) == e["samples"]["n"] == 16
+        im = np.asarray(Image.open(pngs[0]))
+        assert im.shape == (32, 32, 3) and im.std() > 0
+
+
+def test_samples_come_from_the_trained_weights(tiny_zoo: Path) -> None:
+    """Saved samples are what the saved weights generate, and training moved every family off its untrained output."""
+    zoo = Zoo(tiny_zoo)
+    real = training_images(tier_recipes("tiny")[0].data).astype(np.float64)
+    for name in zoo.names():
+        entry = zoo.info(name)
+        if entry["kind"] == "autoencoder":
+            continue
+        model = zoo.load(name)
+        saved = np.stack([np.asarray(Image.open(p)) for p in sorted(zoo.samples_dir(name).glob("*.png"))])
+        np.testing.assert_array_equal(model.sample(len(saved), seed=entry["samples"]["seed"]), saved)
+        untrained = type(model)(model.recipe, parent=model.parent).sample(len(saved), seed=0)
+        assert not np.array_equal(untrained, saved), name
+
+
+def test_resume_rebuilds_only_what_is_missing_or_corrupt(tmp_path: Path) -> None:
+    only = ["tiny-gan", "tiny-vae"]
+    first = build_zoo(tmp_path, tier="tiny", only=only)
+    files = {e["name"]: e["files"] for e in first}
+    shutil.rmtree(tmp_path / MODELS_DIR / "tiny-gan")
+    weights = next((tmp_path / MODELS_DIR / "tiny-vae").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-7] + b"garbage")
+    with pytest.raises(CheckpointError, match="tiny-vae"):
+        Zoo(tmp_path).load("tiny-vae")
+    again = build_zoo(tmp_path, tier="tiny", only=only)
+    assert {e["name"]: e["files"] for e in again} == files  # deterministic: the same bytes again
+    with pytest.raises(ModelprintError, match="built with"):
+        build_zoo(tmp_path, tier="standard", only=["vae"])
+
+
+def test_a_seed_changes_the_weights_and_is_reproducible(tmp_path: Path) -> None:
+    a = build_zoo(tmp_path / "a", tier="tiny", only=["tiny-gan"], seed=1, n_samples=2)[0]
+    b = build_zoo(tmp_path / "b", tier="tiny", only=["tiny-gan"], seed=1, n_samples=2)[0]
+    c = build_zoo(tmp_path / "c", tier="tiny", only=["tiny-gan"], seed=0, n_samples=2)[0]
+    assert a["files"] == b["files"] and a["recipe"]["seed"] == 1000
+    assert a["files"] != c["files"]
+
+
+def test_load_generator_by_name_and_by_diffusers_folder(tiny_zoo: Path) -> None:
+    by_name = load_generator("tiny-ldm", zoo=tiny_zoo)
+    by_path = load_generator(tiny_zoo / MODELS_DIR / "tiny-ldm")
+    x = by_name.to_model_space(training_images(tier_recipes("tiny")[0].data)[:4])
+    import torch
+
+    t = torch.full((4,), 500, dtype=torch.long)
+    np.testing.assert_allclose(by_name.predict_noise(x, t).numpy(), by_path.predict_noise(x, t).numpy(), atol=1e-6)
+    with pytest.raises(CheckpointError):
+        load_generator(tiny_zoo / "nope")
+    with pytest.raises(ModelprintError, match="no zoo model"):
+        load_generator("nope", zoo=tiny_zoo)
+
+
+def test_cli_list_info_sample_and_errors(tiny_zoo: Path, tmp_path: Path) -> None:
+    listed = run("zoo", "list", "--zoo", str(tiny_zoo), "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [e["name"] for e in json.loads(listed.stdout)] == [r.name for r in tier_recipes("tiny")]
+    info = run("zoo", "info", "tiny-ddpm", "--zoo", str(tiny_zoo))
+    assert info.returncode == 0 and json.loads(info.stdout)["family"] == "ddpm"
+    sampled = run("zoo", "sample", "tiny-gan", "-n", "3", "--out", str(tmp_path / "s"), "--zoo", str(tiny_zoo), "--seed", "5")
+    assert sampled.returncode == 0, sampled.stderr
+    assert len(list((tmp_path / "s").glob("*.png"))) == 3
+    missing = run("zoo", "info", "nope", "--zoo", str(tiny_zoo))
+    assert missing.returncode == 2 and "no zoo model 'nope'" in missing.stderr and "Traceback" not in missing.stderr
+    not_zoo = run("zoo", "list", "--zoo", str(tmp_path))
+    assert not_zoo.returncode == 2 and "not a zoo folder" in not_zoo.stderr
