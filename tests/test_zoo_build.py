@@ -113,3 +113,30 @@ def test_cli_list_info_sample_and_errors(tiny_zoo: Path, tmp_path: Path) -> None
     assert missing.returncode == 2 and "no zoo model 'nope'" in missing.stderr and "Traceback" not in missing.stderr
     not_zoo = run("zoo", "list", "--zoo", str(tmp_path))
     assert not_zoo.returncode == 2 and "not a zoo folder" in not_zoo.stderr
+
+
+def test_a_single_unet_checkpoint_loads_with_its_config(tiny_zoo: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tiny_zoo / MODELS_DIR / "tiny-ddpm"
+    ref = load_generator(folder)
+    shutil.copy(folder / "unet" / "config.json", tmp_path / "config.json")
+    shutil.copy(folder / "scheduler" / "scheduler_config.json", tmp_path / "scheduler_config.json")
+    state = ref.unet.state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "unet.safetensors"))
+    torch.save(state, tmp_path / "unet.pth")
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([10, 900])
+    for name in ("unet.safetensors", "unet.pth"):
+        model = load_generator(tmp_path / name)
+        np.testing.assert_array_equal(model.predict_noise(x, t).numpy(), ref.predict_noise(x, t).numpy())
+    from modelprint.zoo.diffusion import DiffusionModel
+
+    with pytest.raises(CheckpointError, match="sha256"):
+        DiffusionModel.from_checkpoint(tmp_path / "unet.pth", sha256="0" * 64)
+    save_file({k: v.contiguous() for k, v in list(state.items())[:-1]}, str(tmp_path / "short.safetensors"))
+    with pytest.raises(CheckpointError, match="short.safetensors: weights do not match"):
+        load_generator(tmp_path / "short.safetensors")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pth: not a readable"):
+        load_generator(tmp_path / "junk.pth")

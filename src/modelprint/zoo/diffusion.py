@@ -4,8 +4,10 @@ Following diffusers, networks, schedulers and sampling stay separate. :class:`Di
 ``UNet2DModel`` that predicts noise, the ``DDPMScheduler`` that defines the forward (noising) process, and optionally
 the ``AutoencoderKL`` whose scaled latents the UNet denoises. It reads and writes the standard diffusers folder layout
 (``unet/``, ``scheduler/``, ``vae/``, ``model_index.json``), so a folder saved by ``DDPMPipeline.save_pretrained``
-loads as-is and a pixel model saved here loads with ``DDPMPipeline.from_pretrained``. Folders are the supported
-format: a bare UNet state dict does not say which noise schedule it was trained with.
+loads as-is and a pixel model saved here loads with ``DDPMPipeline.from_pretrained``. A single UNet checkpoint
+(``.safetensors`` or ``.pth`` state dict) loads with :meth:`DiffusionModel.from_checkpoint` given its UNet
+``config.json`` (and ideally its ``scheduler_config.json``: the weights alone do not say which noise schedule they
+were trained with).
 
 White-box probes call :meth:`DiffusionModel.predict_noise` (always an ε prediction, whatever the UNet's
 ``prediction_type``); :meth:`DiffusionModel.sample` runs deterministic DDIM.
@@ -108,6 +110,62 @@ class DiffusionModel:
             return cls(unet=unet, scheduler=scheduler, vae=vae, scaling_factor=scaling)
         except ValueError as err:
             raise CheckpointError(f"{folder}: {err}") from None
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        weights: str | Path,
+        unet_config: str | Path | None = None,
+        scheduler_config: str | Path | None = None,
+        sha256: str | None = None,
+    ) -> DiffusionModel:
+        """A pixel diffusion model from a single UNet state dict (``.safetensors``, ``.pth``/``.pt``).
+
+        ``unet_config`` (default: ``config.json`` beside the weights) is a diffusers ``UNet2DModel`` config;
+        ``scheduler_config`` (default: ``scheduler_config.json`` beside them, else diffusers' default linear
+        1000-step DDPM schedule) the noise schedule. ``sha256`` is checked before anything is read.
+        """
+        from diffusers import DDPMScheduler, UNet2DModel
+
+        path = Path(weights)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such checkpoint file")
+        if path.suffix not in (".safetensors", ".pth", ".pt", ".bin"):
+            raise CheckpointError(f"{path}: unsupported checkpoint type {path.suffix!r} (use .safetensors or .pth)")
+        if sha256 and sha256_file(path) != sha256.lower():
+            raise CheckpointError(f"{path}: sha256 is {sha256_file(path)}, expected {sha256}")
+        config_path = Path(unet_config) if unet_config else path.with_name("config.json")
+        try:
+            config = json.loads(config_path.read_text())
+            unet = UNet2DModel.from_config(config)
+        except (OSError, ValueError, TypeError) as err:
+            raise CheckpointError(f"{path}: UNet config {config_path} is missing or invalid ({err})") from None
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                state = load_file(str(path))
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                state = state.get("state_dict", state) if isinstance(state, dict) else state
+        except Exception as err:  # noqa: BLE001  (safetensors, pickle and zip errors have no common base)
+            raise CheckpointError(f"{path}: not a readable state dict ({str(err).strip()[:200]})") from None
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict")
+        try:
+            unet.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise CheckpointError(f"{path}: weights do not match {config_path.name} ({str(err).strip().splitlines()[0][:200]})") from None
+        sched_path = Path(scheduler_config) if scheduler_config else path.with_name("scheduler_config.json")
+        try:
+            scheduler = (DDPMScheduler.from_config(json.loads(sched_path.read_text())) if sched_path.is_file()
+                         else DDPMScheduler())
+        except ValueError as err:
+            raise CheckpointError(f"{sched_path}: not a scheduler config ({err})") from None
+        try:
+            return cls(unet=unet.eval(), scheduler=scheduler)
+        except ValueError as err:
+            raise CheckpointError(f"{path}: {err}") from None
 
     def save(self, folder: str | Path) -> None:
         """Write the diffusers layout with safetensors weights; a pixel model loads with ``DDPMPipeline``."""

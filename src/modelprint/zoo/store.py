@@ -76,7 +76,8 @@ def load_model(root: str | Path, name: str) -> ZooModel:
 
 
 def load_generator(name_or_path: str | Path, zoo: str | Path | None = None) -> Any:
-    """A diffusion model by zoo name (with ``zoo``) or by diffusers folder path, as a ``DiffusionModel``.
+    """A diffusion model by zoo name (with ``zoo``), diffusers folder, or UNet checkpoint file (``.safetensors`` /
+    ``.pth`` with ``config.json`` beside it), as a ``DiffusionModel``.
 
     Non-diffusion zoo models are returned as their :class:`ZooModel`.
     """
@@ -85,6 +86,8 @@ def load_generator(name_or_path: str | Path, zoo: str | Path | None = None) -> A
     path = Path(name_or_path)
     if path.is_dir():
         return DiffusionModel.from_folder(path)
+    if path.suffix in (".safetensors", ".pth", ".pt", ".bin"):
+        return DiffusionModel.from_checkpoint(path)
     if zoo is None:
         raise CheckpointError(f"{name_or_path}: no such diffusers folder (pass --zoo to look the name up in a zoo)")
     model = Zoo(Path(zoo)).load(str(name_or_path))
