@@ -14,7 +14,7 @@ import numpy as np
 
 from modelprint.atomic import atomic_path, write_text
 from modelprint.errors import CheckpointError
-from modelprint.zoo.base import TrainProgress
+from modelprint.zoo.base import Recipe, TrainProgress, ZooModel
 
 if TYPE_CHECKING:
     import torch
@@ -240,3 +240,30 @@ def load_checkpoint(folder: Path, family: str, params: dict[str, Any], size: int
     for name, module in modules.items():
         prefix = f"{name}."
         module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
+
+
+class SingleFileGenerator(ZooModel):
+    """Plumbing shared by the GAN, VAE and flow families: resolved ``params``, the image ``size``, and one
+    ``model.safetensors`` + ``config.json`` holding every network of :meth:`networks`."""
+
+    defaults: dict[str, Any] = {}
+    choices: dict[str, tuple] | None = None
+
+    def __init__(self, recipe: Recipe, parent: ZooModel | None = None) -> None:
+        super().__init__(recipe, parent)
+        self.params = resolve_params(self.name, recipe.params, self.defaults, self.choices)
+        self.size = recipe.data.size
+        check_size(self.name, self.size)
+
+    def networks(self) -> dict[str, nn.Module]:
+        """The networks saved in the checkpoint, by key prefix."""
+        raise NotImplementedError
+
+    def save(self, folder: Path) -> None:
+        save_checkpoint(folder, self.name, self.params, self.size, self.networks())
+
+    @classmethod
+    def load(cls, folder: Path, recipe: Recipe, parent: ZooModel | None = None) -> SingleFileGenerator:
+        model = cls(recipe, parent)
+        load_checkpoint(folder, cls.name, model.params, model.size, model.networks())
+        return model

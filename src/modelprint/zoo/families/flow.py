@@ -25,19 +25,17 @@ import numpy as np
 
 from modelprint.zoo.base import FAMILIES, Recipe, TrainProgress, ZooModel, batches
 from modelprint.zoo.families._nets import (
+    SingleFileGenerator,
     LossLog,
     check_images,
-    check_size,
     in_batches,
-    load_checkpoint,
     noise_generator,
-    resolve_params,
-    save_checkpoint,
     seeded,
 )
 
 if TYPE_CHECKING:
     from normflows import MultiscaleFlow
+    from torch import nn
 
 DEFAULTS: dict[str, Any] = {"levels": 2, "depth": 4, "hidden": 64, "temperature": 0.7}
 #: Maximum gradient norm (of the bits-per-dimension loss).
@@ -86,16 +84,14 @@ def _actnorm_ready(flow: MultiscaleFlow) -> Iterator[None]:
 
 
 @FAMILIES.register("flow")
-class Flow(ZooModel):
+class Flow(SingleFileGenerator):
     """A multi-scale Glow; ``recipe.params`` as in :data:`DEFAULTS`."""
 
     kind = "flow"
+    defaults = DEFAULTS
 
     def __init__(self, recipe: Recipe, parent: ZooModel | None = None) -> None:
         super().__init__(recipe, parent)
-        self.params = resolve_params(self.name, recipe.params, DEFAULTS)
-        self.size = recipe.data.size
-        check_size(self.name, self.size)
         p = self.params
         if 2 ** p["levels"] > self.size // 2:
             raise ValueError(f"{self.name}: {p['levels']} levels need images of at least {2 ** (p['levels'] + 1)}²")
@@ -143,14 +139,8 @@ class Flow(ZooModel):
         with seeded(seed), torch.no_grad(), _actnorm_ready(self.flow):
             return in_batches(n, self.size, make)
 
-    def save(self, folder: Path) -> None:
-        save_checkpoint(folder, self.name, self.params, self.size, {"flow": self.flow})
-
-    @classmethod
-    def load(cls, folder: Path, recipe: Recipe, parent: ZooModel | None = None) -> Flow:
-        model = cls(recipe, parent)
-        load_checkpoint(folder, cls.name, model.params, model.size, {"flow": model.flow})
-        return model
+    def networks(self) -> dict[str, nn.Module]:
+        return {"flow": self.flow}
 
     def modules(self) -> list[Any]:
         return [self.flow]

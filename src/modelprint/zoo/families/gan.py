@@ -20,16 +20,13 @@ import numpy as np
 
 from modelprint.zoo.base import FAMILIES, Recipe, TrainProgress, ZooModel, batches, to_uint8, to_unit
 from modelprint.zoo.families._nets import (
+    SingleFileGenerator,
     LossLog,
     check_images,
-    check_size,
     dcgan_init,
     down_encoder,
     in_batches,
-    load_checkpoint,
     noise_generator,
-    resolve_params,
-    save_checkpoint,
     seeded,
     up_generator,
 )
@@ -43,16 +40,15 @@ CHOICES = {"upsample": ("transposed", "nearest", "bilinear"), "loss": ("ns", "hi
 
 
 @FAMILIES.register("gan")
-class GAN(ZooModel):
+class GAN(SingleFileGenerator):
     """A DCGAN generator/discriminator pair; ``recipe.params`` as in :data:`DEFAULTS` / :data:`CHOICES`."""
 
     kind = "gan"
+    defaults = DEFAULTS
+    choices = CHOICES
 
     def __init__(self, recipe: Recipe, parent: ZooModel | None = None) -> None:
         super().__init__(recipe, parent)
-        self.params = resolve_params(self.name, recipe.params, DEFAULTS, CHOICES)
-        self.size = recipe.data.size
-        check_size(self.name, self.size)
         p = self.params
         with seeded(recipe.seed):
             self.generator = up_generator(p["z_dim"], self.size, p["width"], p["upsample"], batch_norm=True)
@@ -114,17 +110,8 @@ class GAN(ZooModel):
         with torch.no_grad():
             return in_batches(n, self.size, lambda s: to_uint8(self.generator(z[s])))
 
-    def _nets(self) -> dict[str, nn.Module]:
+    def networks(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator}
-
-    def save(self, folder: Path) -> None:
-        save_checkpoint(folder, self.name, self.params, self.size, self._nets())
-
-    @classmethod
-    def load(cls, folder: Path, recipe: Recipe, parent: ZooModel | None = None) -> GAN:
-        model = cls(recipe, parent)
-        load_checkpoint(folder, cls.name, model.params, model.size, model._nets())
-        return model
 
     def modules(self) -> list[Any]:
         return [self.generator]

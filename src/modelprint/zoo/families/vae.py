@@ -17,15 +17,12 @@ import numpy as np
 
 from modelprint.zoo.base import FAMILIES, Recipe, TrainProgress, ZooModel, batches, to_uint8, to_unit
 from modelprint.zoo.families._nets import (
+    SingleFileGenerator,
     LossLog,
     check_images,
-    check_size,
     down_encoder,
     in_batches,
-    load_checkpoint,
     noise_generator,
-    resolve_params,
-    save_checkpoint,
     seeded,
     up_generator,
 )
@@ -37,16 +34,14 @@ DEFAULTS: dict[str, Any] = {"beta": 1.0, "latent": 64, "width": 32}
 
 
 @FAMILIES.register("vae")
-class VAE(ZooModel):
+class VAE(SingleFileGenerator):
     """A convolutional (β-)VAE; ``recipe.params`` as in :data:`DEFAULTS`."""
 
     kind = "vae"
+    defaults = DEFAULTS
 
     def __init__(self, recipe: Recipe, parent: ZooModel | None = None) -> None:
         super().__init__(recipe, parent)
-        self.params = resolve_params(self.name, recipe.params, DEFAULTS)
-        self.size = recipe.data.size
-        check_size(self.name, self.size)
         p = self.params
         with seeded(recipe.seed):
             self.encoder = down_encoder(self.size, p["width"], 2 * p["latent"], spectral=False)
@@ -86,17 +81,8 @@ class VAE(ZooModel):
         with torch.no_grad():
             return in_batches(n, self.size, lambda s: to_uint8(self.decoder(z[s])))
 
-    def _nets(self) -> dict[str, nn.Module]:
+    def networks(self) -> dict[str, nn.Module]:
         return {"encoder": self.encoder, "decoder": self.decoder}
-
-    def save(self, folder: Path) -> None:
-        save_checkpoint(folder, self.name, self.params, self.size, self._nets())
-
-    @classmethod
-    def load(cls, folder: Path, recipe: Recipe, parent: ZooModel | None = None) -> VAE:
-        model = cls(recipe, parent)
-        load_checkpoint(folder, cls.name, model.params, model.size, model._nets())
-        return model
 
     def modules(self) -> list[Any]:
         return [self.decoder, self.encoder]
