@@ -1,0 +1,358 @@
+"""Which candidate diffusion model made an image: SDS signatures, two protocols, three classifiers.
+
+Protocols:
+
+- **true model** (the reference's, leaky): each image is probed only through its own generator
+  (:func:`true_model_signatures`). The label chooses the feature extractor, so the feature partly records which
+  denoiser ran; it cannot be used on an image of unknown origin and is here only to report side by side.
+- **unknown origin**: every image is probed through all ``M`` candidates (:func:`unknown_origin_signatures`,
+  ``(n, M, d)``) and the decision uses all ``M`` responses, either concatenated (``features="concat"``) or as cosine
+  similarities to every candidate's class prototypes (``features="distances"``, ``M × C`` values: how much the
+  image's response through candidate ``m`` resembles that of class ``c``'s references through ``m``).
+
+Classifiers (:func:`make_classifier`, standardised scikit-learn pipelines): nearest prototype by cosine similarity
+(``prototype``), PCA + logistic regression (``logreg``) and a linear SVM (``svm``). :func:`ranking_metrics` gives
+top-1, top-3 and mean reciprocal rank. :class:`ProbeAttributor` packages the unknown-origin protocol as an estimator
+that is fitted on reference images of each candidate and saved to / loaded from one ``.npz`` file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from modelprint.atomic import atomic_open
+from modelprint.errors import ModelprintError
+from modelprint.probes.denoisers import Denoiser
+from modelprint.probes.sds import ProbeProgress, SpectralProbe
+
+__all__ = [
+    "CLASSIFIERS",
+    "FEATURES",
+    "NearestPrototype",
+    "CandidatePrototypeSimilarity",
+    "ProbeAttributor",
+    "fit_classifier",
+    "make_classifier",
+    "ranking_metrics",
+    "true_model_signatures",
+    "unknown_origin_signatures",
+]
+
+CLASSIFIERS = ("prototype", "logreg", "svm")
+FEATURES = ("concat", "distances")
+FORMAT = "modelprint-probe-attributor/1"
+
+
+def _normalise_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+class NearestPrototype(ClassifierMixin, BaseEstimator):
+    """Assigns the class whose mean feature vector (prototype) has the highest cosine similarity."""
+
+    def fit(self, X: np.ndarray, y: Sequence[Any]) -> NearestPrototype:  # noqa: N803
+        y = np.asarray(y)
+        self.classes_ = np.unique(y)
+        self.prototypes_ = np.stack([np.asarray(X)[y == c].mean(axis=0) for c in self.classes_])
+        self.n_features_in_ = self.prototypes_.shape[1]
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        """Cosine similarity to each prototype, ``(n, n_classes)``."""
+        return _normalise_rows(np.asarray(X, dtype=np.float64)) @ _normalise_rows(self.prototypes_).T
+
+    def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+
+class CandidatePrototypeSimilarity(TransformerMixin, BaseEstimator):
+    """Unknown-origin signatures flattened to ``(n, M·d)`` → cosine similarities ``(n, M·C)`` of each image's
+    standardised response through candidate ``m`` to each class's mean response through ``m``."""
+
+    def __init__(self, n_candidates: int = 1) -> None:
+        self.n_candidates = n_candidates
+
+    def _blocks(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        x = np.asarray(X, dtype=np.float64)
+        z = (x - self.mean_) / self.scale_
+        return z.reshape(len(x), self.n_candidates, -1)
+
+    def fit(self, X: np.ndarray, y: Sequence[Any]) -> CandidatePrototypeSimilarity:  # noqa: N803
+        x, y = np.asarray(X, dtype=np.float64), np.asarray(y)
+        if x.shape[1] % self.n_candidates:
+            raise ValueError(f"{x.shape[1]} features do not split into {self.n_candidates} candidates")
+        self.mean_ = x.mean(axis=0)
+        self.scale_ = np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+        self.classes_ = np.unique(y)
+        blocks = self._blocks(x)
+        self.prototypes_ = np.stack([blocks[y == c].mean(axis=0) for c in self.classes_], axis=1)  # (M, C, d)
+        self.n_features_in_ = x.shape[1]
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        blocks = _normalise_rows(self._blocks(X))  # (n, M, d)
+        sims = np.einsum("nmd,mcd->nmc", blocks, _normalise_rows(self.prototypes_))
+        return sims.reshape(len(blocks), -1)
+
+
+def make_classifier(name: str, pca_components: int = 64, C: float = 0.1, seed: int = 0) -> Pipeline:  # noqa: N803
+    """A standardised scikit-learn pipeline: ``prototype`` (cosine), ``logreg`` (PCA + logistic regression) or
+    ``svm`` (linear SVM with ``C``). Fit it with :func:`fit_classifier` when there may be fewer than
+    ``pca_components`` samples or features."""
+    if name == "prototype":
+        return Pipeline([("scale", StandardScaler()), ("clf", NearestPrototype())])
+    if name == "logreg":
+        return Pipeline([("scale", StandardScaler()), ("pca", PCA(n_components=pca_components, random_state=seed)),
+                         ("clf", LogisticRegression(max_iter=5000))])
+    if name == "svm":
+        return Pipeline([("scale", StandardScaler()), ("clf", LinearSVC(C=C, max_iter=20000, random_state=seed))])
+    raise ModelprintError(f"unknown classifier {name!r}; known: {', '.join(CLASSIFIERS)}")
+
+
+def fit_classifier(pipeline: Pipeline, X: np.ndarray, y: Sequence[Any]) -> Pipeline:  # noqa: N803
+    """Fit a :func:`make_classifier` pipeline, first lowering its PCA's components to what ``X`` can give."""
+    if "pca" in pipeline.named_steps:
+        n_features = X.shape[1]
+        if "sim" in pipeline.named_steps:
+            n_features = pipeline.named_steps["sim"].n_candidates * len(np.unique(y))
+        limit = min(int(pipeline.named_steps["pca"].n_components), len(X), n_features)
+        pipeline.set_params(pca__n_components=limit)
+    return pipeline.fit(X, y)
+
+
+def scores(pipeline: Pipeline, X: np.ndarray) -> np.ndarray:  # noqa: N803
+    """``(n, n_classes)`` decision scores in ``pipeline.classes_`` order (also for two classes)."""
+    s = np.asarray(pipeline.decision_function(X), dtype=np.float64)
+    return np.stack([-s, s], axis=1) if s.ndim == 1 else s
+
+
+def ranking_metrics(y_true: Sequence[Any], scores: np.ndarray, classes: Sequence[Any]) -> dict[str, float]:
+    """``top1``, ``top3`` and ``mrr`` of ``(n, n_classes)`` scores (columns in ``classes`` order).
+
+    The rank of the true class counts ties against it: rank = number of classes scoring at least as high.
+    """
+    classes = list(classes)
+    s = np.asarray(scores, dtype=np.float64)
+    missing = sorted({str(y) for y in y_true} - {str(c) for c in classes})
+    if missing:
+        raise ValueError(f"true labels {missing} are not among the scored classes")
+    col = np.array([classes.index(y) for y in y_true])
+    true = s[np.arange(len(col)), col]
+    rank = (s >= true[:, None]).sum(axis=1)
+    return {"top1": float(np.mean(rank <= 1)), "top3": float(np.mean(rank <= 3)), "mrr": float(np.mean(1.0 / rank)),
+            "n": int(len(col))}
+
+
+def true_model_signatures(probe: SpectralProbe, candidates: Mapping[str, Denoiser], images: np.ndarray,
+                          labels: Sequence[str]) -> np.ndarray:
+    """The reference protocol: image ``i`` probed only through ``candidates[labels[i]]``; ``(n, d)``."""
+    labels = np.asarray(labels).astype(str)
+    if len(labels) != len(images):
+        raise ModelprintError(f"{len(images)} images but {len(labels)} labels")
+    unknown = sorted(set(labels.tolist()) - set(candidates))
+    if unknown:
+        raise ModelprintError(f"no candidate named {', '.join(map(repr, unknown))}; known: {', '.join(candidates)}")
+    out = np.empty((len(images), probe.n_features))
+    for name in np.unique(labels):
+        rows = labels == name
+        out[rows] = probe.signature(candidates[name], images[rows])
+    return out
+
+
+def unknown_origin_signatures(probe: SpectralProbe, candidates: Mapping[str, Denoiser], images: np.ndarray,
+                              progress: ProbeProgress | None = None) -> np.ndarray:
+    """Every image probed through every candidate: ``(n, M, d)`` in ``candidates`` order.
+
+    ``progress(done, total)`` counts forward images over all candidates.
+    """
+    names = list(candidates)
+    if not names:
+        raise ModelprintError("no candidates to probe")
+    total = len(images) * probe.calls_per_image * len(names)
+    out = []
+    for m, name in enumerate(names):
+        offset = m * len(images) * probe.calls_per_image
+        step = None if progress is None else (lambda done, _total, o=offset: progress(o + done, total))
+        out.append(probe.signature(candidates[name], images, progress=step))
+    return np.stack(out, axis=1)
+
+
+_STEP_CLASSES: dict[str, type] = {cls.__name__: cls for cls in (StandardScaler, PCA, LogisticRegression, LinearSVC,
+                                                                NearestPrototype, CandidatePrototypeSimilarity)}
+
+
+class ProbeAttributor(ClassifierMixin, BaseEstimator):
+    """Unknown-origin attribution of images to the candidate diffusion models that may have made them.
+
+    ``fit(X, y)`` probes reference images ``X`` (uint8 ``(n, H, W, 3)``) of each class ``y`` (usually the
+    candidate names) through all candidates with ``probe`` and fits ``classifier`` on ``features``. Every method that
+    takes ``X`` also accepts the precomputed :meth:`signatures` ``(n, M, d)`` instead, so one probing serves many
+    classifiers. ``decision_function``/``rank`` order classes by score; ``predict_proba`` exists for ``logreg``
+    only (the other scores are not probabilities). :meth:`save`/:meth:`load` store everything but the candidates'
+    weights in one ``.npz``.
+    """
+
+    def __init__(self, candidates: Mapping[str, Denoiser], probe: SpectralProbe | None = None,
+                 features: Literal["concat", "distances"] = "concat",
+                 classifier: Literal["prototype", "logreg", "svm"] = "logreg",
+                 pca_components: int = 64, C: float = 0.1, seed: int = 0) -> None:  # noqa: N803
+        self.candidates = candidates
+        self.probe = probe
+        self.features = features
+        self.classifier = classifier
+        self.pca_components = pca_components
+        self.C = C
+        self.seed = seed
+
+    def _probe(self) -> SpectralProbe:
+        return self.probe if self.probe is not None else SpectralProbe()
+
+    def signatures(self, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
+        """``(n, M, d)`` signatures of ``images`` through every candidate (in ``candidates`` order)."""
+        return unknown_origin_signatures(self._probe(), self.candidates, images, progress)
+
+    def _as_signatures(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        x = np.asarray(X)
+        if x.dtype == np.uint8:
+            return self.signatures(x)
+        want = (len(self.candidates), self._probe().n_features)
+        if x.ndim != 3 or x.shape[1:] != want:
+            raise ModelprintError(f"expected uint8 images (n, H, W, 3) or signatures (n, {want[0]}, {want[1]}), "
+                                  f"got {x.dtype} {x.shape}")
+        return x.astype(np.float64)
+
+    def _pipeline(self) -> Pipeline:
+        if self.features not in FEATURES:
+            raise ModelprintError(f"unknown features {self.features!r}; known: {', '.join(FEATURES)}")
+        pipe = make_classifier(self.classifier, self.pca_components, self.C, self.seed)
+        if self.features == "distances":
+            pipe.steps.insert(0, ("sim", CandidatePrototypeSimilarity(len(self.candidates))))
+        return pipe
+
+    def fit(self, X: np.ndarray, y: Sequence[str]) -> ProbeAttributor:  # noqa: N803
+        sigs = self._as_signatures(X)
+        y = np.asarray(y).astype(str)
+        if len(y) != len(sigs):
+            raise ModelprintError(f"{len(sigs)} reference images but {len(y)} labels")
+        if len(np.unique(y)) < 2:
+            raise ModelprintError("attribution needs reference images of at least two classes")
+        self.candidate_names_ = list(self.candidates)
+        self.pipeline_ = fit_classifier(self._pipeline(), sigs.reshape(len(sigs), -1), y)
+        self.classes_ = self.pipeline_.classes_
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "pipeline_"):
+            raise ModelprintError("this ProbeAttributor is not fitted; call fit() or load() first")
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        """``(n, n_classes)`` scores, higher = more likely, columns in ``classes_`` order."""
+        self._check_fitted()
+        sigs = self._as_signatures(X)
+        return scores(self.pipeline_, sigs.reshape(len(sigs), -1))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        """Class probabilities ``(n, n_classes)`` of the logistic regression (``classifier="logreg"`` only)."""
+        self._check_fitted()
+        if self.classifier != "logreg":
+            raise ModelprintError(f"predict_proba needs classifier='logreg'; {self.classifier!r} gives scores only "
+                                  "(use decision_function or rank)")
+        sigs = self._as_signatures(X)
+        return self.pipeline_.predict_proba(sigs.reshape(len(sigs), -1))
+
+    def rank(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        """``(n, n_classes)`` class names from most to least likely."""
+        return self.classes_[np.argsort(-self.decision_function(X), axis=1, kind="stable")]
+
+    def score_ranking(self, X: np.ndarray, y: Sequence[str]) -> dict[str, float]:  # noqa: N803
+        """:func:`ranking_metrics` (top-1, top-3, MRR) on ``(X, y)``."""
+        return ranking_metrics(np.asarray(y).astype(str), self.decision_function(X), self.classes_)
+
+    # ------------------------------------------------------------------------------------------- persistence
+
+    def save(self, path: str | Path) -> None:
+        """Write the fitted attributor (settings, candidate names, fitted pipeline arrays) to ``path`` atomically."""
+        self._check_fitted()
+        arrays: dict[str, np.ndarray] = {}
+        steps = []
+        for i, (step_name, step) in enumerate(self.pipeline_.steps):
+            scalars: dict[str, Any] = {}
+            for key, value in vars(step).items():
+                if not key.endswith("_") or key.startswith("_"):
+                    continue
+                if isinstance(value, np.ndarray):
+                    if value.dtype == object:
+                        raise ModelprintError(f"{path}: cannot store {step_name}.{key} (object array)")
+                    arrays[f"step{i}.{key}"] = value
+                elif value is None or isinstance(value, (bool, int, float, str, np.integer, np.floating)):
+                    scalars[key] = value.item() if isinstance(value, np.generic) else value
+                else:
+                    raise ModelprintError(f"{path}: cannot store {step_name}.{key} ({type(value).__name__})")
+            steps.append({"name": step_name, "class": type(step).__name__, "params": step.get_params(),
+                          "scalars": scalars})
+        meta = {
+            "format": FORMAT,
+            "candidates": self.candidate_names_,
+            "probe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self._probe().get_params().items()},
+            "features": self.features,
+            "classifier": self.classifier,
+            "pca_components": self.pca_components,
+            "C": self.C,
+            "seed": self.seed,
+            "steps": steps,
+        }
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        with atomic_open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path, candidates: Mapping[str, Denoiser]) -> ProbeAttributor:
+        """Read an attributor written by :meth:`save`; ``candidates`` must hold every candidate it was fitted with."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+            meta = json.loads(arrays.pop("meta").tobytes().decode())
+        except (OSError, ValueError, KeyError) as err:
+            raise ModelprintError(f"{path}: not a probe attributor file ({err})") from None
+        if meta.get("format") != FORMAT:
+            raise ModelprintError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        names = meta["candidates"]
+        missing = [n for n in names if n not in candidates]
+        if missing:
+            raise ModelprintError(f"{path}: fitted with candidate(s) {', '.join(missing)} that were not given "
+                                  f"(given: {', '.join(candidates) or 'none'})")
+        probe = SpectralProbe(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["probe"].items()})
+        model = cls({n: candidates[n] for n in names}, probe=probe, features=meta["features"],
+                    classifier=meta["classifier"], pca_components=meta["pca_components"], C=meta["C"],
+                    seed=meta["seed"])
+        steps = []
+        for i, spec in enumerate(meta["steps"]):
+            if spec["class"] not in _STEP_CLASSES:
+                raise ModelprintError(f"{path}: unknown pipeline step {spec['class']!r}")
+            step = _STEP_CLASSES[spec["class"]](**spec["params"])
+            for key, value in spec["scalars"].items():
+                setattr(step, key, value)
+            prefix = f"step{i}."
+            for key, value in arrays.items():
+                if key.startswith(prefix):
+                    setattr(step, key[len(prefix):], value)
+            steps.append((spec["name"], step))
+        model.candidate_names_ = names
+        model.pipeline_ = Pipeline(steps)
+        model.classes_ = model.pipeline_.classes_
+        return model

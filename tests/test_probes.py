@@ -1,0 +1,261 @@
+"""White-box probes: SDS signatures through two tiny zoo diffusion models, a plain PyTorch DDPM, a conditional UNet;
+both attribution protocols; determinism; persistence; clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modelprint.errors import ModelprintError
+from modelprint.probes import (
+    CallableDenoiser,
+    ConditionalUNetDenoiser,
+    DiffusersDenoiser,
+    ProbeAttributor,
+    SpectralProbe,
+    coupling,
+    fit_classifier,
+    make_classifier,
+    ranking_metrics,
+    ring_masks,
+    true_model_signatures,
+    unknown_origin_signatures,
+)
+from modelprint.zoo.build import build_zoo
+from modelprint.zoo.store import load_generator
+
+pytestmark = pytest.mark.slow
+torch.set_num_threads(1)
+
+MODELS = ("tiny-ddpm", "tiny-ldm")
+#: A small setting for the end-to-end checks: 2 scales × 2 timesteps × 4 rings × 2 repeats = 32 calls per image.
+SMALL = {"rings": 4, "timesteps": (481, 1), "noise_scales": (1.0, 1.5), "repeats": 2}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("zoo")
+    build_zoo(root, tier="tiny", only=list(MODELS), n_samples=16)
+    return root
+
+
+@pytest.fixture(scope="module")
+def candidates(zoo: Path) -> dict[str, DiffusersDenoiser]:
+    return {name: DiffusersDenoiser(load_generator(name, zoo=zoo), name=name) for name in MODELS}
+
+
+@pytest.fixture(scope="module")
+def samples(zoo: Path) -> dict[str, np.ndarray]:
+    return {name: np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted((zoo / "samples" / name).glob("*.png"))])
+            for name in MODELS}
+
+
+def test_ring_masks_partition_the_spectrum() -> None:
+    masks = ring_masks(16, 12, 5)
+    assert masks.shape == (5, 16, 12)
+    assert torch.equal(masks.sum(0), torch.ones(16, 12, dtype=torch.long))
+    assert bool(masks[0, 0, 0]) and bool(masks[-1, 8, 6])  # DC in the first ring, the corner in the last
+    flipped = torch.roll(torch.flip(masks, dims=(1, 2)), shifts=(1, 1), dims=(1, 2))  # f → −f
+    assert torch.equal(masks, flipped)  # Hermitian-symmetric: band-limited noise stays real
+
+
+def test_probe_noise_is_band_limited_and_rescaled() -> None:
+    probe = SpectralProbe(rings=4, noise_scales=(1.0, 2.0), repeats=3)
+    noise = probe.probe_noise((3, 16, 16)).double()
+    assert noise.shape == (2, 4, 3, 3, 16, 16)
+    masks = ring_masks(16, 16, 4)
+    power = torch.fft.fft2(noise).abs().square().sum(dim=(2, 3))  # (S, K, h, w)
+    for k in range(4):
+        assert float(power[:, k][:, ~masks[k]].max()) < 1e-12 * float(power[:, k].max())
+    torch.testing.assert_close(noise[1], 2 * noise[0])
+    assert abs(float(noise[0].std(dim=(2, 3, 4)).mean()) - 1.0) < 0.1
+
+
+def test_signatures_of_two_zoo_models(candidates: dict, samples: dict) -> None:
+    probe = SpectralProbe(**SMALL, batch_size=48)
+    assert probe.calls_per_image == 32 and probe.n_features == 2 * 2 * 16
+    for name, denoiser in candidates.items():
+        images = samples[name][:3]
+        before = denoiser.n_forward
+        energies = probe.energies(denoiser, images)
+        assert denoiser.n_forward - before == 3 * probe.calls_per_image
+        assert energies.shape == (3, 2, 2, 4, 4) and np.all(energies > 0)
+        sig = probe.signature_from_energies(energies)
+        assert sig.shape == (3, probe.n_features) and np.all(np.isfinite(sig))
+        matrices = sig.reshape(3, 2, 2, 4, 4)
+        np.testing.assert_allclose(matrices.sum(-1), 1.0, rtol=1e-12)
+        np.testing.assert_array_equal(matrices, coupling(energies))
+    ddpm, ldm = (probe.signature(candidates[n], samples["tiny-ddpm"][:3]) for n in MODELS)
+    assert not np.allclose(ddpm, ldm)  # the same images respond differently through the two models
+
+
+def test_same_seed_same_signature(candidates: dict, samples: dict) -> None:
+    images = samples["tiny-ldm"][:4]
+    denoiser = candidates["tiny-ldm"]
+    a = SpectralProbe(**SMALL, seed=3).signature(denoiser, images)
+    b = SpectralProbe(**SMALL, seed=3).signature(denoiser, images)
+    c = SpectralProbe(**SMALL, seed=4).signature(denoiser, images)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    logged = SpectralProbe(**SMALL, seed=3, log_energy=True)
+    d = logged.signature(denoiser, images)
+    assert d.shape[1] == logged.n_features == a.shape[1] + 2 * 2 * 4
+    np.testing.assert_array_equal(d[:, : a.shape[1]], a)
+
+
+def test_unknown_origin_attribution_beats_chance(candidates: dict, samples: dict, tmp_path: Path) -> None:
+    probe = SpectralProbe.preset("fast", batch_size=128)
+    train = np.concatenate([samples[n][:8] for n in MODELS])
+    test = np.concatenate([samples[n][8:] for n in MODELS])
+    y_train, y_test = np.repeat(MODELS, 8), np.repeat(MODELS, 8)
+    sig_train = unknown_origin_signatures(probe, candidates, train)
+    sig_test = unknown_origin_signatures(probe, candidates, test)
+    assert sig_train.shape == (16, 2, probe.n_features)
+    for classifier in ("prototype", "logreg", "svm"):
+        for features in ("concat", "distances"):
+            model = ProbeAttributor(candidates, probe, features=features, classifier=classifier).fit(sig_train, y_train)
+            metrics = model.score_ranking(sig_test, y_test)
+            assert metrics["top1"] >= 0.9, (classifier, features, metrics)
+            assert metrics["mrr"] >= metrics["top1"] and metrics["top3"] == 1.0
+    # Images in, through every candidate, and a saved attributor gives the same scores.
+    model = ProbeAttributor(candidates, probe, classifier="logreg").fit(train, y_train)
+    scores = model.decision_function(sig_test)
+    np.testing.assert_allclose(model.decision_function(test), scores)
+    proba = model.predict_proba(test[:3])
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    assert list(model.rank(test[:1])[0]) in (list(MODELS), list(MODELS[::-1]))
+    path = tmp_path / "attributor.npz"
+    model.save(path)
+    loaded = ProbeAttributor.load(path, candidates)
+    np.testing.assert_allclose(loaded.decision_function(sig_test), scores)
+    np.testing.assert_array_equal(loaded.predict(sig_test), model.predict(sig_test))
+    with pytest.raises(ModelprintError, match="tiny-ldm"):
+        ProbeAttributor.load(path, {"tiny-ddpm": candidates["tiny-ddpm"]})
+    with pytest.raises(ModelprintError, match="predict_proba needs"):
+        ProbeAttributor(candidates, probe, classifier="svm").fit(sig_train, y_train).predict_proba(sig_test)
+
+
+def test_true_model_protocol_probes_each_image_through_its_own_generator(candidates: dict, samples: dict) -> None:
+    probe = SpectralProbe(rings=2, timesteps=(1,), noise_scales=(1.0,), repeats=1)
+    images = np.concatenate([samples[n][:2] for n in MODELS])
+    labels = np.repeat(MODELS, 2)
+    sig = true_model_signatures(probe, candidates, images, labels)
+    np.testing.assert_array_equal(sig[:2], probe.signature(candidates["tiny-ddpm"], images[:2]))
+    np.testing.assert_array_equal(sig[2:], probe.signature(candidates["tiny-ldm"], images[2:]))
+    with pytest.raises(ModelprintError, match="no candidate named 'other'"):
+        true_model_signatures(probe, candidates, images, ["other"] * 4)
+
+
+def test_ranking_metrics_and_classifiers() -> None:
+    scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.5, 0.3], [0.6, 0.3, 0.1]])
+    m = ranking_metrics(["a", "c", "c"], scores, ["a", "b", "c"])
+    assert m["top1"] == pytest.approx(1 / 3) and m["top3"] == 1.0
+    assert m["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 3) / 3)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (20, 5)), rng.normal(3, 1, (20, 5))])
+    y = np.repeat(["p", "q"], 20)
+    for name in ("prototype", "logreg", "svm"):
+        assert fit_classifier(make_classifier(name), x, y).score(x, y) > 0.9
+    with pytest.raises(ModelprintError, match="unknown classifier"):
+        make_classifier("knn")
+
+
+class EpsNet(torch.nn.Module):
+    """A plain PyTorch ε-model: three convolutions with the timestep as an extra input plane."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(4, 16, 3, padding=1), torch.nn.SiLU(),
+                                       torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.SiLU(),
+                                       torch.nn.Conv2d(16, 3, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        plane = (t.float() / 1000).view(-1, 1, 1, 1).expand(-1, 1, *x.shape[2:])
+        return self.net(torch.cat([x, plane], dim=1))
+
+
+def test_plain_pytorch_ddpm_through_the_callable_adapter(samples: dict) -> None:
+    torch.manual_seed(0)
+    net = EpsNet()
+    alphas_cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), dim=0)
+    x0 = torch.from_numpy(samples["tiny-ddpm"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(10):  # a few DDPM training steps
+        t = torch.randint(0, 1000, (len(x0),))
+        noise = torch.randn_like(x0)
+        a = alphas_cumprod[t].view(-1, 1, 1, 1)
+        loss = ((net(a.sqrt() * x0 + (1 - a).sqrt() * noise, t) - noise) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    net.eval()
+    denoiser = CallableDenoiser(net, alphas_cumprod, name="plain-ddpm")
+    probe = SpectralProbe(**SMALL)
+    images = samples["tiny-ddpm"][:3]
+    sig = probe.signature(denoiser, images)
+    assert sig.shape == (3, probe.n_features) and np.all(np.isfinite(sig))
+    assert denoiser.n_forward == 3 * probe.calls_per_image
+    other = CallableDenoiser(EpsNet(), alphas_cumprod.numpy(), name="untrained")
+    assert not np.allclose(probe.signature(other, images), sig)
+
+
+def test_callable_adapter_matches_the_diffusers_adapter(zoo: Path, samples: dict) -> None:
+    model = load_generator("tiny-ddpm", zoo=zoo)
+    wrapped = CallableDenoiser(lambda x, t: model.unet(x, t).sample, model.scheduler.alphas_cumprod, name="fn")
+    probe = SpectralProbe(**SMALL)
+    images = samples["tiny-ddpm"][:2]
+    np.testing.assert_array_equal(probe.signature(wrapped, images),
+                                  probe.signature(DiffusersDenoiser(model, name="tiny-ddpm"), images))
+
+
+def test_conditional_unet_with_a_shared_vae(zoo: Path, samples: dict) -> None:
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, block_out_channels=(8, 16),
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
+                                cross_attention_dim=8, attention_head_dim=2, norm_num_groups=4)
+    vae = load_generator("tiny-ldm", zoo=zoo).vae  # 4-channel latents at half resolution
+    denoiser = ConditionalUNetDenoiser(unet, DDIMScheduler(), vae, name="cond")
+    assert denoiser.input_shape(32, 32) == (4, 16, 16)
+    probe = SpectralProbe(**SMALL)
+    sig = probe.signature(denoiser, samples["tiny-ldm"][:2])
+    assert sig.shape == (2, probe.n_features) and np.all(np.isfinite(sig))
+    prompt = torch.randn(1, 5, 8)
+    other = ConditionalUNetDenoiser(unet, DDIMScheduler(), vae, name="cond", encoder_hidden_states=prompt)
+    assert not np.allclose(probe.signature(other, samples["tiny-ldm"][:2]), sig)
+    with pytest.raises(ModelprintError, match=r"'cond'.*\(1, L, 8\)"):
+        ConditionalUNetDenoiser(unet, DDIMScheduler(), vae, name="cond", encoder_hidden_states=torch.zeros(1, 77, 4))
+    ddpm_like = load_generator("tiny-ddpm", zoo=zoo)
+    with pytest.raises(ModelprintError, match="'cond3'.*4-channel latents but the UNet takes 3"):
+        CallableDenoiser(ddpm_like.unet, ddpm_like.scheduler.alphas_cumprod, name="cond3", space="latent",
+                         vae=vae, channels=3)
+
+
+def test_size_and_shape_errors_name_the_candidate(candidates: dict, samples: dict) -> None:
+    probe = SpectralProbe(**SMALL)
+    ddpm, ldm = candidates["tiny-ddpm"], candidates["tiny-ldm"]
+    small = samples["tiny-ddpm"][:1, :30, :30]
+    with pytest.raises(ModelprintError, match="'tiny-ddpm': takes 32x32 images, got 30x30"):
+        probe.signature(ddpm, small)
+    loose = DiffusersDenoiser(ddpm.model, name="loose", strict_size=False)
+    with pytest.raises(ModelprintError, match="'loose': image size 31x31 is not divisible by 2"):
+        probe.signature(loose, samples["tiny-ddpm"][:1, :31, :31])
+    assert loose.input_shape(64, 48) == (3, 64, 48)
+    with pytest.raises(ModelprintError, match="'tiny-ldm': image size 31x31 is not divisible by its VAE's"):
+        probe.signature(ldm, samples["tiny-ldm"][:1, :31, :31])
+    with pytest.raises(ModelprintError, match="'tiny-ldm': takes 32x32 images, got 64x64"):
+        probe.signature(ldm, np.zeros((1, 64, 64, 3), np.uint8))
+    with pytest.raises(ModelprintError, match="'tiny-ddpm': expected uint8 RGB images"):
+        probe.signature(ddpm, samples["tiny-ddpm"][:1].astype(np.float32))
+    with pytest.raises(ModelprintError, match="'tiny-ddpm': timesteps \\[1000\\] are outside"):
+        SpectralProbe(timesteps=(1000,)).signature(ddpm, samples["tiny-ddpm"][:1])
+    with pytest.raises(ModelprintError, match="'tiny-ldm': its 16x16 model space is too small for 32"):
+        SpectralProbe(rings=32).signature(ldm, samples["tiny-ldm"][:1])
+    with pytest.raises(ModelprintError, match="'odd': image size 30x30 is not divisible by 4"):
+        CallableDenoiser(ddpm.model.unet, ddpm.alphas_cumprod, name="odd", multiple=4).input_shape(30, 30)
