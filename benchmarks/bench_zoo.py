@@ -38,13 +38,10 @@ from modelprint.zoo import Zoo
 
 
 def zoo_images(zoo: Zoo) -> dict[str, list[np.ndarray]]:
-    out = {}
-    for name in zoo.names():
-        if zoo.info(name)["kind"] == "autoencoder":
-            continue
-        files = sorted(zoo.samples_dir(name).glob("*.png"))
-        out[name] = [load_image(p) for p in files]
-    return out
+    from modelprint.zoo.build import SAMPLES_DIR
+
+    return {name: [load_image(p) for p in sorted((zoo.root / SAMPLES_DIR / name).glob("*.png"))]
+            for name, entry in zoo.entries().items() if entry["kind"] != "autoencoder"}
 
 
 def finetune(images: dict[str, list[np.ndarray]], seen: list[str], n_tune: int, out_dir: Path, steps: int, seed: int) -> Path:

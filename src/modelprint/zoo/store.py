@@ -57,7 +57,8 @@ class Zoo:
     def samples_dir(self, name: str) -> Path:
         from modelprint.zoo.build import SAMPLES_DIR
 
-        return self.root / SAMPLES_DIR / self.info(name)["name"]
+        self.info(name)  # a clear error for an unknown model
+        return self.root / SAMPLES_DIR / name
 
     def load(self, name: str) -> ZooModel:
         """Load ``name`` (and its parent) after checking every file's sha256 against the manifest."""
