@@ -3,6 +3,10 @@ both attribution protocols; determinism; persistence; clear errors."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +109,20 @@ def test_same_seed_same_signature(candidates: dict, samples: dict) -> None:
     d = logged.signature(denoiser, images)
     assert d.shape[1] == logged.n_features == a.shape[1] + 2 * 2 * 4
     np.testing.assert_array_equal(d[:, : a.shape[1]], a)
+
+
+def test_a_cheaper_setting_cut_from_a_larger_grid_equals_probing_with_it(candidates: dict, samples: dict) -> None:
+    images = samples["tiny-ddpm"][:3]
+    denoiser = candidates["tiny-ddpm"]
+    grid = SpectralProbe(rings=4, timesteps=(481, 201, 1), noise_scales=(1.0, 1.5), repeats=3, seed=5)
+    full = grid.repeat_energies(denoiser, images)
+    assert full.shape == (3, 2, 3, 4, 3, 4)
+    cheap = SpectralProbe(rings=4, timesteps=(1, 481), noise_scales=(1.5,), repeats=2, seed=5)
+    np.testing.assert_allclose(cheap.energies_within(grid, full), cheap.energies(denoiser, images), rtol=1e-5)
+    with pytest.raises(ModelprintError, match="not within"):
+        SpectralProbe(rings=4, timesteps=(601,), repeats=2, seed=5).energies_within(grid, full)
+    with pytest.raises(ModelprintError, match="own probing"):
+        SpectralProbe(rings=2, timesteps=(1,), repeats=1, seed=5).energies_within(grid, full)
 
 
 def test_unknown_origin_attribution_beats_chance(candidates: dict, samples: dict, tmp_path: Path) -> None:
@@ -259,3 +277,49 @@ def test_size_and_shape_errors_name_the_candidate(candidates: dict, samples: dic
         SpectralProbe(rings=32).signature(ldm, samples["tiny-ldm"][:1])
     with pytest.raises(ModelprintError, match="'odd': image size 30x30 is not divisible by 4"):
         CallableDenoiser(ddpm.model.unet, ddpm.alphas_cumprod, name="odd", multiple=4).input_shape(30, 30)
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "modelprint.cli.main", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_probe_cli_prototypes_then_identify(zoo: Path, tmp_path: Path) -> None:
+    refs, queries = tmp_path / "refs", tmp_path / "queries"
+    for name in MODELS:
+        files = sorted((zoo / "samples" / name).glob("*.png"))
+        (refs / name).mkdir(parents=True)
+        for f in files[:10]:
+            shutil.copy(f, refs / name / f.name)
+        queries.mkdir(exist_ok=True)
+        for f in files[10:13]:
+            shutil.copy(f, queries / f"{name}-{f.name}")
+    (queries / "broken.png").write_bytes(b"not an image")
+    Image.new("RGB", (48, 48)).save(queries / "wrong-size.png")
+    cands = [arg for name in MODELS for arg in ("--candidates", f"{name}={name}")]
+
+    fit = _cli("probe", "prototypes", *cands, "--zoo", str(zoo), "--refs", str(refs / MODELS[0]),
+               "--refs", f"ldm-class={refs / MODELS[1]}", "--out", "att.npz", "--json", "--seed", "1", cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr
+    summary = json.loads(fit.stdout)
+    assert summary["classes"] == {MODELS[0]: 10, "ldm-class": 10}
+    assert summary["calls_per_image"] == 16 * 2 and (tmp_path / "att.npz").is_file()
+
+    ident = _cli("probe", "identify", str(queries), "--attributor", "att.npz", *cands, "--zoo", str(zoo), "--json",
+                 "--top-k", "2", cwd=tmp_path)
+    assert ident.returncode == 1, ident.stderr  # two unusable files, each named; the rest attributed
+    assert "broken.png" in ident.stderr and "wrong-size.png" in ident.stderr and "takes 32x32 images, got 48x48" in ident.stderr
+    res = json.loads(ident.stdout)
+    assert len(res["results"]) == 6 and len(res["failed"]) == 2
+    for row in res["results"]:
+        assert {c["model"] for c in row["top_k"]} == {MODELS[0], "ldm-class"}
+        assert abs(sum(c["probability"] for c in row["top_k"]) - 1) < 1e-6
+        assert row["prediction"] == row["top_k"][0]["model"]
+
+    missing = _cli("probe", "identify", str(queries), "--attributor", "att.npz", "--candidates",
+                   f"{MODELS[0]}={MODELS[0]}", "--zoo", str(zoo), cwd=tmp_path)
+    assert missing.returncode == 2 and "fitted with candidate(s) tiny-ldm that were not given" in missing.stderr
+    absent = _cli("probe", "prototypes", "--candidates", "x=no-such-model", "--zoo", str(zoo), "--refs", str(refs),
+                  "--out", "b.npz", cwd=tmp_path)
+    assert absent.returncode == 2 and "candidate 'x' (no-such-model)" in absent.stderr
+    assert len(absent.stderr.strip().splitlines()) == 1 and not (tmp_path / "b.npz").exists()

@@ -28,8 +28,11 @@ denoiser_app = typer.Typer(help="modelprint's own residual denoiser.", no_args_i
 app.add_typer(gallery_app, name="gallery")
 zoo_app = typer.Typer(help="modelprint's own zoo of trained generative models (test beds for attribution).",
                       no_args_is_help=True)
+probe_app = typer.Typer(help="White-box attribution: probe images through candidate diffusion models (Spectral "
+                        "Denoising Signatures).", no_args_is_help=True)
 app.add_typer(denoiser_app, name="denoiser")
 app.add_typer(zoo_app, name="zoo")
+app.add_typer(probe_app, name="probe")
 
 out = Console()
 err = Console(stderr=True)
@@ -64,7 +67,7 @@ def _report_input_errors(errors) -> None:
         err.print(f"[yellow]skipped:[/yellow] {e}", highlight=False, soft_wrap=True)
 
 
-def _progress(total: int, label: str):
+def _progress(total: int | None, label: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     bar = Progress(
@@ -525,6 +528,89 @@ def zoo_sample(
             with atomic_path(dest / f"{stem}-seed{seed}-{i:04d}.png") as tmp:
                 Image.fromarray(im).save(tmp, format="PNG")
         out.print(f"wrote {n} images to {dest}")
+
+
+CandidatesOpt = Annotated[list[str], typer.Option(
+    "--candidates", "-c", help="Candidate diffusion model as NAME=SOURCE (zoo model name, diffusers folder, or UNet "
+    ".safetensors/.pth with config.json beside it); repeat for each candidate.")]
+ZooOptionalOpt = Annotated[Optional[Path], typer.Option("--zoo", help="Zoo folder for candidates given by zoo model name.")]
+
+
+def _probe_progress(bar, task):
+    return lambda done, total: bar.update(task, completed=done, total=total)
+
+
+@probe_app.command("prototypes")
+def probe_prototypes(
+    candidates: CandidatesOpt,
+    refs: Annotated[list[str], typer.Option("--refs", "-r", help="Reference images of one class as CLASS=DIR, or DIR (class = folder name); repeat per class.")],
+    dest: Annotated[Path, typer.Option("--out", "-o", help="Where to write the fitted attributor (.npz).")],
+    zoo: ZooOptionalOpt = None,
+    preset: Annotated[str, typer.Option(help="Probe setting: fast, reference-1 or reference-5.")] = "fast",
+    classifier: Annotated[str, typer.Option(help="prototype (cosine), logreg (PCA + logistic regression) or svm.")] = "logreg",
+    features: Annotated[str, typer.Option(help="concat (all candidates' signatures) or distances (to every candidate's class prototypes).")] = "concat",
+    seed: SeedOpt = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Probe reference images of each class through every candidate and store the fitted attributor."""
+    with _fatal_errors():
+        from modelprint.probes import SpectralProbe
+        from modelprint.probes.workflow import fit_prototypes, load_candidates
+
+        _seed(seed)
+        models = load_candidates(candidates, zoo=zoo)
+        probe = SpectralProbe.preset(preset, seed=seed)
+        bar, task = _progress(None, "probing references")
+        with bar:
+            attributor, summary = fit_prototypes(models, refs, probe, features=features, classifier=classifier,
+                                                 seed=seed, progress=_probe_progress(bar, task))
+        attributor.save(dest)
+        _report_input_errors(summary["failed"])
+        summary = {"attributor": str(dest), "preset": preset, "classifier": classifier, "features": features, **summary}
+        if as_json:
+            _emit_json(summary)
+        else:
+            counts = ", ".join(f"{c} ({n})" for c, n in summary["classes"].items())
+            out.print(f"wrote {dest}: {len(summary['classes'])} classes [{counts}] through {len(models)} candidates, "
+                      f"{summary['calls_per_image']} denoiser calls per image")
+        if summary["failed"]:
+            raise typer.Exit(1)
+
+
+@probe_app.command("identify")
+def probe_identify(
+    paths: Annotated[list[Path], typer.Argument(help="Images or folders to attribute.")],
+    attributor: Annotated[Path, typer.Option("--attributor", "-a", help="Attributor written by `modelprint probe prototypes`.")],
+    candidates: CandidatesOpt,
+    zoo: ZooOptionalOpt = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many candidates to list.")] = 3,
+    seed: SeedOpt = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Which candidate made each image? Probes every image through every candidate (unknown origin)."""
+    with _fatal_errors():
+        from modelprint.probes import ProbeAttributor
+        from modelprint.probes.workflow import identify_files, load_candidates
+
+        _seed(seed)
+        models = load_candidates(candidates, zoo=zoo)
+        fitted = ProbeAttributor.load(attributor, models)
+        bar, task = _progress(None, "probing")
+        with bar:
+            res = identify_files(fitted, paths, top_k=top_k, progress=_probe_progress(bar, task))
+        _report_input_errors(res["failed"])
+        if as_json:
+            _emit_json(res)
+        else:
+            table = Table(title=f"probe identify ({res['classifier']}, {res['calls_per_image']} calls per image)")
+            for col in ("image", "prediction", f"top-{top_k}"):
+                table.add_column(col)
+            for row in res["results"]:
+                table.add_row(Path(row["path"]).name, row["prediction"],
+                              ", ".join(f"{c['model']} {c.get('probability', c['score']):.3f}" for c in row["top_k"]))
+            out.print(table)
+        if res["failed"]:
+            raise typer.Exit(1)
 
 
 def main() -> None:

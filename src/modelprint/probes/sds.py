@@ -141,9 +141,9 @@ class SpectralProbe(BaseEstimator):
         scales = torch.tensor([float(s) for s in self.noise_scales], dtype=torch.float64)
         return (scales.view(-1, 1, 1, 1, 1, 1) * band[None]).float()
 
-    def energies(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None
-                 ) -> np.ndarray:
-        """Mean residual energy per (input ring, output ring): float64 ``(n, S, T, K, K)``, averaged over repeats."""
+    def repeat_energies(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None
+                        ) -> np.ndarray:
+        """Mean residual energy per (input ring, output ring) for every repeat: float64 ``(n, S, T, K, R, K)``."""
         self._validate(denoiser)
         z0 = denoiser.to_model_space(images)
         n, c, h, w = z0.shape
@@ -174,8 +174,32 @@ class SpectralProbe(BaseEstimator):
                 if progress is not None:
                     progress(done, total)
         s, r = len(self.noise_scales), int(self.repeats)
-        energies = out.reshape(n, len(steps), s, k, r, k).mean(4).permute(0, 2, 1, 3, 4)
-        return energies.numpy()
+        return out.reshape(n, len(steps), s, k, r, k).permute(0, 2, 1, 3, 4, 5).numpy()
+
+    def energies(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None
+                 ) -> np.ndarray:
+        """Mean residual energy per (input ring, output ring): float64 ``(n, S, T, K, K)``, averaged over repeats."""
+        return self.repeat_energies(denoiser, images, progress).mean(axis=4)
+
+    def energies_within(self, grid: SpectralProbe, repeat_energies: np.ndarray) -> np.ndarray:
+        """This setting's :meth:`energies`, cut without a denoiser call from the :meth:`repeat_energies` ``(n, S, T,
+        K, R, K)`` of a larger setting ``grid``: same rings and seed, a superset of the timesteps and noise scales,
+        at least as many repeats. Because all settings draw the same noises from the seed (repeat ``r`` of a larger
+        setting is repeat ``r`` of a smaller one), the cut equals probing with this setting; one expensive probe
+        thus evaluates many cheaper ones."""
+        if int(grid.rings) != int(self.rings) or int(grid.seed) != int(self.seed):
+            raise ModelprintError(f"probe: rings/seed {self.rings}/{self.seed} differ from the grid's "
+                                  f"{grid.rings}/{grid.seed}; cheaper rings need their own probing")
+        t_index = [list(map(int, grid.timesteps)).index(int(t)) if int(t) in map(int, grid.timesteps) else -1
+                   for t in self.timesteps]
+        s_index = [list(map(float, grid.noise_scales)).index(float(s)) if float(s) in map(float, grid.noise_scales)
+                   else -1 for s in self.noise_scales]
+        if -1 in t_index or -1 in s_index or int(self.repeats) > int(grid.repeats):
+            raise ModelprintError(f"probe: setting (timesteps {tuple(self.timesteps)}, scales "
+                                  f"{tuple(self.noise_scales)}, {self.repeats} repeats) is not within the grid's "
+                                  f"({tuple(grid.timesteps)}, {tuple(grid.noise_scales)}, {grid.repeats})")
+        e = np.asarray(repeat_energies)[:, s_index][:, :, t_index][:, :, :, :, : int(self.repeats)]
+        return e.mean(axis=4)
 
     def signature(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None
                   ) -> np.ndarray:

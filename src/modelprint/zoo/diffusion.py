@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from modelprint.atomic import sha256_file
-from modelprint.errors import CheckpointError
+from modelprint.errors import CheckpointError, ModelprintError
 from modelprint.zoo.base import to_uint8, to_unit
 
 #: ε-prediction parameterisations :meth:`DiffusionModel.predict_noise` can convert from.
@@ -221,17 +221,36 @@ class DiffusionModel:
             alpha_bar = self.scheduler.alphas_cumprod[t].to(x_t.dtype).view(-1, 1, 1, 1)
             return alpha_bar.sqrt() * out + (1 - alpha_bar).sqrt() * x_t  # ε from v = √ᾱ ε − √(1−ᾱ) x0
 
-    def sample(self, n: int, seed: int = 0, steps: int = 50) -> np.ndarray:
-        """``n`` images by deterministic DDIM (η = 0) with ``steps`` steps; uint8 ``(n, H, W, 3)``."""
+    def _ddim(self, steps: int) -> Any:
         from diffusers import DDIMScheduler
 
         ddim = DDIMScheduler.from_config(self.scheduler.config, prediction_type="epsilon")
         ddim.set_timesteps(steps)
-        generator = torch.Generator().manual_seed(seed)
-        x = torch.randn((n, *self.sample_shape), generator=generator) * ddim.init_noise_sigma
+        return ddim
+
+    def _denoise(self, x: torch.Tensor, ddim: Any, timesteps: torch.Tensor) -> np.ndarray:
         out = []
         for chunk in x.split(_CHUNK):
-            for t in ddim.timesteps:
+            for t in timesteps:
                 chunk = ddim.step(self.predict_noise(chunk, t), t, chunk).prev_sample
             out.append(chunk)
         return self.to_pixels(torch.cat(out))
+
+    def sample(self, n: int, seed: int = 0, steps: int = 50) -> np.ndarray:
+        """``n`` images by deterministic DDIM (η = 0) with ``steps`` steps; uint8 ``(n, H, W, 3)``."""
+        ddim = self._ddim(steps)
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randn((n, *self.sample_shape), generator=generator) * ddim.init_noise_sigma
+        return self._denoise(x, ddim, ddim.timesteps)
+
+    def edit(self, images: np.ndarray, strength: float = 0.6, seed: int = 0, steps: int = 50) -> np.ndarray:
+        """SDEdit: noise uint8 ``images`` to the timestep at ``strength`` (0–1 of the schedule) and denoise them with
+        DDIM; the model redraws the image while the layout and colours of ``images`` remain (image-to-image)."""
+        if not 0.0 < strength <= 1.0:
+            raise ModelprintError(f"edit strength must be in (0, 1], got {strength}")
+        ddim = self._ddim(steps)
+        timesteps = ddim.timesteps[steps - max(1, round(steps * strength)):]
+        z0 = self.to_model_space(images)
+        noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed))
+        x = ddim.add_noise(z0, noise, timesteps[:1].expand(len(z0)))
+        return self._denoise(x, ddim, timesteps)

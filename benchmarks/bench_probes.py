@@ -1,0 +1,359 @@
+"""White-box attribution with Spectral Denoising Signatures over the zoo's diffusion models (issue 5).
+
+Candidates: every diffusion model of a built zoo (standard tier: 7 pixel DDPMs incl. a fine-tuned and a LoRA child,
+2 latent models sharing one autoencoder). Image sets:
+
+- ``samples``: each model's own unconditional samples (from the zoo); the first ``--dev`` per model are the
+  development split (every choice is made on it by stratified 4-fold cross-validation), the next ``--test`` are
+  the in-domain test split;
+- ``faces``: cross-domain content. The same ``--faces`` held-out LFW faces redrawn by every model (SDEdit,
+  strength ``--strength``): each model's images now show faces, whatever it was trained on. Attributors fitted on
+  the ``samples`` dev split are tested here unchanged.
+
+Every image is probed through every candidate (unknown origin) with two grids: the reference 5-step setting
+(8 rings × 5 timesteps × 3 scales × 6 repeats = 720 calls per image per candidate) and a 4-ring grid (80 calls).
+Every cheaper setting inside a grid (a subset of its timesteps and scales, fewer repeats, with or without the log
+energy) is cut from the grid's per-repeat energies (``SpectralProbe.energies_within``): identical to probing with
+it, checked on real probes below. The cheap probe is the setting with ≤ 1/4 of the reference's calls that has the
+best cross-validated accuracy on the dev split (ties → fewer calls); its classifier is chosen the same way.
+
+Reported on the test splits, with 95% bootstrap intervals: unknown-origin and true-model protocols (top-1, top-3,
+MRR), the three classifiers × two feature layouts, baselines (pixels, FFT log-magnitude, the learned extractor)
+with the same classifiers and splits, and the cost per image (denoiser calls; seconds per image through all
+candidates, measured in this run, with the cheap/reference ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from common import fmt_ci, machine, update_readme_section, write_result
+
+GRIDS = {
+    "K8": {"rings": 8, "timesteps": (781, 601, 401, 201, 1), "noise_scales": (1.0, 1.25, 1.5), "repeats": 6},
+    "K4": {"rings": 4, "timesteps": (781, 601, 401, 201, 1), "noise_scales": (1.0,), "repeats": 4},
+}
+REFERENCE_CALLS = 720
+COMBOS = [(f, c) for f in ("concat", "distances") for c in ("prototype", "logreg", "svm")]
+
+
+# ------------------------------------------------------------------------------------------------ probing (workers)
+
+def _probe_task(zoo: str, candidate: str, grid: str, images_path: str, out_path: str, seed: int) -> str:
+    import torch
+
+    torch.set_num_threads(1)
+    from modelprint.atomic import atomic_path
+    from modelprint.probes import DiffusersDenoiser, SpectralProbe
+
+    if Path(out_path).exists():
+        return out_path
+    images = np.load(images_path)
+    denoiser = DiffusersDenoiser.load(candidate, zoo=zoo, name=candidate)
+    energies = SpectralProbe(**GRIDS[grid], seed=seed, batch_size=96).repeat_energies(denoiser, images)
+    with atomic_path(Path(out_path)) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, energies.astype(np.float64))
+    return out_path
+
+
+def probe_all(zoo: Path, names: list[str], sets: dict[str, Path], work: Path, seed: int, workers: int
+              ) -> dict[tuple[str, str], np.ndarray]:
+    """``(set, grid)`` → per-repeat energies ``(n, M, S, T, K, R, K)``; cached per (set, grid, candidate)."""
+    tasks = [(s, g, c) for g in ("K4", "K8") for s in sets for c in names]
+    paths = {t: work / "cache" / f"{t[0]}-{t[1]}-{t[2]}.npy" for t in tasks}
+    (work / "cache").mkdir(parents=True, exist_ok=True)
+    todo = [t for t in tasks if not paths[t].exists()]
+    t0 = time.perf_counter()
+    if todo:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_probe_task, str(zoo), c, g, str(sets[s]), str(paths[(s, g, c)]), seed): (s, g, c)
+                       for s, g, c in todo}
+            for i, fut in enumerate(futures, 1):
+                fut.result()
+                print(f"probed {futures[fut]} ({i}/{len(todo)}, {time.perf_counter() - t0:.0f} s)", flush=True)
+    return {(s, g): np.stack([np.load(paths[(s, g, c)]) for c in names], axis=1) for s in sets for g in GRIDS}
+
+
+# ------------------------------------------------------------------------------------------------ settings
+
+def variants() -> list[dict]:
+    """Settings inside the two grids with at most 1/4 of the reference calls, plus the reference itself."""
+    out = [{"grid": "K8", "timesteps": GRIDS["K8"]["timesteps"], "noise_scales": GRIDS["K8"]["noise_scales"],
+            "repeats": 6, "log_energy": False, "name": "reference-5"}]
+    for grid, spec in GRIDS.items():
+        ts = [c for r in (1, 2) for c in itertools.combinations(spec["timesteps"], r)] + [spec["timesteps"]]
+        ss = [(s,) for s in spec["noise_scales"]] + ([spec["noise_scales"]] if len(spec["noise_scales"]) > 1 else [])
+        for t, s, r, log in itertools.product(ts, ss, sorted({1, 2, spec["repeats"]}), (False, True)):
+            calls = spec["rings"] * len(t) * len(s) * r
+            if calls <= REFERENCE_CALLS // 4:
+                out.append({"grid": grid, "timesteps": t, "noise_scales": s, "repeats": r, "log_energy": log})
+    for v in out:
+        v["calls"] = GRIDS[v["grid"]]["rings"] * len(v["timesteps"]) * len(v["noise_scales"]) * v["repeats"]
+        v.setdefault("name", f"{v['grid']} t={','.join(map(str, v['timesteps']))} s={','.join(map(str, v['noise_scales']))} "
+                             f"r={v['repeats']}{' +log' if v['log_energy'] else ''}")
+    return out
+
+
+def variant_probe(v: dict, seed: int):
+    from modelprint.probes import SpectralProbe
+
+    return SpectralProbe(rings=GRIDS[v["grid"]]["rings"], timesteps=v["timesteps"], noise_scales=v["noise_scales"],
+                         repeats=v["repeats"], log_energy=v["log_energy"], seed=seed)
+
+
+def signatures(v: dict, energies: np.ndarray, seed: int) -> np.ndarray:
+    """``(n, M, d)`` signatures of setting ``v`` cut from a grid's ``(n, M, S, T, K, R, K)`` energies."""
+    from modelprint.probes import SpectralProbe
+
+    probe, grid = variant_probe(v, seed), SpectralProbe(**GRIDS[v["grid"]], seed=seed)
+    n, m = energies.shape[:2]
+    flat = energies.reshape(n * m, *energies.shape[2:])
+    return probe.signature_from_energies(probe.energies_within(grid, flat)).reshape(n, m, -1)
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+def _fit(features: str, clf: str, n_candidates: int, x: np.ndarray, y: np.ndarray, seed: int):
+    from modelprint.probes import CandidatePrototypeSimilarity, fit_classifier, make_classifier
+
+    pipe = make_classifier(clf, seed=seed)
+    if features == "distances":
+        pipe.steps.insert(0, ("sim", CandidatePrototypeSimilarity(n_candidates)))
+    return fit_classifier(pipe, x, y)
+
+
+def _scores(pipe, x: np.ndarray) -> np.ndarray:
+    from modelprint.probes.attribution import scores
+
+    return scores(pipe, x)
+
+
+def cv_accuracy(x: np.ndarray, y: np.ndarray, features: str, clf: str, n_candidates: int, seed: int) -> float:
+    from sklearn.model_selection import StratifiedKFold
+
+    correct = 0
+    for train, val in StratifiedKFold(4, shuffle=True, random_state=seed).split(x, y):
+        pipe = _fit(features, clf, n_candidates, x[train], y[train], seed)
+        correct += int((pipe.classes_[np.argmax(_scores(pipe, x[val]), 1)] == y[val]).sum())
+    return correct / len(y)
+
+
+def bootstrap_ci(correct: np.ndarray, seed: int, n_boot: int = 2000) -> list[float]:
+    rng = np.random.default_rng(seed)
+    means = correct[rng.integers(0, len(correct), (n_boot, len(correct)))].mean(1)
+    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+
+
+def test_metrics(pipe, x: np.ndarray, y: np.ndarray, seed: int) -> dict:
+    from modelprint.probes import ranking_metrics
+
+    s = _scores(pipe, x)
+    m = ranking_metrics(y, s, pipe.classes_)
+    m["top1_ci"] = bootstrap_ci((pipe.classes_[np.argmax(s, 1)] == y).astype(float), seed)
+    return m
+
+
+def select(x_dev: np.ndarray, y_dev: np.ndarray, n_candidates: int, seed: int, combos=COMBOS) -> tuple[tuple, dict]:
+    """The (features, classifier) with the best dev CV accuracy (ties → the earlier, simpler one)."""
+    cv = {f"{f}/{c}": cv_accuracy(x_dev, y_dev, f, c, n_candidates, seed) for f, c in combos}
+    best = max(combos, key=lambda fc: cv[f"{fc[0]}/{fc[1]}"])
+    return best, cv
+
+
+def evaluate_setting(sig: dict[str, np.ndarray], y: dict[str, np.ndarray], idx: dict, names: list[str], seed: int,
+                     combos=COMBOS) -> dict:
+    """Both protocols for one setting's signatures: dev-CV selection, then in-domain and cross-domain test."""
+    m = len(names)
+    col = {n: i for i, n in enumerate(names)}
+    s_dev, s_test, s_faces = sig["samples"][idx["dev"]], sig["samples"][idx["test"]], sig["faces"]
+    y_dev, y_test, y_faces = y["samples"][idx["dev"]], y["samples"][idx["test"]], y["faces"]
+    flat = lambda s: s.reshape(len(s), -1)  # noqa: E731
+    (f, c), cv = select(flat(s_dev), y_dev, m, seed, combos)
+    pipe = _fit(f, c, m, flat(s_dev), y_dev, seed)
+    res = {"unknown_origin": {"selected": f"{f}/{c}", "dev_cv": cv, "in_domain": test_metrics(pipe, flat(s_test), y_test, seed),
+                              "cross_domain": test_metrics(pipe, flat(s_faces), y_faces, seed)}}
+    if len(combos) > 1:
+        res["unknown_origin"]["all_classifiers_in_domain"] = {
+            f"{ff}/{cc}": test_metrics(_fit(ff, cc, m, flat(s_dev), y_dev, seed), flat(s_test), y_test, seed)["top1"]
+            for ff, cc in combos}
+    own = lambda s, labels: s[np.arange(len(s)), [col[v] for v in labels]]  # noqa: E731
+    tm_combos = [("concat", c) for c in ("prototype", "logreg", "svm")]
+    (f, c), cv = select(own(s_dev, y_dev), y_dev, 1, seed, tm_combos)
+    pipe = _fit(f, c, 1, own(s_dev, y_dev), y_dev, seed)
+    res["true_model"] = {"selected": c, "dev_cv": cv, "in_domain": test_metrics(pipe, own(s_test, y_test), y_test, seed),
+                         "cross_domain": test_metrics(pipe, own(s_faces, y_faces), y_faces, seed)}
+    return res
+
+
+def baseline_features(images: np.ndarray, kind: str, learned=None) -> np.ndarray:
+    x = images.astype(np.float64) / 255.0
+    if kind == "pixels":
+        return x.reshape(len(x), -1)
+    if kind == "fft":
+        grey = x.mean(-1)
+        grey = grey - grey.mean(axis=(1, 2), keepdims=True)
+        return np.log(np.abs(np.fft.fftshift(np.fft.fft2(grey), axes=(1, 2))) + 1e-6).reshape(len(x), -1)
+    return np.concatenate([learned.embed(list(images[i : i + 16])) for i in range(0, len(images), 16)])
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--zoo", type=Path, default=Path("out/zoo"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dev", type=int, default=12, help="dev images per model (selection by 4-fold CV)")
+    parser.add_argument("--test", type=int, default=8, help="in-domain test images per model")
+    parser.add_argument("--faces", type=int, default=8, help="cross-domain (SDEdit faces) images per model")
+    parser.add_argument("--strength", type=float, default=0.7)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--timing-images", type=int, default=4)
+    parser.add_argument("--workdir", type=Path, default=Path("out/bench-probes"))
+    args = parser.parse_args()
+
+    import torch
+
+    from modelprint.io import load_image
+    from modelprint.methods import load_method
+    from modelprint.probes import DiffusersDenoiser, SpectralProbe, unknown_origin_signatures
+    from modelprint.seeding import seed_everything
+    from modelprint.zoo import Zoo
+    from modelprint.zoo.data import faces
+    from modelprint.zoo.store import load_generator
+
+    seed_everything(args.seed)
+    t_start = time.perf_counter()
+    zoo = Zoo(args.zoo)
+    names = zoo.names("diffusion")
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+
+    n_per = args.dev + args.test
+    samples = np.stack([load_image(p) for n in names for p in sorted(zoo.samples_dir(n).glob("*.png"))[:n_per]])
+    y_samples = np.array([n for n in names for _ in range(n_per)])
+    face_src = faces(32, "holdout")[: args.faces]
+    faces_path = work / f"faces-{args.faces}-{args.strength}.npy"
+    if not faces_path.exists():
+        edited = [load_generator(n, zoo=args.zoo).edit(face_src, strength=args.strength, seed=args.seed) for n in names]
+        np.save(faces_path, np.concatenate(edited))
+    face_images = np.load(faces_path)
+    y_faces = np.array([n for n in names for _ in range(args.faces)])
+    samples_path = work / f"samples-{n_per}.npy"
+    np.save(samples_path, samples)
+    sets = {"samples": samples_path, "faces": faces_path}
+    y = {"samples": y_samples, "faces": y_faces}
+    pos = np.tile(np.arange(n_per), len(names))
+    idx = {"dev": np.flatnonzero(pos < args.dev), "test": np.flatnonzero(pos >= args.dev)}
+
+    energies = probe_all(args.zoo, names, sets, work, args.seed, args.workers)
+    probe_seconds = time.perf_counter() - t_start
+
+    # choose the cheap setting on the dev split only
+    all_variants = variants()
+    reference = all_variants[0]
+    sig_ref = {s: signatures(reference, energies[(s, "K8")], args.seed) for s in sets}
+    ref_res = evaluate_setting(sig_ref, y, idx, names, args.seed)
+    ref_combo = tuple(ref_res["unknown_origin"]["selected"].split("/"))
+    scan = []
+    for v in all_variants[1:]:
+        sig_dev = signatures(v, energies[("samples", v["grid"])][idx["dev"]], args.seed)
+        acc = cv_accuracy(sig_dev.reshape(len(sig_dev), -1), y_samples[idx["dev"]], *ref_combo, len(names), args.seed)
+        scan.append({"name": v["name"], "calls": v["calls"], "dev_cv": acc})
+    best = max(scan, key=lambda r: (r["dev_cv"], -r["calls"]))
+    cheap = next(v for v in all_variants if v["name"] == best["name"])
+    fast = next(v for v in all_variants if v["grid"] == "K4" and v["timesteps"] == (201, 1) and v["repeats"] == 2
+                and v["log_energy"])
+    settings = {"reference-5": reference, "cheap (dev-selected)": cheap, "fast preset": fast}
+    results = {"reference-5": ref_res}
+    for label in ("cheap (dev-selected)", "fast preset"):
+        v = settings[label]
+        results[label] = evaluate_setting({s: signatures(v, energies[(s, v["grid"])], args.seed) for s in sets},
+                                          y, idx, names, args.seed)
+
+    # baselines: same splits, same classifiers, chosen by the same dev CV
+    learned = load_method("learned")
+    base = {}
+    for kind in ("pixels", "fft", "learned"):
+        feats = {s: baseline_features(im, kind, learned) for s, im in (("samples", samples), ("faces", face_images))}
+        combos = [("concat", c) for c in ("prototype", "logreg", "svm")]
+        (f, c), cv = select(feats["samples"][idx["dev"]], y_samples[idx["dev"]], 1, args.seed, combos)
+        pipe = _fit(f, c, 1, feats["samples"][idx["dev"]], y_samples[idx["dev"]], args.seed)
+        base[kind] = {"selected": c, "dev_cv": cv,
+                      "in_domain": test_metrics(pipe, feats["samples"][idx["test"]], y_samples[idx["test"]], args.seed),
+                      "cross_domain": test_metrics(pipe, feats["faces"], y_faces, args.seed)}
+
+    # cost: real probes through all candidates, timed here; the cut signatures must equal them
+    torch.set_num_threads(2)
+    candidates = {n: DiffusersDenoiser.load(n, zoo=args.zoo, name=n) for n in names}
+    timing_idx = idx["test"][:: max(1, len(idx["test"]) // args.timing_images)][: args.timing_images]
+    cost = {}
+    for label, v in settings.items():
+        probe = variant_probe(v, args.seed)
+        probe.batch_size = 96
+        t0 = time.perf_counter()
+        real = unknown_origin_signatures(probe, candidates, samples[timing_idx])
+        seconds = time.perf_counter() - t0
+        cut = signatures(v, energies[("samples", v["grid"])][timing_idx], args.seed)
+        cost[label] = {"calls_per_image_per_candidate": v["calls"], "calls_per_image": v["calls"] * len(names),
+                       "seconds_per_image": seconds / len(timing_idx),
+                       "max_abs_diff_cut_vs_probed": float(np.abs(real - cut).max())}
+    for label in cost:
+        cost[label]["time_ratio_to_reference"] = cost[label]["seconds_per_image"] / cost["reference-5"]["seconds_per_image"]
+
+    out = {"candidates": names, "seed": args.seed, "dev_per_model": args.dev, "test_per_model": args.test,
+           "faces_per_model": args.faces, "sdedit_strength": args.strength, "grids": GRIDS,
+           "settings": {k: {kk: (list(vv) if isinstance(vv, tuple) else vv) for kk, vv in v.items()} for k, v in settings.items()},
+           "results": results, "baselines": base, "cost": cost,
+           "cheap_scan_top": sorted(scan, key=lambda r: (-r["dev_cv"], r["calls"]))[:15],
+           "reference_dev_cv": ref_res["unknown_origin"]["dev_cv"][ref_res["unknown_origin"]["selected"]],
+           "probe_seconds": probe_seconds, "seconds": time.perf_counter() - t_start, "machine": machine()}
+    write_result("probes_sds", out)
+    report(out, args)
+
+
+def report(out: dict, args) -> None:
+    n = len(out["candidates"])
+    cmd = f"python benchmarks/bench_probes.py --zoo {args.zoo} --seed {args.seed}"
+    md = [f"## White-box attribution: Spectral Denoising Signatures (`{cmd}`)", "",
+          f"{n} candidate diffusion models of the standard zoo ({', '.join(out['candidates'])}; `ldm` and "
+          f"`ldm-cosine` share one autoencoder). In-domain: each model's own samples, {out['dev_per_model']} dev "
+          f"(all choices by 4-fold CV) + {out['test_per_model']} test per model. Cross-domain: {out['faces_per_model']} "
+          f"held-out faces redrawn by every model (SDEdit strength {out['sdedit_strength']}), attributors fitted on "
+          "the samples' dev split. Top-1 with 95% bootstrap interval; chance = "
+          f"{1 / n:.3f}.", "",
+          "| setting | calls / image / candidate | protocol | classifier (dev CV) | in-domain top-1 | top-3 | MRR | cross-domain top-1 |",
+          "|---|---|---|---|---|---|---|---|"]
+    for label, r in out["results"].items():
+        calls = out["cost"][label]["calls_per_image_per_candidate"]
+        for proto in ("unknown_origin", "true_model"):
+            p = r[proto]
+            i, c = p["in_domain"], p["cross_domain"]
+            md.append(f"| {label} | {calls} | {proto.replace('_', ' ')} | {p['selected']} | {fmt_ci(i['top1'], i['top1_ci'])} | "
+                      f"{i['top3']:.3f} | {i['mrr']:.3f} | {fmt_ci(c['top1'], c['top1_ci'])} |")
+    for kind, b in out["baselines"].items():
+        i, c = b["in_domain"], b["cross_domain"]
+        md.append(f"| baseline: {kind} | 0 | — | {b['selected']} | {fmt_ci(i['top1'], i['top1_ci'])} | {i['top3']:.3f} | "
+                  f"{i['mrr']:.3f} | {fmt_ci(c['top1'], c['top1_ci'])} |")
+    md += ["", f"Cheap setting chosen on dev: `{out['settings']['cheap (dev-selected)']['name']}`. "
+           "Cost through all candidates, measured in this run (seconds per image, 2 threads):", "",
+           "| setting | calls / image (all candidates) | s / image | time vs reference | cut-vs-probed max diff |",
+           "|---|---|---|---|---|"]
+    for label, c in out["cost"].items():
+        md.append(f"| {label} | {c['calls_per_image']} | {c['seconds_per_image']:.2f} | {c['time_ratio_to_reference']:.3f} | "
+                  f"{c['max_abs_diff_cut_vs_probed']:.1e} |")
+    update_readme_section("probes_sds", "\n".join(md))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("MODELPRINT_THREADS", "1")
+    main()
