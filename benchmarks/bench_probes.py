@@ -318,7 +318,40 @@ def main() -> None:
            "reference_dev_cv": ref_res["unknown_origin"]["dev_cv"][ref_res["unknown_origin"]["selected"]],
            "probe_seconds": probe_seconds, "seconds": time.perf_counter() - t_start, "machine": machine()}
     write_result("probes_sds", out)
+    plot(scan, out)
     report(out, args)
+
+
+def plot(scan: list[dict], out: dict) -> None:
+    """Dev-CV accuracy against denoiser calls for every setting scanned, with the three reported ones marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from modelprint.atomic import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    k4 = [r for r in scan if r["name"].startswith("K4")]
+    k8 = [r for r in scan if r["name"].startswith("K8")]
+    ax.scatter([r["calls"] for r in k8], [r["dev_cv"] for r in k8], s=10, alpha=0.4, label="8-ring settings")
+    ax.scatter([r["calls"] for r in k4], [r["dev_cv"] for r in k4], s=10, alpha=0.4, marker="s", label="4-ring settings")
+    for label, marker in (("reference-5", "*"), ("cheap (dev-selected)", "D"), ("fast preset", "^")):
+        calls = out["cost"][label]["calls_per_image_per_candidate"]
+        dev = out["reference_dev_cv"] if label == "reference-5" else next(r["dev_cv"] for r in scan if r["name"] == out["settings"][label]["name"])
+        ax.scatter([calls], [dev], s=90, marker=marker, edgecolor="k", label=f"{label} (test {out['results'][label]['unknown_origin']['in_domain']['top1']:.2f})")
+    ax.axvline(180, color="grey", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("denoiser calls per image per candidate")
+    ax.set_ylabel("unknown-origin accuracy (dev, 4-fold CV)")
+    ax.set_title(f"SDS over {len(out['candidates'])} zoo diffusion models")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    from common import RESULTS_DIR
+
+    with atomic_path(RESULTS_DIR / "probes_sds.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
 
 
 def report(out: dict, args) -> None:
@@ -344,7 +377,7 @@ def report(out: dict, args) -> None:
         i, c = b["in_domain"], b["cross_domain"]
         md.append(f"| baseline: {kind} | 0 | — | {b['selected']} | {fmt_ci(i['top1'], i['top1_ci'])} | {i['top3']:.3f} | "
                   f"{i['mrr']:.3f} | {fmt_ci(c['top1'], c['top1_ci'])} |")
-    md += ["", f"Cheap setting chosen on dev: `{out['settings']['cheap (dev-selected)']['name']}`. "
+    md += ["", "![accuracy against calls](results/probes_sds.png)", "", f"Cheap setting chosen on dev: `{out['settings']['cheap (dev-selected)']['name']}`. "
            "Cost through all candidates, measured in this run (seconds per image, 2 threads):", "",
            "| setting | calls / image (all candidates) | s / image | time vs reference | cut-vs-probed max diff |",
            "|---|---|---|---|---|"]
