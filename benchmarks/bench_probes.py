@@ -203,7 +203,7 @@ def baseline_features(images: np.ndarray, kind: str, learned=None) -> np.ndarray
         grey = x.mean(-1)
         grey = grey - grey.mean(axis=(1, 2), keepdims=True)
         return np.log(np.abs(np.fft.fftshift(np.fft.fft2(grey), axes=(1, 2))) + 1e-6).reshape(len(x), -1)
-    return np.concatenate([learned.embed(list(images[i : i + 16])) for i in range(0, len(images), 16)])
+    return np.concatenate([learned.embed(list(x[i : i + 16].astype(np.float32))) for i in range(0, len(x), 16)])
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -224,6 +224,7 @@ def main() -> None:
     import torch
 
     from modelprint.io import load_image
+    from modelprint.io.images import to_uint8
     from modelprint.methods import load_method
     from modelprint.probes import DiffusersDenoiser, SpectralProbe, unknown_origin_signatures
     from modelprint.seeding import seed_everything
@@ -239,7 +240,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
 
     n_per = args.dev + args.test
-    samples = np.stack([load_image(p) for n in names for p in sorted(zoo.samples_dir(n).glob("*.png"))[:n_per]])
+    samples = np.stack([to_uint8(load_image(p)) for n in names for p in sorted(zoo.samples_dir(n).glob("*.png"))[:n_per]])
     y_samples = np.array([n for n in names for _ in range(n_per)])
     face_src = faces(32, "holdout")[: args.faces]
     faces_path = work / f"faces-{args.faces}-{args.strength}.npy"

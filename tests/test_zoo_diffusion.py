@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from modelprint.atomic import sha256_file
-from modelprint.errors import CheckpointError
+from modelprint.errors import CheckpointError, ModelprintError
 from modelprint.seeding import configure_torch_threads
 from modelprint.zoo.base import FAMILIES, DataSpec, Recipe, ZooModel
 from modelprint.zoo.diffusion import DiffusionModel
@@ -230,3 +230,17 @@ def test_predict_noise_converts_v_prediction() -> None:
     v = scheduler.get_velocity(x0, eps, t)
     oracle = DiffusionModel(unet=lambda x, timesteps: SimpleNamespace(sample=v), scheduler=scheduler)
     assert torch.allclose(oracle.predict_noise(x_t, t), eps, atol=1e-4)
+
+
+def test_sdedit_keeps_the_input_at_low_strength_and_redraws_it_at_full(ddpm: ZooModel) -> None:
+    model = ddpm.diffusion  # trained on red fields; the inputs are blue
+    source = BLUE_HELD[:16]
+    light, full = model.edit(source, strength=0.2, seed=0, steps=20), model.edit(source, strength=1.0, seed=0, steps=20)
+    assert light.shape == source.shape and light.dtype == np.uint8
+    distance = [float(np.abs(x.astype(int) - source).mean()) for x in (light, full)]
+    assert distance[0] < 0.5 * distance[1], distance
+    redness = [float(np.mean(x[..., 0].astype(float) - x[..., 2])) for x in (light, full)]
+    assert redness[1] > redness[0] + 10, redness
+    np.testing.assert_array_equal(light, model.edit(source, strength=0.2, seed=0, steps=20))
+    with pytest.raises(ModelprintError, match="strength must be in"):
+        model.edit(source, strength=0.0)
