@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from modelprint.errors import CheckpointError, ModelprintError
@@ -79,10 +80,18 @@ def test_resume_rebuilds_only_what_is_missing_or_corrupt(tmp_path: Path) -> None
 
 
 def test_a_seed_changes_the_weights_and_is_reproducible(tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    other = 2 if threads == 1 else 1
     a = build_zoo(tmp_path / "a", tier="tiny", only=["tiny-gan"], seed=1, n_samples=2)[0]
-    b = build_zoo(tmp_path / "b", tier="tiny", only=["tiny-gan"], seed=1, n_samples=2)[0]
+    torch.set_num_threads(other)  # the caller's thread count must not change the weights
+    try:
+        b = build_zoo(tmp_path / "b", tier="tiny", only=["tiny-gan"], seed=1, n_samples=2)[0]
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
     c = build_zoo(tmp_path / "c", tier="tiny", only=["tiny-gan"], seed=0, n_samples=2)[0]
-    assert a["files"] == b["files"] and a["recipe"]["seed"] == 1000
+    assert a["files"] == b["files"] and a["samples"]["sha256"] == b["samples"]["sha256"] and a["recipe"]["seed"] == 1000
+    assert a["threads"] == b["threads"] == 1 and after == other
     assert a["files"] != c["files"]
 
 

@@ -12,8 +12,9 @@ is written, so a killed build leaves only complete models. On restart, lines who
 sha256 are dropped and those models train again (training is deterministic, so they come out the same).
 
 Models train in dependency *waves* (a lineage child or latent diffusion model after its parent); within a wave,
-``workers > 1`` trains models in that many spawned processes with one torch thread each, and the parent process
-alone writes the manifest.
+``workers > 1`` trains models in that many spawned processes, and the parent process alone writes the manifest.
+Every model trains and samples with exactly one torch thread, in a worker or in-process: float reductions depend on
+the thread count, so this is what makes a model's weights depend only on its recipe and seed, not on ``--workers``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ SETTINGS = "zoo.json"
 MODELS_DIR = "models"
 SAMPLES_DIR = "samples"
 SEED_STRIDE = 1000
+#: Torch threads every model trains and samples with (see the module docstring).
+TRAIN_THREADS = 1
 
 #: Called as ``progress(done, total, manifest_line)`` after every finished model.
 BuildProgress = Callable[[int, int, dict], None]
@@ -125,15 +128,24 @@ def _replace_dir(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def train_one(out_dir: str, recipe: Recipe, n_samples: int, sample_seed: int, threads: int = 0) -> dict[str, Any]:
-    """Train, save and sample one recipe; return its manifest line (runs in a worker process)."""
+def train_one(out_dir: str, recipe: Recipe, n_samples: int, sample_seed: int) -> dict[str, Any]:
+    """Train, save and sample one recipe with one torch thread; return its manifest line."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        return _train_one(out_dir, recipe, n_samples, sample_seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_one(out_dir: str, recipe: Recipe, n_samples: int, sample_seed: int) -> dict[str, Any]:
     import torch
 
     from modelprint.zoo.data import training_images
     from modelprint.zoo.store import family, load_model
 
-    if threads:
-        torch.set_num_threads(threads)
     root = Path(out_dir)
     parent = load_model(root, recipe.parent) if recipe.parent else None
     images = training_images(recipe.data)
@@ -233,7 +245,7 @@ def build_zoo(
         if workers > 1 and len(wave) > 1:
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(min(workers, len(wave)), mp_context=ctx) as pool:
-                futures = [pool.submit(train_one, str(out), r, n, seed, 1) for r in wave]
+                futures = [pool.submit(train_one, str(out), r, n, seed) for r in wave]
                 for fut in as_completed(futures):
                     entry = fut.result()
                     entries[entry["name"]] = entry
