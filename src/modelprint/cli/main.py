@@ -536,8 +536,12 @@ CandidatesOpt = Annotated[list[str], typer.Option(
 ZooOptionalOpt = Annotated[Optional[Path], typer.Option("--zoo", help="Zoo folder for candidates given by zoo model name.")]
 
 
-def _probe_progress(bar, task):
-    return lambda done, total: bar.update(task, completed=done, total=total)
+@contextmanager
+def _probe_bar(label: str):
+    """A progress bar over denoiser calls; yields the ``progress(done, total)`` callback the probes take."""
+    bar, task = _progress(None, label)
+    with bar:
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 @probe_app.command("prototypes")
@@ -560,10 +564,9 @@ def probe_prototypes(
         _seed(seed)
         models = load_candidates(candidates, zoo=zoo)
         probe = SpectralProbe.preset(preset, seed=seed)
-        bar, task = _progress(None, "probing references")
-        with bar:
+        with _probe_bar("probing references") as progress:
             attributor, summary = fit_prototypes(models, refs, probe, features=features, classifier=classifier,
-                                                 seed=seed, progress=_probe_progress(bar, task))
+                                                 seed=seed, progress=progress)
         attributor.save(dest)
         _report_input_errors(summary["failed"])
         summary = {"attributor": str(dest), "preset": preset, "classifier": classifier, "features": features, **summary}
@@ -595,9 +598,8 @@ def probe_identify(
         _seed(seed)
         models = load_candidates(candidates, zoo=zoo)
         fitted = ProbeAttributor.load(attributor, models)
-        bar, task = _progress(None, "probing")
-        with bar:
-            res = identify_files(fitted, paths, top_k=top_k, progress=_probe_progress(bar, task))
+        with _probe_bar("probing") as progress:
+            res = identify_files(fitted, paths, top_k=top_k, progress=progress)
         _report_input_errors(res["failed"])
         if as_json:
             _emit_json(res)
