@@ -18,12 +18,14 @@ from modelprint.errors import ModelprintError
 from modelprint.probes import (
     CallableDenoiser,
     ConditionalUNetDenoiser,
+    DenoisingLossProbe,
     DiffusersDenoiser,
     ProbeAttributor,
     SpectralProbe,
     coupling,
     fit_classifier,
     make_classifier,
+    probe_from_preset,
     ranking_metrics,
     ring_masks,
     true_model_signatures,
@@ -155,6 +157,56 @@ def test_unknown_origin_attribution_beats_chance(candidates: dict, samples: dict
         ProbeAttributor.load(path, {"tiny-ddpm": candidates["tiny-ddpm"]})
     with pytest.raises(ModelprintError, match="predict_proba needs"):
         ProbeAttributor(candidates, probe, classifier="svm").fit(sig_train, y_train).predict_proba(sig_test)
+
+
+def test_denoising_loss_probe_is_deterministic_and_cuts_from_a_grid(candidates: dict, samples: dict) -> None:
+    images = samples["tiny-ddpm"][:3]
+    denoiser = candidates["tiny-ddpm"]
+    grid = DenoisingLossProbe(timesteps=(1, 101, 481), repeats=3, seed=2, batch_size=4)
+    before = denoiser.n_forward
+    losses = grid.repeat_losses(denoiser, images)
+    assert denoiser.n_forward - before == 3 * grid.calls_per_image == 27
+    assert losses.shape == (3, 3, 3) and np.all(losses > 0)
+    # By hand for one image, timestep and repeat: x_t = √ᾱ x0 + √(1−ᾱ) ε, loss = mean (ε̂ − ε)².
+    z0, eps, a = denoiser.to_model_space(images[1:2]), grid.noise((3, 32, 32))[2:3], float(denoiser.alphas_cumprod[101])
+    x_t = a ** 0.5 * z0 + (1 - a) ** 0.5 * eps
+    assert losses[1, 1, 2] == pytest.approx(float((denoiser.predict_noise(x_t, 101) - eps).square().mean()), rel=1e-5)
+    same = DenoisingLossProbe(timesteps=(1, 101, 481), repeats=3, seed=2, batch_size=7).repeat_losses(denoiser, images)
+    np.testing.assert_allclose(same, losses, rtol=1e-5)
+    cheap = DenoisingLossProbe(timesteps=(481, 1), repeats=2, seed=2)
+    np.testing.assert_allclose(np.log(cheap.losses_within(grid, losses)), cheap.signature(denoiser, images), rtol=1e-6)
+    with pytest.raises(ModelprintError, match="not within"):
+        DenoisingLossProbe(timesteps=(201,), repeats=1, seed=2).losses_within(grid, losses)
+    with pytest.raises(ModelprintError, match="outside its schedule"):
+        DenoisingLossProbe(timesteps=(1000,)).signature(denoiser, images)
+    assert isinstance(probe_from_preset("loss-fast", seed=1), DenoisingLossProbe)
+    with pytest.raises(ModelprintError, match="unknown probe preset 'nope'.*loss-fast"):
+        probe_from_preset("nope")
+
+
+def test_lowest_loss_attribution_through_every_candidate(candidates: dict, samples: dict, tmp_path: Path) -> None:
+    probe = probe_from_preset("loss-fast", batch_size=128)
+    refs = np.concatenate([samples[n][:8] for n in MODELS])
+    test = np.concatenate([samples[n][8:] for n in MODELS])
+    y_refs, y_test = np.repeat(MODELS, 8), np.repeat(MODELS, 8)
+    sig_refs = unknown_origin_signatures(probe, candidates, refs)
+    sig_test = unknown_origin_signatures(probe, candidates, test)
+    assert sig_test.shape == (16, 2, 4)
+    model = ProbeAttributor(candidates, probe, classifier="lowest-loss").fit(sig_refs, y_refs)
+    assert list(model.classes_) == list(MODELS)
+    # The rule itself: the candidate whose standardised log loss is lowest, nothing learnt from the labels.
+    z = (sig_test - sig_refs.mean(0)) / sig_refs.std(0)
+    np.testing.assert_array_equal(model.predict(sig_test), np.asarray(MODELS)[np.argmin(z.mean(2), axis=1)])
+    shuffled = ProbeAttributor(candidates, probe, classifier="lowest-loss").fit(sig_refs, y_refs[::-1])
+    np.testing.assert_array_equal(shuffled.decision_function(sig_test), model.decision_function(sig_test))
+    assert model.score_ranking(sig_test, y_test)["top1"] >= 0.75
+    path = tmp_path / "loss.npz"
+    model.save(path)
+    loaded = ProbeAttributor.load(path, candidates)
+    assert isinstance(loaded.probe, DenoisingLossProbe) and loaded.probe.get_params() == probe.get_params()
+    np.testing.assert_allclose(loaded.decision_function(sig_test), model.decision_function(sig_test))
+    with pytest.raises(ModelprintError, match="needs the denoising-loss probe"):
+        ProbeAttributor(candidates, SpectralProbe.preset("fast"), classifier="lowest-loss").fit(sig_refs, y_refs)
 
 
 def test_true_model_protocol_probes_each_image_through_its_own_generator(candidates: dict, samples: dict) -> None:

@@ -550,20 +550,20 @@ def probe_prototypes(
     refs: Annotated[list[str], typer.Option("--refs", "-r", help="Reference images of one class as CLASS=DIR, or DIR (class = folder name); repeat per class.")],
     dest: Annotated[Path, typer.Option("--out", "-o", help="Where to write the fitted attributor (.npz).")],
     zoo: ZooOptionalOpt = None,
-    preset: Annotated[str, typer.Option(help="Probe setting: fast, reference-1 or reference-5.")] = "fast",
-    classifier: Annotated[str, typer.Option(help="prototype (cosine), logreg (PCA + logistic regression) or svm.")] = "logreg",
+    preset: Annotated[str, typer.Option(help="Probe setting: SDS fast, reference-1 or reference-5; denoising loss loss-fast or loss-trajectory.")] = "fast",
+    classifier: Annotated[str, typer.Option(help="prototype (cosine), logreg (PCA + logistic regression), svm, or lowest-loss (training-free; loss-* presets).")] = "logreg",
     features: Annotated[str, typer.Option(help="concat (all candidates' signatures) or distances (to every candidate's class prototypes).")] = "concat",
     seed: SeedOpt = 0,
     as_json: JsonFlag = False,
 ) -> None:
     """Probe reference images of each class through every candidate and store the fitted attributor."""
     with _fatal_errors():
-        from modelprint.probes import SpectralProbe
+        from modelprint.probes import probe_from_preset
         from modelprint.probes.workflow import fit_prototypes, load_candidates
 
         _seed(seed)
+        probe = probe_from_preset(preset, seed=seed)
         models = load_candidates(candidates, zoo=zoo)
-        probe = SpectralProbe.preset(preset, seed=seed)
         with _probe_bar("probing references") as progress:
             attributor, summary = fit_prototypes(models, refs, probe, features=features, classifier=classifier,
                                                  seed=seed, progress=progress)

@@ -2,8 +2,11 @@
 
 - :mod:`~modelprint.probes.denoisers`: one :class:`Denoiser` interface (ε prediction + ᾱ schedule + model space)
   for diffusers UNets, conditional UNets with an empty prompt, and any user callable.
+- :mod:`~modelprint.probes.base`: the :class:`Probe` interface, the registry of probe kinds and their presets.
 - :mod:`~modelprint.probes.sds`: the :class:`SpectralProbe` that turns a denoiser's response to band-limited noise
   into a signature vector.
+- :mod:`~modelprint.probes.loss`: the :class:`DenoisingLossProbe` (plain noise-prediction loss per timestep), the
+  training-free baseline and the raw material of trajectory features.
 - :mod:`~modelprint.probes.attribution`: the true-model and unknown-origin protocols, classifiers, ranking metrics
   and the persistent :class:`ProbeAttributor`.
 """
@@ -12,6 +15,7 @@ from modelprint.probes.attribution import (
     CLASSIFIERS,
     FEATURES,
     CandidatePrototypeSimilarity,
+    LowestLoss,
     NearestPrototype,
     ProbeAttributor,
     fit_classifier,
@@ -20,6 +24,7 @@ from modelprint.probes.attribution import (
     true_model_signatures,
     unknown_origin_signatures,
 )
+from modelprint.probes.base import PROBES, Probe, preset_names, probe_from_preset
 from modelprint.probes.denoisers import (
     CallableDenoiser,
     ConditionalUNetDenoiser,
@@ -27,26 +32,34 @@ from modelprint.probes.denoisers import (
     DiffusersDenoiser,
     VaeEncoder,
 )
+from modelprint.probes.loss import LOSS_PRESETS, DenoisingLossProbe
 from modelprint.probes.sds import PRESETS, TIMESTEPS_1, TIMESTEPS_5, SpectralProbe, coupling, ring_masks
 
 __all__ = [
     "CLASSIFIERS",
     "FEATURES",
+    "LOSS_PRESETS",
     "PRESETS",
+    "PROBES",
     "TIMESTEPS_1",
     "TIMESTEPS_5",
     "CallableDenoiser",
     "CandidatePrototypeSimilarity",
     "ConditionalUNetDenoiser",
+    "DenoisingLossProbe",
     "Denoiser",
+    "LowestLoss",
     "DiffusersDenoiser",
     "NearestPrototype",
+    "Probe",
     "ProbeAttributor",
     "SpectralProbe",
     "VaeEncoder",
     "coupling",
     "fit_classifier",
     "make_classifier",
+    "preset_names",
+    "probe_from_preset",
     "ranking_metrics",
     "ring_masks",
     "true_model_signatures",

@@ -11,7 +11,8 @@ Protocols:
   image's response through candidate ``m`` resembles that of class ``c``'s references through ``m``).
 
 Classifiers (:func:`make_classifier`, standardised scikit-learn pipelines): nearest prototype by cosine similarity
-(``prototype``), PCA + logistic regression (``logreg``) and a linear SVM (``svm``). :func:`ranking_metrics` gives
+(``prototype``), PCA + logistic regression (``logreg``), a linear SVM (``svm``), and, for the denoising-loss probe,
+the training-free ``lowest-loss`` rule (:class:`LowestLoss`). :func:`ranking_metrics` gives
 top-1, top-3 and mean reciprocal rank. :class:`ProbeAttributor` packages the unknown-origin protocol as an estimator
 that is fitted on reference images of each candidate and saved to / loaded from one ``.npz`` file.
 """
@@ -33,12 +34,15 @@ from sklearn.svm import LinearSVC
 
 from modelprint.atomic import atomic_open
 from modelprint.errors import ModelprintError
+from modelprint.probes.base import PROBES, Probe, ProbeProgress
 from modelprint.probes.denoisers import Denoiser
-from modelprint.probes.sds import ProbeProgress, SpectralProbe
+from modelprint.probes.loss import DenoisingLossProbe
+from modelprint.probes.sds import SpectralProbe
 
 __all__ = [
     "CLASSIFIERS",
     "FEATURES",
+    "LowestLoss",
     "NearestPrototype",
     "CandidatePrototypeSimilarity",
     "ProbeAttributor",
@@ -49,7 +53,7 @@ __all__ = [
     "unknown_origin_signatures",
 ]
 
-CLASSIFIERS = ("prototype", "logreg", "svm")
+CLASSIFIERS = ("prototype", "logreg", "svm", "lowest-loss")
 FEATURES = ("concat", "distances")
 FORMAT = "modelprint-probe-attributor/1"
 
@@ -106,10 +110,60 @@ class CandidatePrototypeSimilarity(TransformerMixin, BaseEstimator):
         return sims.reshape(len(blocks), -1)
 
 
-def make_classifier(name: str, pca_components: int = 64, C: float = 0.1, seed: int = 0) -> Pipeline:  # noqa: N803
-    """A standardised scikit-learn pipeline: ``prototype`` (cosine), ``logreg`` (PCA + logistic regression) or
-    ``svm`` (linear SVM with ``C``). Fit it with :func:`fit_classifier` when there may be fewer than
-    ``pca_components`` samples or features."""
+class LowestLoss(ClassifierMixin, BaseEstimator):
+    """Training-free attribution from denoising losses: the candidate whose noise prediction fits the image best.
+
+    Input: :class:`~modelprint.probes.loss.DenoisingLossProbe` signatures of every candidate, flattened ``(n, M·T)``
+    in ``candidates`` order. A candidate's score is minus its log loss averaged over timesteps. Candidates in
+    different spaces (pixels, latents) or of different quality have losses on different scales, so with
+    ``standardise`` each (candidate, timestep) log loss is first standardised by its mean and spread over the
+    fitted images, whatever their labels: ``fit`` learns no class boundary, only each candidate's loss scale.
+    Classes are the candidate names.
+    """
+
+    def __init__(self, candidates: Sequence[str] = (), standardise: bool = True) -> None:
+        self.candidates = candidates
+        self.standardise = standardise
+
+    def _blocks(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        x = np.asarray(X, dtype=np.float64)
+        m = len(self.candidates)
+        if not m or x.ndim != 2 or x.shape[1] % m:
+            raise ModelprintError(f"lowest-loss: {x.shape[-1]} features do not split into {m} candidates")
+        return x.reshape(len(x), m, -1)
+
+    def fit(self, X: np.ndarray, y: Sequence[Any] | None = None) -> LowestLoss:  # noqa: N803
+        blocks = self._blocks(X)
+        unknown = sorted({str(v) for v in np.asarray(y)} - set(map(str, self.candidates))) if y is not None else []
+        if unknown:
+            raise ModelprintError(f"lowest-loss: classes {unknown} are not candidates; its classes are the "
+                                  f"candidates ({', '.join(map(str, self.candidates))})")
+        self.classes_ = np.asarray([str(c) for c in self.candidates])
+        if self.standardise:
+            self.mean_ = blocks.mean(axis=0)
+            spread = blocks.std(axis=0)
+            self.scale_ = np.where(spread > 0, spread, 1.0)
+        else:
+            self.mean_, self.scale_ = np.zeros(blocks.shape[1:]), np.ones(blocks.shape[1:])
+        self.n_features_in_ = blocks.shape[1] * blocks.shape[2]
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        """``(n, M)``: minus the (standardised) log loss through each candidate, averaged over timesteps."""
+        return -((self._blocks(X) - self.mean_) / self.scale_).mean(axis=2)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+
+def make_classifier(name: str, pca_components: int = 64, C: float = 0.1, seed: int = 0,  # noqa: N803
+                    candidates: Sequence[str] = ()) -> Pipeline:
+    """A standardised scikit-learn pipeline: ``prototype`` (cosine), ``logreg`` (PCA + logistic regression),
+    ``svm`` (linear SVM with ``C``), or ``lowest-loss`` (:class:`LowestLoss` over ``candidates``; denoising-loss
+    signatures only). Fit it with :func:`fit_classifier` when there may be fewer than ``pca_components`` samples or
+    features."""
+    if name == "lowest-loss":
+        return Pipeline([("clf", LowestLoss(candidates=tuple(candidates)))])
     if name == "prototype":
         return Pipeline([("scale", StandardScaler()), ("clf", NearestPrototype())])
     if name == "logreg":
@@ -154,7 +208,7 @@ def ranking_metrics(y_true: Sequence[Any], scores: np.ndarray, classes: Sequence
             "n": int(len(col))}
 
 
-def true_model_signatures(probe: SpectralProbe, candidates: Mapping[str, Denoiser], images: np.ndarray,
+def true_model_signatures(probe: Probe, candidates: Mapping[str, Denoiser], images: np.ndarray,
                           labels: Sequence[str]) -> np.ndarray:
     """The reference protocol: image ``i`` probed only through ``candidates[labels[i]]``; ``(n, d)``."""
     labels = np.asarray(labels).astype(str)
@@ -170,7 +224,7 @@ def true_model_signatures(probe: SpectralProbe, candidates: Mapping[str, Denoise
     return out
 
 
-def unknown_origin_signatures(probe: SpectralProbe, candidates: Mapping[str, Denoiser], images: np.ndarray,
+def unknown_origin_signatures(probe: Probe, candidates: Mapping[str, Denoiser], images: np.ndarray,
                               progress: ProbeProgress | None = None) -> np.ndarray:
     """Every image probed through every candidate: ``(n, M, d)`` in ``candidates`` order.
 
@@ -189,7 +243,8 @@ def unknown_origin_signatures(probe: SpectralProbe, candidates: Mapping[str, Den
 
 
 _STEP_CLASSES: dict[str, type] = {cls.__name__: cls for cls in (StandardScaler, PCA, LogisticRegression, LinearSVC,
-                                                                NearestPrototype, CandidatePrototypeSimilarity)}
+                                                                NearestPrototype, CandidatePrototypeSimilarity,
+                                                                LowestLoss)}
 
 
 class ProbeAttributor(ClassifierMixin, BaseEstimator):
@@ -198,14 +253,16 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
     ``fit(X, y)`` probes reference images ``X`` (uint8 ``(n, H, W, 3)``) of each class ``y`` (usually the
     candidate names) through all candidates with ``probe`` and fits ``classifier`` on ``features``. Every method that
     takes ``X`` also accepts the precomputed :meth:`signatures` ``(n, M, d)`` instead, so one probing serves many
-    classifiers. ``decision_function``/``rank`` order classes by score; ``predict_proba`` exists for ``logreg``
-    only (the other scores are not probabilities). :meth:`save`/:meth:`load` store everything but the candidates'
+    classifiers. ``probe`` is any registered :class:`~modelprint.probes.base.Probe` (default: the 1-step
+    :class:`~modelprint.probes.sds.SpectralProbe`); ``classifier="lowest-loss"`` needs the denoising-loss probe.
+    ``decision_function``/``rank`` order classes by score; ``predict_proba`` exists for ``logreg`` only (the other
+    scores are not probabilities). :meth:`save`/:meth:`load` store everything but the candidates'
     weights in one ``.npz``.
     """
 
-    def __init__(self, candidates: Mapping[str, Denoiser], probe: SpectralProbe | None = None,
+    def __init__(self, candidates: Mapping[str, Denoiser], probe: Probe | None = None,
                  features: Literal["concat", "distances"] = "concat",
-                 classifier: Literal["prototype", "logreg", "svm"] = "logreg",
+                 classifier: Literal["prototype", "logreg", "svm", "lowest-loss"] = "logreg",
                  pca_components: int = 64, C: float = 0.1, seed: int = 0) -> None:  # noqa: N803
         self.candidates = candidates
         self.probe = probe
@@ -215,7 +272,7 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
         self.C = C
         self.seed = seed
 
-    def _probe(self) -> SpectralProbe:
+    def _probe(self) -> Probe:
         return self.probe if self.probe is not None else SpectralProbe()
 
     def signatures(self, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
@@ -235,12 +292,17 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
     def _pipeline(self) -> Pipeline:
         if self.features not in FEATURES:
             raise ModelprintError(f"unknown features {self.features!r}; known: {', '.join(FEATURES)}")
-        pipe = make_classifier(self.classifier, self.pca_components, self.C, self.seed)
+        if self.classifier == "lowest-loss" and (not isinstance(self._probe(), DenoisingLossProbe)
+                                                 or self.features != "concat"):
+            raise ModelprintError("the lowest-loss classifier needs the denoising-loss probe (a loss-* preset) and "
+                                  "concat features")
+        pipe = make_classifier(self.classifier, self.pca_components, self.C, self.seed, candidates=list(self.candidates))
         if self.features == "distances":
             pipe.steps.insert(0, ("sim", CandidatePrototypeSimilarity(len(self.candidates))))
         return pipe
 
     def fit(self, X: np.ndarray, y: Sequence[str]) -> ProbeAttributor:  # noqa: N803
+        pipeline = self._pipeline()
         sigs = self._as_signatures(X)
         y = np.asarray(y).astype(str)
         if len(y) != len(sigs):
@@ -248,7 +310,7 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
         if len(np.unique(y)) < 2:
             raise ModelprintError("attribution needs reference images of at least two classes")
         self.candidate_names_ = list(self.candidates)
-        self.pipeline_ = fit_classifier(self._pipeline(), sigs.reshape(len(sigs), -1), y)
+        self.pipeline_ = fit_classifier(pipeline, sigs.reshape(len(sigs), -1), y)
         self.classes_ = self.pipeline_.classes_
         return self
 
@@ -307,6 +369,7 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
         meta = {
             "format": FORMAT,
             "candidates": self.candidate_names_,
+            "probe_kind": self._probe().name,
             "probe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self._probe().get_params().items()},
             "features": self.features,
             "classifier": self.classifier,
@@ -336,7 +399,8 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
         if missing:
             raise ModelprintError(f"{path}: fitted with candidate(s) {', '.join(missing)} that were not given "
                                   f"(given: {', '.join(candidates) or 'none'})")
-        probe = SpectralProbe(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["probe"].items()})
+        probe_cls = PROBES.get(meta.get("probe_kind", "sds"))
+        probe = probe_cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["probe"].items()})
         model = cls({n: candidates[n] for n in names}, probe=probe, features=meta["features"],
                     classifier=meta["classifier"], pca_components=meta["pca_components"], C=meta["C"],
                     seed=meta["seed"])

@@ -32,14 +32,14 @@ models, one VAE encoding. All probes of an image batch go through the network to
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
 
 from modelprint.errors import ModelprintError
+from modelprint.probes.base import PROBES, Probe, ProbeProgress
 from modelprint.probes.denoisers import Denoiser
 
 __all__ = ["SpectralProbe", "PRESETS", "ring_masks", "coupling", "TIMESTEPS_1", "TIMESTEPS_5"]
@@ -60,10 +60,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"rings": 4, "timesteps": (201, 1), "noise_scales": (1.0,), "repeats": 2, "log_energy": True},
 }
 
-#: Called as ``progress(done, total)`` with counts of forward images.
-ProbeProgress = Callable[[int, int], None]
-
-
 def ring_masks(height: int, width: int, rings: int) -> torch.Tensor:
     """Boolean ``(rings, height, width)`` masks (unshifted FFT layout) of equal-width bands of
     ``√(f_y² + f_x²)/√2`` with ``f`` on the ``[-1, 1]`` grid; the corner frequency falls in the last ring."""
@@ -79,13 +75,16 @@ def coupling(energies: np.ndarray) -> np.ndarray:
     return energies / energies.sum(axis=-1, keepdims=True)
 
 
-class SpectralProbe(BaseEstimator):
+@PROBES.register("sds")
+class SpectralProbe(Probe):
     """The SDS probe: ``signature(denoiser, images)`` → ``(n, d)``; see the module docstring for the definition.
 
     ``timesteps`` are integer training timesteps of the candidate's schedule; ``noise_scales`` multiply the
     band-limited noise; ``repeats`` fresh noises are averaged; ``batch_size`` forward images go through the network
     per call. ``SpectralProbe.preset("fast")`` builds a named setting from :data:`PRESETS`.
     """
+
+    presets = PRESETS
 
     def __init__(self, rings: int = 8, timesteps: Sequence[int] = TIMESTEPS_1,
                  noise_scales: Sequence[float] = _SCALES, repeats: int = 6, seed: int = 0, batch_size: int = 64,
@@ -97,13 +96,6 @@ class SpectralProbe(BaseEstimator):
         self.seed = seed
         self.batch_size = batch_size
         self.log_energy = log_energy
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> SpectralProbe:
-        """The named setting of :data:`PRESETS`, with ``overrides`` (e.g. ``seed``, ``batch_size``)."""
-        if name not in PRESETS:
-            raise ModelprintError(f"unknown probe preset {name!r}; known: {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
 
     @property
     def calls_per_image(self) -> int:
@@ -120,14 +112,11 @@ class SpectralProbe(BaseEstimator):
         if int(self.rings) < 1 or int(self.repeats) < 1 or int(self.batch_size) < 1:
             raise ModelprintError(f"probe: rings, repeats and batch_size must be >= 1, got {self.rings}, "
                                   f"{self.repeats}, {self.batch_size}")
-        if not len(self.timesteps) or not len(self.noise_scales):
-            raise ModelprintError("probe: needs at least one timestep and one noise scale")
+        if not len(self.noise_scales):
+            raise ModelprintError("probe: needs at least one noise scale")
         if any(float(s) <= 0 for s in self.noise_scales):
             raise ModelprintError(f"probe: noise scales must be positive, got {tuple(self.noise_scales)}")
-        bad = [t for t in self.timesteps if not 0 <= int(t) < denoiser.num_timesteps]
-        if bad:
-            raise ModelprintError(f"candidate {denoiser.name!r}: timesteps {bad} are outside its schedule "
-                                  f"[0, {denoiser.num_timesteps - 1}]")
+        self._check_timesteps(denoiser, self.timesteps)
 
     def probe_noise(self, shape: tuple[int, int, int]) -> torch.Tensor:
         """The probe noises ``s · η_k`` for model-space ``shape`` ``(C, h, w)``: float32 ``(S, K, R, C, h, w)``."""

@@ -21,7 +21,8 @@ from modelprint.io.datasets import expand_paths
 from modelprint.io.images import ImageLimits, load_image_file, to_uint8
 from modelprint.probes.attribution import ProbeAttributor
 from modelprint.probes.denoisers import Denoiser, DiffusersDenoiser
-from modelprint.probes.sds import ProbeProgress, SpectralProbe
+from modelprint.probes.base import Probe, ProbeProgress
+from modelprint.probes.sds import SpectralProbe
 
 __all__ = ["ProbeImages", "load_candidates", "parse_named", "load_probe_images", "fit_prototypes", "identify_files"]
 
@@ -94,7 +95,7 @@ def load_probe_images(paths: Sequence[str | Path], candidates: dict[str, Denoise
     return ProbeImages(batch, kept, errors)
 
 
-def fit_prototypes(candidates: dict[str, Denoiser], refs: Sequence[str], probe: SpectralProbe,
+def fit_prototypes(candidates: dict[str, Denoiser], refs: Sequence[str], probe: Probe,
                    features: str = "concat", classifier: str = "logreg", seed: int = 0,
                    progress: ProbeProgress | None = None) -> tuple[ProbeAttributor, dict]:
     """Fit an unknown-origin attributor on reference folders (``CLASS=DIR`` or ``DIR``, class = folder name).
