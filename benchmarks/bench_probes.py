@@ -11,8 +11,10 @@ Candidates: every diffusion model of a built zoo (standard tier: 7 pixel DDPMs i
   strength ``--strength``): each model's images now show faces, whatever it was trained on. Attributors fitted on
   the ``samples`` dev split are tested here unchanged.
 
-Every image is probed through every candidate (unknown origin) with two grids: the reference 5-step setting
-(8 rings × 5 timesteps × 3 scales × 6 repeats = 720 calls per image per candidate) and a 4-ring grid (80 calls).
+Every image is probed through every candidate (unknown origin) with three grids: the reference 5-step setting
+(8 rings × 5 timesteps × 3 scales × 6 repeats = 720 calls per image per candidate), a 4-ring grid (80 calls) and
+the plain denoising loss (8 timesteps × 10 repeats = 80 calls), the training-free baseline that any SDS result must
+beat at an equal number of calls (method notes §2).
 Every cheaper setting inside a grid (a subset of its timesteps and scales, fewer repeats, with or without the log
 energy) is cut from the grid's per-repeat energies (``SpectralProbe.energies_within``): identical to probing with
 it, checked on real probes below. The cheap probe is the setting with ≤ 1/4 of the reference's calls that has the
@@ -20,8 +22,9 @@ best cross-validated accuracy on the dev split (ties → fewer calls); its class
 
 Reported on the test splits, with 95% bootstrap intervals: unknown-origin and true-model protocols (top-1, top-3,
 MRR), the three classifiers × two feature layouts, baselines (pixels, FFT log-magnitude, the learned extractor)
-with the same classifiers and splits, and the cost per image (denoiser calls; seconds per image through all
-candidates, measured in this run, with the cheap/reference ratio).
+with the same classifiers and splits, the denoising loss at the SDS settings' budgets (training-free lowest loss,
+and the loss features with the same classifiers; setting chosen on dev), and the cost per image (denoiser calls;
+seconds per image through all candidates, measured in this run, with the ratio to the reference).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -41,8 +45,10 @@ GRIDS = {
     "K8": {"rings": 8, "timesteps": (781, 601, 401, 201, 1), "noise_scales": (1.0, 1.25, 1.5), "repeats": 6},
     "K4": {"rings": 4, "timesteps": (781, 601, 401, 201, 1), "noise_scales": (1.0,), "repeats": 4},
 }
+LOSS_GRID = {"timesteps": (1, 6, 11, 21, 51, 101, 201, 401), "repeats": 10}
 REFERENCE_CALLS = 720
 COMBOS = [(f, c) for f in ("concat", "distances") for c in ("prototype", "logreg", "svm")]
+LOSS_COMBOS = [("concat", c) for c in ("lowest-loss", "prototype", "logreg", "svm")]
 
 
 # ------------------------------------------------------------------------------------------------ probing (workers)
@@ -52,13 +58,16 @@ def _probe_task(zoo: str, candidate: str, grid: str, images_path: str, out_path:
 
     torch.set_num_threads(1)
     from modelprint.atomic import atomic_path
-    from modelprint.probes import DiffusersDenoiser, SpectralProbe
+    from modelprint.probes import DenoisingLossProbe, DiffusersDenoiser, SpectralProbe
 
     if Path(out_path).exists():
         return out_path
     images = np.load(images_path)
     denoiser = DiffusersDenoiser.load(candidate, zoo=zoo, name=candidate)
-    energies = SpectralProbe(**GRIDS[grid], seed=seed, batch_size=96).repeat_energies(denoiser, images)
+    if grid == "L":
+        energies = DenoisingLossProbe(**LOSS_GRID, seed=seed, batch_size=96).repeat_losses(denoiser, images)
+    else:
+        energies = SpectralProbe(**GRIDS[grid], seed=seed, batch_size=96).repeat_energies(denoiser, images)
     with atomic_path(Path(out_path)) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, energies.astype(np.float64))
@@ -67,9 +76,9 @@ def _probe_task(zoo: str, candidate: str, grid: str, images_path: str, out_path:
 
 def probe_all(zoo: Path, names: list[str], sets: dict[str, tuple[Path, tuple[str, ...]]], work: Path, seed: int,
               workers: int) -> dict[tuple[str, str], np.ndarray]:
-    """``(set, grid)`` → per-repeat energies ``(n, M, S, T, K, R, K)`` for each set's grids; cached per
-    (set, grid, candidate)."""
-    tasks = [(s, g, c) for g in GRIDS for s, (_, grids) in sets.items() if g in grids for c in names]
+    """``(set, grid)`` → per-repeat SDS energies ``(n, M, S, T, K, R, K)`` or losses ``(n, M, T, R)`` (grid ``L``)
+    for each set's grids; cached per (set, grid, candidate)."""
+    tasks = [(s, g, c) for g in (*GRIDS, "L") for s, (_, grids) in sets.items() if g in grids for c in names]
     paths = {t: work / "cache" / f"{t[0]}-{t[1]}-{t[2]}.npy" for t in tasks}
     (work / "cache").mkdir(parents=True, exist_ok=True)
     todo = [t for t in tasks if not paths[t].exists()]
@@ -124,14 +133,49 @@ def signatures(v: dict, energies: np.ndarray, seed: int) -> np.ndarray:
     return probe.signature_from_energies(probe.energies_within(grid, flat)).reshape(n, m, -1)
 
 
+def loss_variants() -> list[dict]:
+    """Denoising-loss settings inside the loss grid: one or two timesteps, or the first k, with 1–10 repeats."""
+    ts = LOSS_GRID["timesteps"]
+    subsets = [(t,) for t in ts] + list(itertools.combinations(ts, 2)) + [ts[:k] for k in range(3, len(ts) + 1)]
+    return [{"grid": "L", "timesteps": t, "repeats": r, "calls": len(t) * r,
+             "name": f"loss t={','.join(map(str, t))} r={r}"}
+            for t, r in itertools.product(subsets, sorted({1, 2, 4, LOSS_GRID["repeats"]}))]
+
+
+def loss_signatures(v: dict, losses: np.ndarray, seed: int) -> np.ndarray:
+    """``(n, M, T)`` log losses of loss setting ``v`` cut from the grid's ``(n, M, T, R)`` losses."""
+    from modelprint.probes import DenoisingLossProbe
+
+    probe = DenoisingLossProbe(timesteps=v["timesteps"], repeats=v["repeats"], seed=seed)
+    grid = DenoisingLossProbe(**LOSS_GRID, seed=seed)
+    n, m = losses.shape[:2]
+    flat = losses.reshape(n * m, *losses.shape[2:])
+    return np.log(probe.losses_within(grid, flat)).reshape(n, m, -1)
+
+
+def real_probe(v: dict, seed: int):
+    """The probe that computes setting ``v`` directly (for timing and the cut-vs-probed check)."""
+    from modelprint.probes import DenoisingLossProbe
+
+    if v["grid"] == "L":
+        return DenoisingLossProbe(timesteps=v["timesteps"], repeats=v["repeats"], seed=seed, batch_size=96)
+    probe = variant_probe(v, seed)
+    probe.batch_size = 96
+    return probe
+
+
+def cut(v: dict, grid_features: np.ndarray, seed: int) -> np.ndarray:
+    return (loss_signatures if v["grid"] == "L" else signatures)(v, grid_features, seed)
+
+
 # ------------------------------------------------------------------------------------------------ evaluation
 
-def _fit(features: str, clf: str, n_candidates: int, x: np.ndarray, y: np.ndarray, seed: int):
+def _fit(features: str, clf: str, names: list[str], x: np.ndarray, y: np.ndarray, seed: int):
     from modelprint.probes import CandidatePrototypeSimilarity, fit_classifier, make_classifier
 
-    pipe = make_classifier(clf, seed=seed)
+    pipe = make_classifier(clf, seed=seed, candidates=names)
     if features == "distances":
-        pipe.steps.insert(0, ("sim", CandidatePrototypeSimilarity(n_candidates)))
+        pipe.steps.insert(0, ("sim", CandidatePrototypeSimilarity(len(names))))
     return fit_classifier(pipe, x, y)
 
 
@@ -141,12 +185,12 @@ def _scores(pipe, x: np.ndarray) -> np.ndarray:
     return scores(pipe, x)
 
 
-def cv_accuracy(x: np.ndarray, y: np.ndarray, features: str, clf: str, n_candidates: int, seed: int) -> float:
+def cv_accuracy(x: np.ndarray, y: np.ndarray, features: str, clf: str, names: list[str], seed: int) -> float:
     from sklearn.model_selection import StratifiedKFold
 
     correct = 0
     for train, val in StratifiedKFold(4, shuffle=True, random_state=seed).split(x, y):
-        pipe = _fit(features, clf, n_candidates, x[train], y[train], seed)
+        pipe = _fit(features, clf, names, x[train], y[train], seed)
         correct += int((pipe.classes_[np.argmax(_scores(pipe, x[val]), 1)] == y[val]).sum())
     return correct / len(y)
 
@@ -157,18 +201,23 @@ def bootstrap_ci(correct: np.ndarray, seed: int, n_boot: int = 2000) -> list[flo
     return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
 
 
-def test_metrics(pipe, x: np.ndarray, y: np.ndarray, seed: int) -> dict:
+def test_metrics(pipe, x: np.ndarray, y: np.ndarray, seed: int, labels: list[str] | None = None) -> dict:
+    from sklearn.metrics import confusion_matrix
+
     from modelprint.probes import ranking_metrics
 
     s = _scores(pipe, x)
     m = ranking_metrics(y, s, pipe.classes_)
-    m["top1_ci"] = bootstrap_ci((pipe.classes_[np.argmax(s, 1)] == y).astype(float), seed)
+    pred = pipe.classes_[np.argmax(s, 1)]
+    m["top1_ci"] = bootstrap_ci((pred == y).astype(float), seed)
+    if labels is not None:
+        m["confusion"] = confusion_matrix(y, pred, labels=labels).tolist()
     return m
 
 
-def select(x_dev: np.ndarray, y_dev: np.ndarray, n_candidates: int, seed: int, combos=COMBOS) -> tuple[tuple, dict]:
+def select(x_dev: np.ndarray, y_dev: np.ndarray, names: list[str], seed: int, combos=COMBOS) -> tuple[tuple, dict]:
     """The (features, classifier) with the best dev CV accuracy (ties → the earlier, simpler one)."""
-    cv = {f"{f}/{c}": cv_accuracy(x_dev, y_dev, f, c, n_candidates, seed) for f, c in combos}
+    cv = {f"{f}/{c}": cv_accuracy(x_dev, y_dev, f, c, names, seed) for f, c in combos}
     best = max(combos, key=lambda fc: cv[f"{fc[0]}/{fc[1]}"])
     return best, cv
 
@@ -176,23 +225,23 @@ def select(x_dev: np.ndarray, y_dev: np.ndarray, n_candidates: int, seed: int, c
 def evaluate_setting(sig: dict[str, np.ndarray], y: dict[str, np.ndarray], idx: dict, names: list[str], seed: int,
                      combos=COMBOS) -> dict:
     """Both protocols for one setting's signatures: dev-CV selection, then in-domain and cross-domain test."""
-    m = len(names)
     col = {n: i for i, n in enumerate(names)}
     s_dev, s_test, s_faces = sig["samples"][idx["dev"]], sig["samples"][idx["test"]], sig["faces"]
     y_dev, y_test, y_faces = y["samples"][idx["dev"]], y["samples"][idx["test"]], y["faces"]
     flat = lambda s: s.reshape(len(s), -1)  # noqa: E731
-    (f, c), cv = select(flat(s_dev), y_dev, m, seed, combos)
-    pipe = _fit(f, c, m, flat(s_dev), y_dev, seed)
-    res = {"unknown_origin": {"selected": f"{f}/{c}", "dev_cv": cv, "in_domain": test_metrics(pipe, flat(s_test), y_test, seed),
-                              "cross_domain": test_metrics(pipe, flat(s_faces), y_faces, seed)}}
+    (f, c), cv = select(flat(s_dev), y_dev, names, seed, combos)
+    pipe = _fit(f, c, names, flat(s_dev), y_dev, seed)
+    res = {"unknown_origin": {"selected": f"{f}/{c}", "dev_cv": cv,
+                              "in_domain": test_metrics(pipe, flat(s_test), y_test, seed, names),
+                              "cross_domain": test_metrics(pipe, flat(s_faces), y_faces, seed, names)}}
     if len(combos) > 1:
         res["unknown_origin"]["all_classifiers_in_domain"] = {
-            f"{ff}/{cc}": test_metrics(_fit(ff, cc, m, flat(s_dev), y_dev, seed), flat(s_test), y_test, seed)["top1"]
+            f"{ff}/{cc}": test_metrics(_fit(ff, cc, names, flat(s_dev), y_dev, seed), flat(s_test), y_test, seed)["top1"]
             for ff, cc in combos}
     own = lambda s, labels: s[np.arange(len(s)), [col[v] for v in labels]]  # noqa: E731
     tm_combos = [("concat", c) for c in ("prototype", "logreg", "svm")]
-    (f, c), cv = select(own(s_dev, y_dev), y_dev, 1, seed, tm_combos)
-    pipe = _fit(f, c, 1, own(s_dev, y_dev), y_dev, seed)
+    (f, c), cv = select(own(s_dev, y_dev), y_dev, ["own"], seed, tm_combos)
+    pipe = _fit(f, c, ["own"], own(s_dev, y_dev), y_dev, seed)
     res["true_model"] = {"selected": c, "dev_cv": cv, "in_domain": test_metrics(pipe, own(s_test, y_test), y_test, seed),
                          "cross_domain": test_metrics(pipe, own(s_faces, y_faces), y_faces, seed)}
     return res
@@ -215,11 +264,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zoo", type=Path, default=Path("out/zoo"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dev", type=int, default=12, help="dev images per model (selection by 4-fold CV)")
+    parser.add_argument("--dev", type=int, default=8, help="dev images per model (selection by 4-fold CV)")
     parser.add_argument("--test", type=int, default=8, help="in-domain test images per model")
-    parser.add_argument("--extra-refs", type=int, default=60,
-                        help="more reference samples per model, probed with the 4-ring grid only")
-    parser.add_argument("--faces", type=int, default=8, help="cross-domain (SDEdit faces) images per model")
+    parser.add_argument("--extra-refs", type=int, default=20,
+                        help="more reference samples per model, probed with the 4-ring and loss grids only")
+    parser.add_argument("--faces", type=int, default=6, help="cross-domain (SDEdit faces) images per model")
     parser.add_argument("--strength", type=float, default=0.7)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timing-images", type=int, default=2)
@@ -231,7 +280,7 @@ def main() -> None:
     from modelprint.io import load_image
     from modelprint.io.images import to_uint8
     from modelprint.methods import load_method
-    from modelprint.probes import DiffusersDenoiser, SpectralProbe, unknown_origin_signatures
+    from modelprint.probes import DiffusersDenoiser, unknown_origin_signatures
     from modelprint.seeding import seed_everything
     from modelprint.zoo import Zoo
     from modelprint.zoo.data import faces
@@ -254,13 +303,14 @@ def main() -> None:
         np.save(faces_path, np.concatenate(edited))
     face_images = np.load(faces_path)
     y_faces = np.array([n for n in names for _ in range(args.faces)])
-    samples_path = work / f"samples-{n_per}.npy"
+    samples_path = work / f"samples-{args.dev}-{args.test}.npy"
     np.save(samples_path, samples)
     extra = np.stack([to_uint8(load_image(p)) for n in names
                       for p in sorted(zoo.samples_dir(n).glob("*.png"))[n_per : n_per + args.extra_refs]])
     extra_path = work / f"extra-{n_per}-{args.extra_refs}.npy"
     np.save(extra_path, extra)
-    sets = {"samples": (samples_path, ("K4", "K8")), "faces": (faces_path, ("K4", "K8")), "extra": (extra_path, ("K4",))}
+    sets = {"samples": (samples_path, ("L", "K4", "K8")), "faces": (faces_path, ("L", "K4", "K8")),
+            "extra": (extra_path, ("L", "K4"))}
     y = {"samples": y_samples, "faces": y_faces, "extra": np.array([n for n in names for _ in range(args.extra_refs)])}
     pos = np.tile(np.arange(n_per), len(names))
     idx = {"dev": np.flatnonzero(pos < args.dev), "test": np.flatnonzero(pos >= args.dev)}
@@ -277,7 +327,7 @@ def main() -> None:
     scan = []
     for v in all_variants[1:]:
         sig_dev = signatures(v, energies[("samples", v["grid"])][idx["dev"]], args.seed)
-        acc = cv_accuracy(sig_dev.reshape(len(sig_dev), -1), y_samples[idx["dev"]], *ref_combo, len(names), args.seed)
+        acc = cv_accuracy(sig_dev.reshape(len(sig_dev), -1), y_samples[idx["dev"]], *ref_combo, names, args.seed)
         scan.append({"name": v["name"], "calls": v["calls"], "dev_cv": acc})
     best = max(scan, key=lambda r: (r["dev_cv"], -r["calls"]))
     cheap = next(v for v in all_variants if v["name"] == best["name"])
@@ -289,19 +339,52 @@ def main() -> None:
         v = settings[label]
         results[label] = evaluate_setting({s: signatures(v, energies[(s, v["grid"])], args.seed) for s in ("samples", "faces")},
                                           y, idx, names, args.seed)
-    # the cheap 4-ring setting can afford many more reference images: fit on dev + extra references
+
+    def with_extra_refs(sig: dict[str, np.ndarray]) -> tuple[dict, dict, dict]:
+        """Dev + extra references as the fitting split, the samples' test split as test."""
+        merged = {"samples": np.concatenate([sig["samples"][idx["dev"]], sig["extra"], sig["samples"][idx["test"]]]),
+                  "faces": sig["faces"]}
+        y_merged = {"samples": np.concatenate([y_samples[idx["dev"]], y["extra"], y_samples[idx["test"]]]),
+                    "faces": y_faces}
+        n_ref = len(idx["dev"]) + len(y["extra"])
+        return merged, y_merged, {"dev": np.arange(n_ref), "test": np.arange(n_ref, n_ref + len(idx["test"]))}
+
+    # the cheap 4-ring probe can afford many more reference images: fit on dev + extra references
     k4 = max((r for r in scan if r["name"].startswith("K4")), key=lambda r: (r["dev_cv"], -r["calls"]))
     v = next(v for v in all_variants if v["name"] == k4["name"])
     label = f"cheap 4-ring (dev-selected), {args.dev}+{args.extra_refs} refs"
     settings[label] = v
-    sig = {s: signatures(v, energies[(s, "K4")], args.seed) for s in ("samples", "faces", "extra")}
-    n_dev = len(idx["dev"])
-    merged = {"samples": np.concatenate([sig["samples"][idx["dev"]], sig["extra"], sig["samples"][idx["test"]]]),
-              "faces": sig["faces"]}
-    y_merged = {"samples": np.concatenate([y_samples[idx["dev"]], y["extra"], y_samples[idx["test"]]]), "faces": y_faces}
-    n_ref = n_dev + len(y["extra"])
-    results[label] = evaluate_setting(merged, y_merged, {"dev": np.arange(n_ref), "test": np.arange(n_ref, n_ref + len(idx["test"]))},
-                                      names, args.seed)
+    results[label] = evaluate_setting(
+        *with_extra_refs({s: signatures(v, energies[(s, "K4")], args.seed) for s in ("samples", "faces", "extra")}),
+        names, args.seed)
+
+    # the training-free baseline: the denoising loss at the budgets of the SDS settings, chosen on dev
+    loss_scan = []
+    for v in loss_variants():
+        sig_dev = loss_signatures(v, energies[("samples", "L")][idx["dev"]], args.seed)
+        for f, c in LOSS_COMBOS:
+            loss_scan.append({"name": v["name"], "calls": v["calls"], "classifier": c,
+                              "dev_cv": cv_accuracy(sig_dev.reshape(len(sig_dev), -1), y_samples[idx["dev"]], f, c,
+                                                    names, args.seed)})
+    budgets = {"fast preset": fast["calls"], "cheap (dev-selected)": cheap["calls"],
+               "loss grid": len(LOSS_GRID["timesteps"]) * LOSS_GRID["repeats"]}
+    loss_results = {}
+    for budget_label, budget in budgets.items():
+        for kind, allowed in (("training-free lowest loss", ("lowest-loss",)),
+                              ("loss + classifier", tuple(c for _, c in LOSS_COMBOS))):
+            pool = [r for r in loss_scan if r["calls"] <= budget and r["classifier"] in allowed]
+            pick = max(pool, key=lambda r: (r["dev_cv"], -r["calls"]))
+            v = next(v for v in loss_variants() if v["name"] == pick["name"])
+            label = f"denoising loss, {kind}, ≤ {budget} calls ({budget_label})"
+            settings[label] = v
+            sig = {s: loss_signatures(v, energies[(s, "L")], args.seed) for s in ("samples", "faces", "extra")}
+            loss_results[label] = evaluate_setting(*with_extra_refs(sig), names, args.seed,
+                                                   combos=[("concat", pick["classifier"])])
+            loss_results[label]["unknown_origin"]["dev_cv"] = {f"concat/{pick['classifier']}": pick["dev_cv"]}
+    results.update(loss_results)
+    for label, r in results.items():
+        uses_extra = label.startswith("cheap 4-ring") or label.startswith("denoising loss")
+        r["refs_per_model"] = args.dev + (args.extra_refs if uses_extra else 0)
 
     # baselines: same splits, same classifiers, chosen by the same dev CV
     learned = load_method("learned")
@@ -309,11 +392,11 @@ def main() -> None:
     for kind in ("pixels", "fft", "learned"):
         feats = {s: baseline_features(im, kind, learned) for s, im in (("samples", samples), ("faces", face_images))}
         combos = [("concat", c) for c in ("prototype", "logreg", "svm")]
-        (f, c), cv = select(feats["samples"][idx["dev"]], y_samples[idx["dev"]], 1, args.seed, combos)
-        pipe = _fit(f, c, 1, feats["samples"][idx["dev"]], y_samples[idx["dev"]], args.seed)
+        (f, c), cv = select(feats["samples"][idx["dev"]], y_samples[idx["dev"]], ["image"], args.seed, combos)
+        pipe = _fit(f, c, ["image"], feats["samples"][idx["dev"]], y_samples[idx["dev"]], args.seed)
         base[kind] = {"selected": c, "dev_cv": cv,
-                      "in_domain": test_metrics(pipe, feats["samples"][idx["test"]], y_samples[idx["test"]], args.seed),
-                      "cross_domain": test_metrics(pipe, feats["faces"], y_faces, args.seed)}
+                      "in_domain": test_metrics(pipe, feats["samples"][idx["test"]], y_samples[idx["test"]], args.seed, names),
+                      "cross_domain": test_metrics(pipe, feats["faces"], y_faces, args.seed, names)}
 
     # cost: real probes through all candidates, timed here; the cut signatures must equal them
     torch.set_num_threads(2)
@@ -321,32 +404,32 @@ def main() -> None:
     timing_idx = idx["test"][:: max(1, len(idx["test"]) // args.timing_images)][: args.timing_images]
     cost = {}
     for label, v in settings.items():
-        probe = variant_probe(v, args.seed)
-        probe.batch_size = 96
         t0 = time.perf_counter()
-        real = unknown_origin_signatures(probe, candidates, samples[timing_idx])
+        real = unknown_origin_signatures(real_probe(v, args.seed), candidates, samples[timing_idx])
         seconds = time.perf_counter() - t0
-        cut = signatures(v, energies[("samples", v["grid"])][timing_idx], args.seed)
+        from_grid = cut(v, energies[("samples", v["grid"])][timing_idx], args.seed)
         cost[label] = {"calls_per_image_per_candidate": v["calls"], "calls_per_image": v["calls"] * len(names),
                        "seconds_per_image": seconds / len(timing_idx),
-                       "max_abs_diff_cut_vs_probed": float(np.abs(real - cut).max())}
+                       "max_abs_diff_cut_vs_probed": float(np.abs(real - from_grid).max())}
     for label in cost:
         cost[label]["time_ratio_to_reference"] = cost[label]["seconds_per_image"] / cost["reference-5"]["seconds_per_image"]
 
     out = {"candidates": names, "seed": args.seed, "dev_per_model": args.dev, "test_per_model": args.test,
-           "faces_per_model": args.faces, "sdedit_strength": args.strength, "grids": GRIDS,
+           "extra_refs_per_model": args.extra_refs, "faces_per_model": args.faces, "sdedit_strength": args.strength,
+           "grids": {**GRIDS, "L": LOSS_GRID},
            "settings": {k: {kk: (list(vv) if isinstance(vv, tuple) else vv) for kk, vv in v.items()} for k, v in settings.items()},
            "results": results, "baselines": base, "cost": cost,
            "cheap_scan_top": sorted(scan, key=lambda r: (-r["dev_cv"], r["calls"]))[:15],
+           "loss_scan_top": sorted(loss_scan, key=lambda r: (-r["dev_cv"], r["calls"]))[:15],
            "reference_dev_cv": ref_res["unknown_origin"]["dev_cv"][ref_res["unknown_origin"]["selected"]],
            "probe_seconds": probe_seconds, "seconds": time.perf_counter() - t_start, "machine": machine()}
     write_result("probes_sds", out)
-    plot(scan, out)
+    plot(scan, loss_scan, out)
     report(out, args)
 
 
-def plot(scan: list[dict], out: dict) -> None:
-    """Dev-CV accuracy against denoiser calls for every setting scanned, with the three reported ones marked."""
+def plot(scan: list[dict], loss_scan: list[dict], out: dict) -> None:
+    """Dev-CV accuracy against denoiser calls for every setting scanned, with the reported SDS ones marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -359,6 +442,9 @@ def plot(scan: list[dict], out: dict) -> None:
     k8 = [r for r in scan if r["name"].startswith("K8")]
     ax.scatter([r["calls"] for r in k8], [r["dev_cv"] for r in k8], s=10, alpha=0.4, label="8-ring settings")
     ax.scatter([r["calls"] for r in k4], [r["dev_cv"] for r in k4], s=10, alpha=0.4, marker="s", label="4-ring settings")
+    free = [r for r in loss_scan if r["classifier"] == "lowest-loss"]
+    ax.scatter([r["calls"] for r in free], [r["dev_cv"] for r in free], s=10, alpha=0.4, marker="x",
+               label="denoising loss, training-free")
     for label, marker in (("reference-5", "*"), ("cheap (dev-selected)", "D"), ("fast preset", "^")):
         calls = out["cost"][label]["calls_per_image_per_candidate"]
         dev = out["reference_dev_cv"] if label == "reference-5" else next(r["dev_cv"] for r in scan if r["name"] == out["settings"][label]["name"])
@@ -379,30 +465,35 @@ def plot(scan: list[dict], out: dict) -> None:
 
 def report(out: dict, args) -> None:
     n = len(out["candidates"])
-    cmd = f"python benchmarks/bench_probes.py --zoo {args.zoo} --seed {args.seed}"
+    cmd = " ".join(["python benchmarks/bench_probes.py", *sys.argv[1:]])
     md = [f"## White-box attribution: Spectral Denoising Signatures (`{cmd}`)", "",
           f"{n} candidate diffusion models of the standard zoo ({', '.join(out['candidates'])}; `ldm` and "
-          f"`ldm-cosine` share one autoencoder). In-domain: each model's own samples, {out['dev_per_model']} dev "
-          f"(all choices by 4-fold CV) + {out['test_per_model']} test per model. Cross-domain: {out['faces_per_model']} "
-          f"held-out faces redrawn by every model (SDEdit strength {out['sdedit_strength']}), attributors fitted on "
-          "the samples' dev split (the last row: dev + "
-          f"{args.extra_refs} more references per model, affordable with the cheap probe). Top-1 with 95% bootstrap interval; chance = "
-          f"{1 / n:.3f}.", "",
-          "| setting | calls / image / candidate | protocol | classifier (dev CV) | in-domain top-1 | top-3 | MRR | cross-domain top-1 |",
-          "|---|---|---|---|---|---|---|---|"]
+          f"`ldm-cosine` share one autoencoder). Every image is probed through all {n} candidates. In-domain: each "
+          f"model's own samples, {out['dev_per_model']} dev (all choices by 4-fold CV on dev) + "
+          f"{out['test_per_model']} test per model. Cross-domain: {out['faces_per_model']} held-out faces redrawn by "
+          f"every model (SDEdit strength {out['sdedit_strength']}), classified by the attributor fitted on the samples. "
+          f"Cheap probes can afford more references: rows with {out['dev_per_model'] + out['extra_refs_per_model']} "
+          f"references per model add {out['extra_refs_per_model']} further samples per model to the dev split. "
+          f"Top-1 with 95% bootstrap interval; chance = {1 / n:.3f}.", "",
+          "| setting | calls / image / candidate | protocol | refs / model | classifier (dev CV acc.) | in-domain top-1 | top-3 | MRR | cross-domain top-1 |",
+          "|---|---|---|---|---|---|---|---|---|"]
     for label, r in out["results"].items():
         calls = out["cost"][label]["calls_per_image_per_candidate"]
         for proto in ("unknown_origin", "true_model"):
             p = r[proto]
             i, c = p["in_domain"], p["cross_domain"]
-            md.append(f"| {label} | {calls} | {proto.replace('_', ' ')} | {p['selected']} | {fmt_ci(i['top1'], i['top1_ci'])} | "
-                      f"{i['top3']:.3f} | {i['mrr']:.3f} | {fmt_ci(c['top1'], c['top1_ci'])} |")
+            dev = p["dev_cv"].get(p["selected"], p["dev_cv"].get(f"concat/{p['selected']}"))
+            md.append(f"| {label} | {calls} | {proto.replace('_', ' ')} | {r['refs_per_model']} | {p['selected']} ({dev:.3f}) | "
+                      f"{fmt_ci(i['top1'], i['top1_ci'])} | {i['top3']:.3f} | {i['mrr']:.3f} | {fmt_ci(c['top1'], c['top1_ci'])} |")
     for kind, b in out["baselines"].items():
         i, c = b["in_domain"], b["cross_domain"]
-        md.append(f"| baseline: {kind} | 0 | — | {b['selected']} | {fmt_ci(i['top1'], i['top1_ci'])} | {i['top3']:.3f} | "
-                  f"{i['mrr']:.3f} | {fmt_ci(c['top1'], c['top1_ci'])} |")
-    md += ["", "![accuracy against calls](results/probes_sds.png)", "", f"Cheap setting chosen on dev: `{out['settings']['cheap (dev-selected)']['name']}`. "
-           "Cost through all candidates, measured in this run (seconds per image, 2 threads):", "",
+        dev = b["dev_cv"][f"concat/{b['selected']}"]
+        md.append(f"| baseline: {kind} | 0 | — | {out['dev_per_model']} | {b['selected']} ({dev:.3f}) | "
+                  f"{fmt_ci(i['top1'], i['top1_ci'])} | {i['top3']:.3f} | {i['mrr']:.3f} | {fmt_ci(c['top1'], c['top1_ci'])} |")
+    md += ["", "![accuracy against calls](results/probes_sds.png)", "",
+           f"Cheap setting chosen on dev: `{out['settings']['cheap (dev-selected)']['name']}`. "
+           "Cost through all candidates, measured in this run (seconds per image, 2 threads); the last column checks "
+           "that a setting cut from a grid's per-repeat energies equals probing with it:", "",
            "| setting | calls / image (all candidates) | s / image | time vs reference | cut-vs-probed max diff |",
            "|---|---|---|---|---|"]
     for label, c in out["cost"].items():

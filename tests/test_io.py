@@ -179,3 +179,19 @@ def test_pool_crops_are_deterministic_and_split_by_photo(tmp_path: Path, monkeyp
 def test_package_pool_has_photos() -> None:
     sources = RealPool().sources("all")
     assert len(sources) >= 10  # scikit-image, scikit-learn and matplotlib ship at least 10 colour photos
+
+
+def test_atomic_writes_leave_no_temp_file_and_normal_permissions(tmp_path: Path) -> None:
+    import os
+
+    from modelprint.atomic import atomic_open, write_text
+
+    target = tmp_path / "out.json"
+    write_text(target, "first")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # as open() would create it, not mkstemp's 0600
+    with pytest.raises(RuntimeError), atomic_open(target) as fh:
+        fh.write("half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "first" and [p.name for p in tmp_path.iterdir()] == ["out.json"]
