@@ -222,6 +222,45 @@ def select(x_dev: np.ndarray, y_dev: np.ndarray, names: list[str], seed: int, co
     return best, cv
 
 
+def scores_in(pipe, x: np.ndarray, names: list[str]) -> np.ndarray:
+    """``(n, M)`` decision scores with columns in ``names`` order."""
+    s = _scores(pipe, x)
+    cols = [list(map(str, pipe.classes_)).index(n) for n in names]
+    return s[:, cols]
+
+
+def oof_scores(x: np.ndarray, y: np.ndarray, features: str, clf: str, names: list[str], seed: int) -> np.ndarray:
+    """Out-of-fold dev scores (the same 4 folds as :func:`cv_accuracy`), columns in ``names`` order."""
+    from sklearn.model_selection import StratifiedKFold
+
+    out = np.zeros((len(y), len(names)))
+    for train, val in StratifiedKFold(4, shuffle=True, random_state=seed).split(x, y):
+        out[val] = scores_in(_fit(features, clf, names, x[train], y[train], seed), x[val], names)
+    return out
+
+
+def evaluate_cascade(stages: list[tuple[np.ndarray, str, int]], y: dict, idx: dict, names: list[str], seed: int) -> dict:
+    """Early exit from stage 1 (cheap) to stage 2: ``stages`` are (flattened ``samples`` signatures, ``features/
+    classifier``, calls per image per candidate). The margin is chosen on out-of-fold dev scores, then both stages
+    are fitted on dev and the cascade is tested."""
+    from modelprint.probes import choose_margin, score_margin
+
+    y_dev, y_test = y["samples"][idx["dev"]], y["samples"][idx["test"]]
+    dev = [oof_scores(x[idx["dev"]], y_dev, *combo.split("/"), names, seed) for x, combo, _ in stages]
+    margin = choose_margin(dev[0], dev[1], y_dev, names)
+    test = [scores_in(_fit(*combo.split("/"), names, x[idx["dev"]], y_dev, seed), x[idx["test"]], names)
+            for x, combo, _ in stages]
+    early = score_margin(test[0]) >= margin
+    pred = np.asarray(names)[np.argmax(np.where(early[:, None], test[0], test[1]), axis=1)]
+    correct = (pred == y_test).astype(float)
+    calls = stages[0][2] + (~early) * stages[1][2]
+    return {"margin": margin, "exit_early_fraction": float(early.mean()), "top1": float(correct.mean()),
+            "top1_ci": bootstrap_ci(correct, seed), "mean_calls_per_image_per_candidate": float(calls.mean()),
+            "stage_calls": [stages[0][2], stages[0][2] + stages[1][2]],
+            "stage1_alone_top1": float((np.asarray(names)[np.argmax(test[0], 1)] == y_test).mean()),
+            "stage2_alone_top1": float((np.asarray(names)[np.argmax(test[1], 1)] == y_test).mean())}
+
+
 def evaluate_setting(sig: dict[str, np.ndarray], y: dict[str, np.ndarray], idx: dict, names: list[str], seed: int,
                      combos=COMBOS) -> dict:
     """Both protocols for one setting's signatures: dev-CV selection, then in-domain and cross-domain test."""
@@ -386,6 +425,18 @@ def main() -> None:
         uses_extra = label.startswith("cheap 4-ring") or label.startswith("denoising loss")
         r["refs_per_model"] = args.dev + (args.extra_refs if uses_extra else 0)
 
+    # early exit: a cheap stage first, the reference only for the images it is unsure of (dev references only)
+    flat = lambda sig: sig.reshape(len(sig), -1)  # noqa: E731
+    stage_sets = {"fast preset": (flat(signatures(fast, energies[("samples", "K4")], args.seed)),
+                                  results["fast preset"]["unknown_origin"]["selected"], fast["calls"])}
+    free = next(k for k in loss_results if "training-free" in k and f"≤ {fast['calls']} calls" in k)
+    stage_sets["denoising loss, training-free"] = (
+        flat(loss_signatures(settings[free], energies[("samples", "L")], args.seed)), "concat/lowest-loss",
+        settings[free]["calls"])
+    final = (flat(sig_ref["samples"]), ref_res["unknown_origin"]["selected"], reference["calls"])
+    cascades = {f"{name} → reference-5": evaluate_cascade([stage, final], y, idx, names, args.seed)
+                for name, stage in stage_sets.items()}
+
     # baselines: same splits, same classifiers, chosen by the same dev CV
     learned = load_method("learned")
     base = {}
@@ -414,11 +465,13 @@ def main() -> None:
     for label in cost:
         cost[label]["time_ratio_to_reference"] = cost[label]["seconds_per_image"] / cost["reference-5"]["seconds_per_image"]
 
-    out = {"candidates": names, "seed": args.seed, "dev_per_model": args.dev, "test_per_model": args.test,
+    entries = zoo.entries()
+    out = {"candidates": names, "candidate_sha256": {n: entries[n]["files"] for n in names}, "seed": args.seed,
+           "dev_per_model": args.dev, "test_per_model": args.test,
            "extra_refs_per_model": args.extra_refs, "faces_per_model": args.faces, "sdedit_strength": args.strength,
            "grids": {**GRIDS, "L": LOSS_GRID},
            "settings": {k: {kk: (list(vv) if isinstance(vv, tuple) else vv) for kk, vv in v.items()} for k, v in settings.items()},
-           "results": results, "baselines": base, "cost": cost,
+           "results": results, "cascades": cascades, "baselines": base, "cost": cost,
            "cheap_scan_top": sorted(scan, key=lambda r: (-r["dev_cv"], r["calls"]))[:15],
            "loss_scan_top": sorted(loss_scan, key=lambda r: (-r["dev_cv"], r["calls"]))[:15],
            "reference_dev_cv": ref_res["unknown_origin"]["dev_cv"][ref_res["unknown_origin"]["selected"]],
@@ -490,6 +543,14 @@ def report(out: dict, args) -> None:
         dev = b["dev_cv"][f"concat/{b['selected']}"]
         md.append(f"| baseline: {kind} | 0 | — | {out['dev_per_model']} | {b['selected']} ({dev:.3f}) | "
                   f"{fmt_ci(i['top1'], i['top1_ci'])} | {i['top3']:.3f} | {i['mrr']:.3f} | {fmt_ci(c['top1'], c['top1_ci'])} |")
+    md += ["", "Early exit (`modelprint.probes.CascadeAttributor`): a cheap stage decides when its score margin reaches a "
+           "threshold chosen on out-of-fold dev scores (the smallest at which the cascade loses no dev accuracy "
+           "against the reference alone); the other images also go through reference-5. Dev references only.", "",
+           "| cascade | margin | exit early | in-domain top-1 | mean calls / image / candidate | cheap alone | reference alone |",
+           "|---|---|---|---|---|---|---|"]
+    for label, c in out["cascades"].items():
+        md.append(f"| {label} | {c['margin']:.3g} | {c['exit_early_fraction']:.2f} | {fmt_ci(c['top1'], c['top1_ci'])} | "
+                  f"{c['mean_calls_per_image_per_candidate']:.0f} | {c['stage1_alone_top1']:.3f} | {c['stage2_alone_top1']:.3f} |")
     md += ["", "![accuracy against calls](results/probes_sds.png)", "",
            f"Cheap setting chosen on dev: `{out['settings']['cheap (dev-selected)']['name']}`. "
            "Cost through all candidates, measured in this run (seconds per image, 2 threads); the last column checks "

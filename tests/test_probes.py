@@ -17,6 +17,7 @@ from PIL import Image
 from modelprint.errors import ModelprintError
 from modelprint.probes import (
     CallableDenoiser,
+    CascadeAttributor,
     ConditionalUNetDenoiser,
     DenoisingLossProbe,
     DiffusersDenoiser,
@@ -28,6 +29,8 @@ from modelprint.probes import (
     probe_from_preset,
     ranking_metrics,
     ring_masks,
+    choose_margin,
+    score_margin,
     true_model_signatures,
     unknown_origin_signatures,
 )
@@ -207,6 +210,39 @@ def test_lowest_loss_attribution_through_every_candidate(candidates: dict, sampl
     np.testing.assert_allclose(loaded.decision_function(sig_test), model.decision_function(sig_test))
     with pytest.raises(ModelprintError, match="needs the denoising-loss probe"):
         ProbeAttributor(candidates, SpectralProbe.preset("fast"), classifier="lowest-loss").fit(sig_refs, y_refs)
+
+
+def test_choose_margin_keeps_the_final_stages_accuracy() -> None:
+    classes = ["a", "b"]
+    y = np.array(["a", "a", "b", "b", "a"])
+    cheap = np.array([[0.9, 0.1], [0.6, 0.4], [0.45, 0.55], [0.2, 0.8], [0.3, 0.7]])  # margins .8 .2 .1 .6 .4
+    final = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])  # always right
+    np.testing.assert_allclose(score_margin(cheap), [0.8, 0.2, 0.1, 0.6, 0.4])
+    # the last image is wrong at margin 0.4, so only margins above it may exit: 0.6
+    assert choose_margin(cheap, final, y, classes) == pytest.approx(0.6)
+    assert choose_margin(cheap, final, y, classes, tolerance=0.2) == pytest.approx(0.1)
+    assert choose_margin(final, cheap, y, classes) == 1.0  # a perfect cheap stage exits everything
+
+
+def test_cascade_exits_early_only_where_the_cheap_stage_is_sure(candidates: dict, samples: dict) -> None:
+    refs = np.concatenate([samples[n][:8] for n in MODELS])
+    test = np.concatenate([samples[n][8:12] for n in MODELS])
+    y_refs = np.repeat(MODELS, 8)
+    cheap = ProbeAttributor(candidates, probe_from_preset("loss-fast"), classifier="lowest-loss").fit(refs, y_refs)
+    final = ProbeAttributor(candidates, SpectralProbe(**SMALL), classifier="logreg").fit(refs, y_refs)
+    assert (cheap.calls_per_image, final.calls_per_image) == (32, 64)
+    never = CascadeAttributor([cheap, final], [np.inf]).decide(test)
+    np.testing.assert_array_equal(never.stage, 1)
+    np.testing.assert_array_equal(never.calls, 96)
+    np.testing.assert_array_equal(never.predictions, final.predict(test))
+    always = CascadeAttributor([cheap, final], [-np.inf]).decide(test)
+    np.testing.assert_array_equal(always.calls, 32)
+    np.testing.assert_array_equal(always.predictions, cheap.predict(test))
+    middle = np.median(score_margin(cheap.decision_function(test)))
+    mixed = CascadeAttributor([cheap, final], [middle]).decide(test)
+    assert set(mixed.stage.tolist()) == {0, 1} and mixed.calls.mean() < 96
+    with pytest.raises(ModelprintError, match="one margin per stage"):
+        CascadeAttributor([cheap, final], [])
 
 
 def test_true_model_protocol_probes_each_image_through_its_own_generator(candidates: dict, samples: dict) -> None:

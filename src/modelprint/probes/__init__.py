@@ -5,6 +5,7 @@
 - :mod:`~modelprint.probes.base`: the :class:`Probe` interface, the registry of probe kinds and their presets.
 - :mod:`~modelprint.probes.sds`: the :class:`SpectralProbe` that turns a denoiser's response to band-limited noise
   into a signature vector.
+- :mod:`~modelprint.probes.cascade`: early exit, a cheap probe first and an expensive one only where it is unsure.
 - :mod:`~modelprint.probes.loss`: the :class:`DenoisingLossProbe` (plain noise-prediction loss per timestep), the
   training-free baseline and the raw material of trajectory features.
 - :mod:`~modelprint.probes.attribution`: the true-model and unknown-origin protocols, classifiers, ranking metrics
@@ -25,6 +26,7 @@ from modelprint.probes.attribution import (
     unknown_origin_signatures,
 )
 from modelprint.probes.base import PROBES, Probe, preset_names, probe_from_preset
+from modelprint.probes.cascade import CascadeAttributor, CascadeDecision, choose_margin, score_margin
 from modelprint.probes.denoisers import (
     CallableDenoiser,
     ConditionalUNetDenoiser,
@@ -44,6 +46,8 @@ __all__ = [
     "TIMESTEPS_1",
     "TIMESTEPS_5",
     "CallableDenoiser",
+    "CascadeAttributor",
+    "CascadeDecision",
     "CandidatePrototypeSimilarity",
     "ConditionalUNetDenoiser",
     "DenoisingLossProbe",
@@ -55,6 +59,7 @@ __all__ = [
     "ProbeAttributor",
     "SpectralProbe",
     "VaeEncoder",
+    "choose_margin",
     "coupling",
     "fit_classifier",
     "make_classifier",
@@ -62,6 +67,7 @@ __all__ = [
     "probe_from_preset",
     "ranking_metrics",
     "ring_masks",
+    "score_margin",
     "true_model_signatures",
     "unknown_origin_signatures",
 ]

@@ -275,6 +275,11 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
     def _probe(self) -> Probe:
         return self.probe if self.probe is not None else SpectralProbe()
 
+    @property
+    def calls_per_image(self) -> int:
+        """Denoiser calls (forward images) per attributed image, over all candidates."""
+        return self._probe().calls_per_image * len(self.candidates)
+
     def signatures(self, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
         """``(n, M, d)`` signatures of ``images`` through every candidate (in ``candidates`` order)."""
         return unknown_origin_signatures(self._probe(), self.candidates, images, progress)

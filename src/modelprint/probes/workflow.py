@@ -22,7 +22,6 @@ from modelprint.io.images import ImageLimits, load_image_file, to_uint8
 from modelprint.probes.attribution import ProbeAttributor
 from modelprint.probes.denoisers import Denoiser, DiffusersDenoiser
 from modelprint.probes.base import Probe, ProbeProgress
-from modelprint.probes.sds import SpectralProbe
 
 __all__ = ["ProbeImages", "load_candidates", "parse_named", "load_probe_images", "fit_prototypes", "identify_files"]
 
@@ -143,8 +142,7 @@ def identify_files(attributor: ProbeAttributor, paths: Sequence[str | Path], top
                 for entry, j in zip(row["top_k"], order):
                     entry["probability"] = float(probs[i, j])
             results.append(row)
-    probe = attributor.probe if attributor.probe is not None else SpectralProbe()
     return {"classifier": attributor.classifier, "features": attributor.features,
-            "candidates": list(attributor.candidates), "calls_per_image": probe.calls_per_image * len(attributor.candidates),
+            "candidates": list(attributor.candidates), "calls_per_image": attributor.calls_per_image,
             "results": results, "failed": [str(e) for e in batch.errors]}
 
