@@ -13,7 +13,7 @@ Candidates: every diffusion model of a built zoo (standard tier: 7 pixel DDPMs i
 
 Every image is probed through every candidate (unknown origin) with three grids: the reference 5-step setting
 (8 rings × 5 timesteps × 3 scales × 6 repeats = 720 calls per image per candidate), a 4-ring grid (80 calls) and
-the plain denoising loss (8 timesteps × 10 repeats = 80 calls), the training-free baseline that any SDS result must
+the plain denoising loss (8 timesteps × 6 repeats = 48 calls), the training-free baseline that any SDS result must
 beat at an equal number of calls (method notes §2).
 Every cheaper setting inside a grid (a subset of its timesteps and scales, fewer repeats, with or without the log
 energy) is cut from the grid's per-repeat energies (``SpectralProbe.energies_within``): identical to probing with
@@ -45,7 +45,7 @@ GRIDS = {
     "K8": {"rings": 8, "timesteps": (781, 601, 401, 201, 1), "noise_scales": (1.0, 1.25, 1.5), "repeats": 6},
     "K4": {"rings": 4, "timesteps": (781, 601, 401, 201, 1), "noise_scales": (1.0,), "repeats": 4},
 }
-LOSS_GRID = {"timesteps": (1, 6, 11, 21, 51, 101, 201, 401), "repeats": 10}
+LOSS_GRID = {"timesteps": (1, 6, 11, 21, 51, 101, 201, 401), "repeats": 6}
 REFERENCE_CALLS = 720
 COMBOS = [(f, c) for f in ("concat", "distances") for c in ("prototype", "logreg", "svm")]
 LOSS_COMBOS = [("concat", c) for c in ("lowest-loss", "prototype", "logreg", "svm")]
@@ -134,7 +134,7 @@ def signatures(v: dict, energies: np.ndarray, seed: int) -> np.ndarray:
 
 
 def loss_variants() -> list[dict]:
-    """Denoising-loss settings inside the loss grid: one or two timesteps, or the first k, with 1–10 repeats."""
+    """Denoising-loss settings inside the loss grid: one or two timesteps, or the first k, with 1–6 repeats."""
     ts = LOSS_GRID["timesteps"]
     subsets = [(t,) for t in ts] + list(itertools.combinations(ts, 2)) + [ts[:k] for k in range(3, len(ts) + 1)]
     return [{"grid": "L", "timesteps": t, "repeats": r, "calls": len(t) * r,
@@ -304,10 +304,10 @@ def main() -> None:
     parser.add_argument("--zoo", type=Path, default=Path("out/zoo"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dev", type=int, default=8, help="dev images per model (selection by 4-fold CV)")
-    parser.add_argument("--test", type=int, default=8, help="in-domain test images per model")
-    parser.add_argument("--extra-refs", type=int, default=20,
+    parser.add_argument("--test", type=int, default=6, help="in-domain test images per model")
+    parser.add_argument("--extra-refs", type=int, default=12,
                         help="more reference samples per model, probed with the 4-ring and loss grids only")
-    parser.add_argument("--faces", type=int, default=6, help="cross-domain (SDEdit faces) images per model")
+    parser.add_argument("--faces", type=int, default=4, help="cross-domain (SDEdit faces) images per model")
     parser.add_argument("--strength", type=float, default=0.7)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timing-images", type=int, default=2)
