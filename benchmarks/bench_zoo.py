@@ -113,7 +113,9 @@ def main() -> None:
     rw = Dataset.from_path(shared_dir() / "realworld" / "manifest.csv").with_min_count(8)
     rw_images = [load_image(p) for p in rw.paths]
 
-    out: dict = {"zoo": str(args.zoo), "models": names, "seen": seen, "unseen": unseen, "support": args.support,
+    entries = zoo.entries()
+    out: dict = {"zoo": str(args.zoo), "models": names, "model_sha256": {n: entries[n]["files"] for n in names},
+                 "seen": seen, "unseen": unseen, "support": args.support,
                  "tune_images": args.tune_images, "tune_steps": args.tune_steps, "seed": args.seed,
                  "eval_images_per_model": len(images[names[0]]) - args.tune_images, "machine": machine(), "methods": {}}
     relatives = [("ddpm-finetune", "ddpm", "fine-tuned child"), ("ddpm-lora", "ddpm", "LoRA child"),

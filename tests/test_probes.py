@@ -197,6 +197,9 @@ def test_lowest_loss_attribution_through_every_candidate(candidates: dict, sampl
     assert sig_test.shape == (16, 2, 4)
     model = ProbeAttributor(candidates, probe, classifier="lowest-loss").fit(sig_refs, y_refs)
     assert list(model.classes_) == list(MODELS)
+    reordered = {n: candidates[n] for n in MODELS[::-1]}  # classes stay sorted, scores follow them
+    backwards = ProbeAttributor(reordered, probe, classifier="lowest-loss").fit(sig_refs[:, ::-1], y_refs)
+    np.testing.assert_allclose(backwards.decision_function(sig_test[:, ::-1]), model.decision_function(sig_test))
     # The rule itself: the candidate whose standardised log loss is lowest, nothing learnt from the labels.
     z = (sig_test - sig_refs.mean(0)) / sig_refs.std(0)
     np.testing.assert_array_equal(model.predict(sig_test), np.asarray(MODELS)[np.argmin(z.mean(2), axis=1)])

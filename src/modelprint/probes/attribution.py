@@ -114,11 +114,10 @@ class LowestLoss(ClassifierMixin, BaseEstimator):
     """Training-free attribution from denoising losses: the candidate whose noise prediction fits the image best.
 
     Input: :class:`~modelprint.probes.loss.DenoisingLossProbe` signatures of every candidate, flattened ``(n, M·T)``
-    in ``candidates`` order. A candidate's score is minus its log loss averaged over timesteps. Candidates in
+    in ``candidates`` order (``classes_`` are the candidate names, sorted). A candidate's score is minus its log loss averaged over timesteps. Candidates in
     different spaces (pixels, latents) or of different quality have losses on different scales, so with
     ``standardise`` each (candidate, timestep) log loss is first standardised by its mean and spread over the
     fitted images, whatever their labels: ``fit`` learns no class boundary, only each candidate's loss scale.
-    Classes are the candidate names.
     """
 
     def __init__(self, candidates: Sequence[str] = (), standardise: bool = True) -> None:
@@ -138,7 +137,9 @@ class LowestLoss(ClassifierMixin, BaseEstimator):
         if unknown:
             raise ModelprintError(f"lowest-loss: classes {unknown} are not candidates; its classes are the "
                                   f"candidates ({', '.join(map(str, self.candidates))})")
-        self.classes_ = np.asarray([str(c) for c in self.candidates])
+        names = [str(c) for c in self.candidates]
+        self.classes_ = np.asarray(sorted(names))  # sorted, as every scikit-learn classifier's
+        self.order_ = np.asarray([names.index(c) for c in self.classes_])
         if self.standardise:
             self.mean_ = blocks.mean(axis=0)
             spread = blocks.std(axis=0)
@@ -149,8 +150,9 @@ class LowestLoss(ClassifierMixin, BaseEstimator):
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        """``(n, M)``: minus the (standardised) log loss through each candidate, averaged over timesteps."""
-        return -((self._blocks(X) - self.mean_) / self.scale_).mean(axis=2)
+        """``(n, M)``: minus the (standardised) log loss through each candidate, averaged over timesteps, in
+        ``classes_`` order."""
+        return -((self._blocks(X) - self.mean_) / self.scale_).mean(axis=2)[:, self.order_]
 
     def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         return self.classes_[np.argmax(self.decision_function(X), axis=1)]
