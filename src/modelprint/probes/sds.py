@@ -52,8 +52,9 @@ _SCALES = (1.0, 1.25, 1.5)
 
 #: Named settings. ``reference-1``/``reference-5`` are the seed paper's (144 and 720 calls per image); ``fast``
 #: probes 4 rings at two small timesteps with one scale and two repeats (16 calls) and keeps the residual energy. On
-#: the four tiny zoo diffusion models ``fast`` matched the 5-step setting's unknown-origin accuracy; choose the
-#: setting for other candidates on a validation split.
+#: the nine standard-zoo diffusion models (unknown origin, 8 references each) ``fast`` scored 0.611 against the
+#: 5-step setting's 0.704 at 1/45 of its calls (``benchmarks/README.md``); choose the setting for your candidates
+#: on a validation split.
 PRESETS: dict[str, dict[str, Any]] = {
     "reference-1": {"rings": 8, "timesteps": TIMESTEPS_1, "noise_scales": _SCALES, "repeats": 6},
     "reference-5": {"rings": 8, "timesteps": TIMESTEPS_5, "noise_scales": _SCALES, "repeats": 6},
