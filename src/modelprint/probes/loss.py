@@ -29,7 +29,10 @@ from modelprint.probes.denoisers import Denoiser
 __all__ = ["DenoisingLossProbe", "LOSS_PRESETS"]
 
 #: ``loss-fast``: 4 small timesteps × 4 repeats = 16 calls, the budget of the SDS ``fast`` preset (at large t the
-#: loss hardly depends on the model); ``loss-trajectory``: the loss along the whole trajectory.
+#: loss hardly depends on the model); ``loss-trajectory``: the loss along the whole trajectory. Which timesteps
+#: separate best depends on the candidates: on the tiny zoo models t ≤ 21 did, on the nine standard-zoo diffusion
+#: models the dev split chose t = 51, 201 with logistic regression (``benchmarks/README.md``); choose on a
+#: validation split.
 LOSS_PRESETS = {
     "loss-fast": {"timesteps": (1, 6, 11, 21), "repeats": 4},
     "loss-trajectory": {"timesteps": (1, 51, 101, 201, 301, 401, 501, 601, 701, 801, 901), "repeats": 4},
