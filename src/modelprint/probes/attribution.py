@@ -114,8 +114,9 @@ class LowestLoss(ClassifierMixin, BaseEstimator):
     """Training-free attribution from denoising losses: the candidate whose noise prediction fits the image best.
 
     Input: :class:`~modelprint.probes.loss.DenoisingLossProbe` signatures of every candidate, flattened ``(n, M·T)``
-    in ``candidates`` order (``classes_`` are the candidate names, sorted). A candidate's score is minus its log loss averaged over timesteps. Candidates in
-    different spaces (pixels, latents) or of different quality have losses on different scales, so with
+    in ``candidates`` order (``classes_`` are the candidate names, sorted). A candidate's score is minus its log
+    loss averaged over timesteps. Candidates in different spaces (pixels, latents) or of different quality have
+    losses on different scales, so with
     ``standardise`` each (candidate, timestep) log loss is first standardised by its mean and spread over the
     fitted images, whatever their labels: ``fit`` learns no class boundary, only each candidate's loss scale.
     """
@@ -303,7 +304,8 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
                                                  or self.features != "concat"):
             raise ModelprintError("the lowest-loss classifier needs the denoising-loss probe (a loss-* preset) and "
                                   "concat features")
-        pipe = make_classifier(self.classifier, self.pca_components, self.C, self.seed, candidates=list(self.candidates))
+        pipe = make_classifier(self.classifier, self.pca_components, self.C, self.seed,
+                               candidates=list(self.candidates))
         if self.features == "distances":
             pipe.steps.insert(0, ("sim", CandidatePrototypeSimilarity(len(self.candidates))))
         return pipe
