@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,3 +183,17 @@ def test_bad_inputs_are_rejected(tmp_path):
 def test_importing_reports_does_not_import_matplotlib():
     code = "import sys, modelprint.reports, modelprint.evaluation; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_demo_report_names_no_machine_paths(tmp_path):
+    from modelprint.demo import REALWORLD_CLASSES, REALWORLD_PER_CLASS, run_demo
+
+    realworld = tmp_path / "realworld"  # look-alike classes (plain photos-like images): they get confused
+    for k, cls in enumerate(REALWORLD_CLASSES):
+        (realworld / cls).mkdir(parents=True)
+        for i in range(REALWORLD_PER_CLASS):
+            Image.fromarray(natural_like(48, 48, seed=100 * k + i)).save(realworld / cls / f"{i}.png")
+    out = run_demo(workdir=tmp_path / "demo", seed=0, realworld=realworld)
+    text = (tmp_path / "demo" / "report.html").read_text(encoding="utf-8")
+    assert out["evaluation"]["identification"]["errors"]  # mistakes are listed, by path
+    assert "celeba64_gan/" in text and str(tmp_path) not in text and str(Path(modelprint.__file__).parent) not in text
