@@ -197,3 +197,21 @@ def test_demo_report_names_no_machine_paths(tmp_path):
     text = (tmp_path / "demo" / "report.html").read_text(encoding="utf-8")
     assert out["evaluation"]["identification"]["errors"]  # mistakes are listed, by path
     assert "celeba64_gan/" in text and str(tmp_path) not in text and str(Path(modelprint.__file__).parent) not in text
+
+
+def test_methods_hand_over_the_spectra_they_compute_while_embedding():
+    from modelprint.methods import load_method
+
+    images = [natural_like(64, 80, seed=i).astype(np.float32) / 255 for i in range(2)]
+    spectral = load_method("spectral", residual="highpass", reference=None)
+    vectors, spectra = spectral.embed_with_spectra(images)
+    np.testing.assert_array_equal(vectors, spectral.embed(images))
+    np.testing.assert_array_equal(spectra, spectral.log_spectra(images))
+    fused = load_method("fused", views=[("spectral", 1.0)], params={"spectral": {"residual": "highpass", "reference": None}})
+    fused_vectors, fused_spectra = fused.embed_with_spectra(images)
+    np.testing.assert_array_equal(fused_vectors, fused.embed(images))
+    np.testing.assert_array_equal(fused_spectra, spectra)
+    learned = load_method("learned")
+    vectors, spectra = learned.embed_with_spectra(images)
+    np.testing.assert_array_equal(vectors, learned.embed(images))
+    np.testing.assert_allclose(spectra[1], learned.window_spectra(images[1]).mean(axis=(0, 1)), rtol=1e-6)

@@ -430,7 +430,8 @@ def _print_summary(d: dict) -> None:
             return "—"
         return f"{v:.3f}" + (f"  [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else "")
 
-    table = _table(f"{_shown(d.get('method', ''))}: {d['n_models']} models, {d['n_images']} images, seed {d.get('seed')}",
+    table = _table(f"{_shown(d.get('method', '').split('@')[0])}: {d['n_models']} models, {d['n_images']} images, "
+                   f"seed {d.get('seed')}",
                    "metric", escape("value  [95% CI]"))
     for section, key in (("identification", "accuracy"), ("identification", "macro_f1"), ("verification", "auc"),
                          ("verification", "eer"), ("verification", "accuracy"), ("open_set", "auroc"),
