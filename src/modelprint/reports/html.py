@@ -338,11 +338,13 @@ def write_html_report(
 ) -> None:
     """Write ONE self-contained HTML file (atomically) describing ``result``.
 
-    Sections: a summary table of all metrics with 95% bootstrap CIs, the identification confusion matrix, the
-    verification ROC curve on test pairs with the EER point, a 2-D map of ``embeddings`` coloured by
+    Sections: a header (modelprint version, method tag, date), the models left out and why, a summary table of
+    all metrics with 95% bootstrap CIs, the identification confusion matrix and the most confident mistakes (by
+    the paths in ``result``, as the caller gave them), the verification ROC curve on test pairs with the EER
+    point, the open-set operating point ``modelprint identify`` uses, a 2-D map of ``embeddings`` coloured by
     ``labels`` (t-SNE, or PCA below 10 images; a class-stratified subset above 1500 images), the mean spectrum
-    per model when ``mean_spectra`` (model name → 2-D array, computed by the caller) is given, the most
-    confident identification mistakes, the settings, and the full result as JSON.
+    per model on frequency axes with one colour scale when ``mean_spectra`` (model name → 2-D array, computed by
+    the caller) is given, a glossary of the metrics, the settings, and the full result as JSON.
     """
     emb = np.asarray(embeddings)
     lab = np.asarray([str(v) for v in labels])
