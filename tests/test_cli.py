@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +21,9 @@ GENERATORS = {  # name: (resampling filter, upsampling factor)
 }
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "modelprint.cli.main", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+def run(*args: str | bytes, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "modelprint.cli.main", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env=None if env is None else {**os.environ, **env})
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +36,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for i in range(8):
             small = Image.fromarray(natural_like(96 // factor, 96 // factor, seed=100 * g + i))
             small.resize((96, 96), resample).save(folder / f"{i}.png")
+    (root / "dataset" / "tiny").mkdir()  # too few images for support 3: left out, and said so
+    for i in range(4):
+        (root / "dataset" / "tiny" / f"{i}.png").write_bytes((root / "dataset" / "nearest" / f"{i}.png").read_bytes())
     (root / "bad").mkdir()
     (root / "bad" / "corrupt.png").write_bytes((root / "dataset" / "nearest" / "0.png").read_bytes()[:200])
     (root / "bad" / "notes.png").write_text("not an image")
@@ -75,10 +80,16 @@ def test_enroll_identify_verify_gallery_and_evaluate(workspace: Path) -> None:
     assert "bicubic3x" not in {m["name"] for m in listed["models"]}
 
     out_json, report = workspace / "eval.json", workspace / "eval.html"
-    res = run("evaluate", str(ds), "--support", "3", "--pairs", "200", "--seed", "1", "--json", str(out_json),
+    res = run("evaluate", str(ds), "--support", "3", "--pairs", "200", "--seed", "1", "--json-out", str(out_json),
               "--report", str(report), cwd=workspace)
     assert res.returncode == 0, res.stderr
     result = json.loads(out_json.read_text())
+    assert result["dropped_classes"] == {"tiny": {"images": 4, "reason": "4 image(s), fewer than support + 3 = 6"}}
+    lines = res.stderr.splitlines()  # off a terminal: one line per phase and per model left out, nothing else
+    assert [line.split(":")[0] for line in lines] == ["evaluate"] * 4 + ["dropped"]
+    assert lines[0].startswith("evaluate: embedding 24 images of 3 models") and lines[2].startswith("evaluate: report")
+    assert lines[3].startswith("evaluate: done in") and lines[4] == f"dropped: tiny: {result['dropped_classes']['tiny']['reason']}"
+    assert "identification.accuracy" in res.stdout  # the summary table
     for section, key in (("identification", "accuracy"), ("identification", "macro_f1"), ("verification", "auc"),
                          ("verification", "eer"), ("verification", "accuracy")):
         assert isinstance(result[section][key], float)
@@ -96,15 +107,17 @@ def test_fatal_errors_are_one_line_with_exit_code_2(workspace: Path) -> None:
     assert res.returncode == 2 and "nowhere" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_same_seed_same_numbers(workspace: Path) -> None:
-    outs = []
-    for k in range(2):
-        path = workspace / f"eval{k}.json"
-        res = run("evaluate", str(workspace / "dataset"), "--support", "3", "--pairs", "100", "--seed", "7", "--json", str(path), cwd=workspace)
-        assert res.returncode == 0, res.stderr
-        d = json.loads(path.read_text())
-        outs.append((d["identification"], d["verification"]))
-    assert outs[0] == outs[1]
+def test_same_seed_same_numbers_and_json_on_stdout_or_in_a_file(workspace: Path) -> None:
+    """``--json`` prints the JSON on stdout (instead of the table); ``--json PATH``, the old form, still writes PATH."""
+    args = ("evaluate", str(workspace / "dataset"), "--support", "3", "--pairs", "100", "--seed", "7")
+    printed = run(*args, "--json", cwd=workspace)
+    assert printed.returncode == 0, printed.stderr
+    path = workspace / "eval-legacy.json"
+    written = run(*args, "--json", str(path), cwd=workspace)
+    assert written.returncode == 0, written.stderr
+    assert "read as --json-out" in written.stderr and "identification.accuracy" in written.stdout
+    outs = [json.loads(printed.stdout), json.loads(path.read_text())]
+    assert [(d["identification"], d["verification"]) for d in outs] == [(outs[0]["identification"], outs[0]["verification"])] * 2
 
 
 def test_denoiser_train_command_writes_loadable_weights(tmp_path: Path) -> None:
@@ -129,3 +142,67 @@ def test_synthesize_list_and_a_tiny_pool(tmp_path: Path) -> None:
     again = json.loads(run("synthesize", "--out", str(tmp_path / "pool"), "--archs", archs, "--seeds", "1", "--max-steps", "3",
                            cwd=tmp_path).stdout)
     assert again["trained"] == 0 and again["already_done"] == 2  # resumes: nothing to redo
+
+
+def test_names_print_literally_on_one_line_and_json_keeps_them(workspace: Path) -> None:
+    """Brackets are not Rich markup, control characters and undecodable bytes are shown escaped, names are not cut."""
+    ds, gallery = workspace / "dataset", workspace / "names.sqlite"
+    res = run("enroll", "--gallery", str(gallery), "--model", "sd[/x]", *(str(ds / "nearest" / f"{i}.png") for i in range(3)),
+              cwd=workspace)
+    assert res.returncode == 0 and "as sd[/x] (" in res.stdout, res.stderr
+    res = run("enroll", "--gallery", str(gallery), "--model", "bl{x}[/b]", *(str(ds / "bilinear" / f"{i}.png") for i in range(3)),
+              cwd=workspace, env={"TTY_COMPATIBLE": "1"})  # a terminal: the name is in the progress bar's label too
+    assert res.returncode == 0 and "enrolling bl{x}[/b] " in res.stderr, res.stderr
+    res = run("gallery", "list", "--gallery", str(gallery), cwd=workspace)
+    assert res.returncode == 0 and "sd[/x]" in res.stdout and "bl{x}[/b]" in res.stdout, res.stderr
+
+    folder = workspace / "a[/b]"  # folder "a[" holding folder "b]"
+    folder.mkdir(parents=True)
+    good = folder / ("photo[v2]" + "-long" * 40 + ".png")
+    good.write_bytes((ds / "nearest" / "5.png").read_bytes())
+    (folder / "bad.png").write_text("not an image")
+    weird = os.fsencode(folder) + b"/x\n\x1b[31mred\tcaf\xe9.png"
+    with open(weird, "wb") as fh:
+        fh.write(b"junk")
+    out_json = workspace / "names.json"
+    res = run("identify", "--gallery", str(gallery), "--json-out", str(out_json), "a[/b]/bad.png", str(good), weird,
+              "missing.png", cwd=workspace)
+    assert res.returncode == 1
+    lines = res.stderr.splitlines()
+    assert len(lines) == 3 and all(line.startswith("skipped: ") for line in lines), res.stderr
+    assert lines[0] == "skipped: a[/b]/bad.png: not an image (content is not a known image format)"
+    assert "/x\\n\\x1b[31mred\\tcaf\\xe9.png: " in lines[1] and "\x1b" not in res.stderr
+    assert lines[2].startswith("skipped: missing.png: ")
+    table = [line for line in res.stdout.splitlines() if "photo" in line]
+    assert len(table) == 1 and good.name in table[0] and "sd[/x]" in table[0]  # one row, the whole name
+    payload = json.loads(out_json.read_text())
+    assert payload["results"][0]["path"] == str(good)
+    assert os.fsdecode(weird) in [f.split(": ")[0] for f in payload["failed"]]  # the true name, JSON-escaped
+
+
+def test_a_missing_input_is_a_bad_input_for_identify_and_verify_alike(workspace: Path) -> None:
+    ds = workspace / "dataset"
+    res = run("verify", str(ds / "nearest" / "0.png"), str(workspace / "missing.png"), cwd=workspace)
+    assert res.returncode == 1 and res.stderr.splitlines() == [f"error: {workspace / 'missing.png'}: no such file"]
+    assert res.stdout == ""
+
+
+def test_version_and_help_texts_without_artefacts() -> None:
+    import modelprint
+    from typer.testing import CliRunner
+
+    from modelprint.cli.main import app
+
+    res = run("--version", cwd=Path.cwd())
+    assert res.returncode == 0 and res.stdout == f"modelprint {modelprint.__version__}\n"
+    runner, seen = CliRunner(), 0
+    groups = [[]]
+    while groups:
+        prefix = groups.pop()
+        text = runner.invoke(app, [*prefix, "--help"], terminal_width=200).output
+        assert "Usage:" in text and "{" not in text and "<bool>" not in text and "list[" not in text, (prefix, text)
+        seen += 1
+        section = text.split("Commands")[1] if "Commands" in text else ""
+        names = [line.split()[1] for line in section.splitlines() if line.startswith("│ ") and line.split()[1][0].isalpha()]
+        groups += [[*prefix, name] for name in names]
+    assert seen >= 25  # every command and group

@@ -13,6 +13,7 @@ from modelprint.evaluation import (
     EvaluationResult,
     draw_verification_pairs,
     evaluate_embeddings,
+    too_small,
     verification_from_scores,
 )
 
@@ -123,13 +124,53 @@ def test_small_classes_are_dropped_and_listed():
     x = np.vstack([x, rng.normal(size=(5 + 6, x.shape[1]))])
     y = y + ["five"] * 5 + ["six"] * 6  # support 5: "five" has no query image, "six" has one
     r = evaluate_embeddings(x, y, support=5, seed=0, n_boot=10)
-    assert r.dropped_classes == {"five": 5}
+    assert r.dropped_classes == {"five": {"images": 5, "reason": "5 image(s), fewer than support + 1 = 6"}}
     assert "five" not in r.labels and "six" in r.labels
     assert r.n_models == 5 and r.n_images == 46
     assert "five" not in r.identification.labels
     assert len(r.identification.confusion_matrix) == 5
     with pytest.raises(DatasetError, match="at least 2 models"):
         evaluate_embeddings(x[:15], ["a"] * 10 + ["b"] * 5, support=5, n_boot=10)
+
+
+def test_classes_dropped_before_embedding_are_reported_with_those_dropped_here():
+    x, y = clustered(n_classes=4, per_class=10)
+    before = too_small({"model_0": 10, "tiny": 7}, 8, "support + 3")
+    assert before == {"tiny": {"images": 7, "reason": "7 image(s), fewer than support + 3 = 8"}}
+    r = evaluate_embeddings(x[:-4], y[:-4], support=6, seed=0, n_boot=10, dropped=before)  # model_3: 6 images
+    assert r.dropped_classes == {"tiny": before["tiny"],
+                                 "model_3": {"images": 6, "reason": "6 image(s), fewer than support + 1 = 7"}}
+    assert EvaluationResult.from_dict(json.loads(r.to_json())).dropped_classes == r.dropped_classes
+
+
+def test_results_of_the_previous_format_still_load():
+    x, y = clustered(n_classes=3, per_class=10)
+    d = evaluate_embeddings(x, y, n_boot=10).to_dict()
+    d.update({"format": "modelprint.evaluation/1", "dropped_classes": {"five": 5}})
+    for key in ("unknown_threshold", "threshold_rule", "known_accepted", "known_correct", "unknown_rejected"):
+        del d["open_set"][key]
+    old = EvaluationResult.from_dict(d)
+    assert old.dropped_classes["five"]["images"] == 5 and old.open_set.unknown_threshold is None
+
+
+def test_open_set_reports_the_operating_point_identify_uses(separated):
+    from modelprint.gallery import calibrate
+
+    x, y, r = separated
+    osr = r.open_set
+    assert osr.unknown_threshold is not None and "leave-one-out" in osr.threshold_rule
+    # the same threshold a gallery enrolled with the known models' support images calibrates: identify's
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    rng = np.random.default_rng(np.random.SeedSequence(0).spawn(5)[0])
+    support = {c: rng.permutation(np.flatnonzero(np.array(y) == c))[:5] for c in r.labels}
+    enrolled = np.concatenate([support[c] for c in osr.known_classes])
+    counts = np.full(len(osr.known_classes), 5)
+    expected = calibrate(xn[enrolled].astype(np.float64), np.arange(0, counts.sum(), 5), counts)
+    assert osr.unknown_threshold == pytest.approx(expected["unknown_threshold"])
+    assert 0.9 <= osr.known_accepted <= 1.0 and osr.known_correct <= osr.known_accepted
+    assert osr.unknown_rejected >= 0.9  # well-separated unknown models are answered "unknown"
+    one_shot = evaluate_embeddings(x, y, support=1, seed=0, n_boot=10).open_set
+    assert one_shot.unknown_threshold is None and one_shot.threshold_rule.startswith("none")
 
 
 def test_argument_errors():

@@ -6,6 +6,7 @@ input is bad: the bad ones come back as :class:`~modelprint.errors.ImageError` o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from modelprint.io.images import ImageLimits, load_image_file
 from modelprint.methods import DEFAULT_METHOD, FingerprintMethod, load_method
 
 Progress = Callable[[int], None]
+SPECTRA_PER_MODEL = 12  # images per model whose spectra a report averages when the method computes none itself
 
 
 @dataclass
@@ -94,13 +96,65 @@ def collect_paths(paths: Sequence[str | Path]) -> list[Path]:
     return expand_paths(paths)
 
 
+class _SpectraTap(FingerprintMethod):
+    """Embeds with ``method`` and sums the residual log-spectra it computes on the way (for reports)."""
+
+    def __init__(self, method: FingerprintMethod) -> None:
+        self.method = method
+        self.name = method.name
+        self._sum: np.ndarray | None = None
+        self._n = 0
+
+    @property
+    def version(self) -> str:
+        return self.method.version
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        vectors, spectra = self.method.embed_with_spectra(images)
+        if spectra is not None and len(spectra):
+            total = spectra.sum(axis=0, dtype=np.float64)
+            self._sum = total if self._sum is None else self._sum + total
+            self._n += len(spectra)
+        return vectors
+
+    def pop_mean(self) -> np.ndarray | None:
+        """Mean spectrum of the images embedded since the last call (``None`` if the method computed none)."""
+        mean = None if self._sum is None else (self._sum / self._n).astype(np.float32)
+        self._sum, self._n = None, 0
+        return mean
+
+
 def dataset_embeddings(
-    dataset: Dataset, method: FingerprintMethod, *, limits: ImageLimits | None = None, progress: Progress | None = None
+    dataset: Dataset,
+    method: FingerprintMethod,
+    *,
+    limits: ImageLimits | None = None,
+    progress: Progress | None = None,
+    spectra: dict[str, np.ndarray] | None = None,
 ) -> tuple[Embedded, list[str]]:
-    """Embed every image of ``dataset``; returns the embeddings and the labels of the images that decoded."""
-    label_of = {str(s.path): s.label for s in dataset}
-    emb = embed_paths(method, dataset.paths, limits=limits, progress=progress)
-    return emb, [label_of[p] for p in emb.paths]
+    """Embed every image of ``dataset``, one model at a time; returns the embeddings and the labels of the images
+    that decoded (grouped by model).
+
+    With ``spectra`` (a dict), each model's mean residual log-spectrum is stored there when the method computes
+    spectra while embedding (:meth:`~modelprint.methods.FingerprintMethod.embed_with_spectra`), at no extra cost.
+    """
+    tap = _SpectraTap(method) if spectra is not None else None
+    parts: list[Embedded] = []
+    labels: list[str] = []
+    for label in dataset.classes:
+        part = embed_paths(tap or method, [s.path for s in dataset if s.label == label], limits=limits, progress=progress)
+        parts.append(part)
+        labels += [label] * len(part.paths)
+        mean = tap.pop_mean() if tap is not None else None
+        if mean is not None and spectra is not None:
+            spectra[label] = mean
+    vectors = [p.vectors for p in parts if len(p.paths)]
+    return Embedded(
+        [p for part in parts for p in part.paths],
+        [h for part in parts for h in part.hashes],
+        np.concatenate(vectors) if vectors else np.zeros((0, 0), dtype=np.float32),
+        [e for part in parts for e in part.errors],
+    ), labels
 
 
 def verify_pair(
@@ -153,6 +207,10 @@ class DatasetEvaluation:
     labels: list[str]
 
 
+Phase = Callable[[str, int], None]
+"""``phase(description, steps)``: a new phase starts that will advance ``progress`` by ``steps`` (0: none)."""
+
+
 def evaluate_dataset(
     dataset: Dataset | str | Path,
     method: FingerprintMethod | str | None = DEFAULT_METHOD,
@@ -164,44 +222,79 @@ def evaluate_dataset(
     max_pixels: int | None = None,
     report: str | Path | None = None,
     progress: Progress | None = None,
+    phase: Phase | None = None,
 ) -> DatasetEvaluation:
     """Embed a labelled dataset and run every protocol of :func:`modelprint.evaluation.evaluate_embeddings`.
 
     Models with fewer than ``min_per_class`` images (default ``support + 3``) are left out before anything is
-    computed. With ``report``, a self-contained HTML report is written there.
+    computed and listed, with the reason, in the result's ``dropped_classes``. Image paths in the result are
+    relative to the dataset's folder (the index file's folder for an index). With ``report``, a self-contained
+    HTML report is written there; its spectra are those the method computed while embedding when it computes
+    any. ``phase`` is told when embedding, the protocols and the report start; ``progress`` advances each.
     """
-    from modelprint.evaluation import evaluate_embeddings
+    from modelprint.errors import DatasetError
+    from modelprint.evaluation import evaluate_embeddings, too_small
 
     ds = dataset if isinstance(dataset, Dataset) else Dataset.from_path(dataset)
-    ds = ds.with_min_count(min_per_class if min_per_class is not None else support + 3)
+    minimum = min_per_class if min_per_class is not None else support + 3
+    dropped = too_small(ds.counts(), minimum, "min_per_class" if min_per_class is not None else "support + 3")
+    ds = ds.with_min_count(minimum)
     if len(ds.classes) < 2:
-        from modelprint.errors import DatasetError
-
-        raise DatasetError(f"{ds.source}: fewer than 2 models have enough images for support {support}")
+        raise DatasetError(f"{ds.source}: fewer than 2 models have at least {minimum} images "
+                           f"(the minimum for support {support}; see min_per_class)")
     m = resolve_method(method)
-    emb, labels = dataset_embeddings(ds, m, limits=ImageLimits(max_pixels=max_pixels), progress=progress)
-    result = evaluate_embeddings(emb.vectors, labels, support=support, pairs=pairs, seed=seed, method=m.tag, paths=emb.paths)
-    if report is not None:
+    limits = ImageLimits(max_pixels=max_pixels)
+    if phase:
+        phase(f"embedding {len(ds)} images of {len(ds.classes)} models with {m.name}", len(ds))
+    spectra: dict[str, np.ndarray] | None = {} if report is not None else None
+    emb, labels = dataset_embeddings(ds, m, limits=limits, progress=progress, spectra=spectra)
+    if phase:
+        phase("evaluating: identification, verification, open set, clustering", 0)
+    root = Path(ds.source) if Path(ds.source).is_dir() else Path(ds.source).parent
+    result = evaluate_embeddings(emb.vectors, labels, support=support, pairs=pairs, seed=seed, method=m.tag,
+                                 paths=[os.path.relpath(p, root) for p in emb.paths], dropped=dropped)
+    if report is not None and spectra is not None:
         from modelprint.reports import write_html_report
 
+        missing = [c for c in result.labels if c not in spectra]
+        if missing:  # the method computes no spectra while embedding: compute them for the report
+            rows = [(p, lab) for p, lab in zip(emb.paths, labels, strict=True) if lab in missing]
+            if phase:
+                phase(f"report: spectra of {len(missing)} models",
+                      sum(min(SPECTRA_PER_MODEL, labels.count(c)) for c in missing))
+            spectra.update(mean_spectra_per_model([p for p, _ in rows], [lab for _, lab in rows], m, limits=limits,
+                                                  progress=progress))
+        if phase:
+            phase("report: embedding map and figures", 0)
         write_html_report(result, report, embeddings=emb.vectors, labels=labels,
-                          mean_spectra=mean_spectra_per_model(emb.paths, labels, m, limits=ImageLimits(max_pixels=max_pixels)),
-                          title=f"modelprint evaluation: {m.name} on {ds.source}")
+                          mean_spectra={c: spectra[c] for c in result.labels},
+                          title=f"modelprint evaluation: {m.name} on {root.name or ds.source}")
     return DatasetEvaluation(result, emb.errors, emb, labels)
 
 
 def mean_spectra_per_model(
-    paths: Sequence[str], labels: Sequence[str], method: FingerprintMethod, *, per_model: int = 12, limits: ImageLimits | None = None
+    paths: Sequence[str],
+    labels: Sequence[str],
+    method: FingerprintMethod,
+    *,
+    per_model: int = SPECTRA_PER_MODEL,
+    limits: ImageLimits | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, np.ndarray]:
-    """Mean centred residual log-spectrum of up to ``per_model`` images of each model (for reports)."""
+    """Mean centred residual log-spectrum of up to ``per_model`` images of each model (for reports), decoding one
+    image at a time; ``progress(1)`` after each."""
     from modelprint.methods.spectral import SpectralMethod
 
     spec = method if isinstance(method, SpectralMethod) else SpectralMethod(reference=None)
     out: dict[str, np.ndarray] = {}
     for label in sorted(set(labels)):
         chosen = [p for p, lab in zip(paths, labels) if lab == label][:per_model]
-        images = [load_image_file(p, limits).pixels for p in chosen]
-        out[label] = spec.log_spectra(images).mean(0)
+        total = np.zeros((spec.tile, spec.tile), dtype=np.float64)
+        for p in chosen:
+            total += spec.log_spectra([load_image_file(p, limits).pixels])[0]
+            if progress:
+                progress(1)
+        out[label] = (total / max(1, len(chosen))).astype(np.float32)
     return out
 
 

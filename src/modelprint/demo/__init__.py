@@ -94,7 +94,9 @@ def run_demo(workdir: Path, seed: int = 0, realworld: Path | None = None, consol
     console.print(f"overall accuracy (unknown counts as wrong): [bold]{accuracy:.3f}[/bold] on {len(queries)} queries; "
                   f"chance {1 / len(set(labels)):.3f}")
 
-    result = evaluate_embeddings(emb.vectors, labels, support=SUPPORT, pairs=1000, seed=seed, method=method.tag, paths=emb.paths)
+    root = os.path.commonpath([os.path.abspath(p) for p in emb.paths])  # the report names no machine paths
+    result = evaluate_embeddings(emb.vectors, labels, support=SUPPORT, pairs=1000, seed=seed, method=method.tag,
+                                 paths=[os.path.relpath(p, root) for p in emb.paths])
     report = workdir / "report.html"
     write_html_report(result, report, embeddings=emb.vectors, labels=labels,
                       mean_spectra=mean_spectra_per_model(emb.paths, labels, method, per_model=8),

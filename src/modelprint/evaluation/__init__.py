@@ -21,6 +21,7 @@ from modelprint.evaluation.protocols import (
     EvaluationResult,
     draw_verification_pairs,
     evaluate_embeddings,
+    too_small,
     verification_from_scores,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
     "roc_auc",
     "roc_curve_points",
     "silhouette_cosine",
+    "too_small",
     "tpr_at_fpr",
     "verification_from_scores",
 ]

@@ -6,12 +6,14 @@ own child of ``numpy.random.SeedSequence(seed)``, so e.g. changing ``pairs`` doe
 
 1. **Identification** — per class, ``support`` random images form the prototype (mean, renormalised); the other
    images are queries, predicted by the most similar prototype. Classes with fewer than ``support + 1`` images
-   are dropped from *all* protocols and listed in :attr:`EvaluationResult.dropped_classes`.
+   are dropped from *all* protocols and listed, with the reason, in :attr:`EvaluationResult.dropped_classes`.
 2. **Verification** — the query images are split per class into a validation and a test side (no image is on
    both sides); balanced same-model / different-model pairs are drawn within each side; the decision threshold
    is the one maximising validation accuracy, and all reported numbers are measured on the test pairs.
 3. **Open set** — ``open_set_fraction`` of the classes (at least one, chosen by seed) are held out as unknown;
-   score = max cosine to the known prototypes; AUROC (known vs unknown) and OSCR.
+   score = max cosine to the known prototypes; AUROC (known vs unknown) and OSCR; and the operating point
+   ``modelprint identify`` would use: the gallery's "unknown" threshold calibrated on the known models' support
+   images (:func:`modelprint.gallery.calibrate`), with the rates it gives on the known and unknown queries.
 4. **Clustering** — silhouette (cosine) and Davies–Bouldin of the query embeddings by true label.
 """
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from numpy.typing import NDArray
 from modelprint import atomic
 from modelprint.errors import DatasetError
 from modelprint.evaluation import metrics as M
+from modelprint.gallery import calibrate
 
 __all__ = [
     "FORMAT",
@@ -43,10 +46,12 @@ __all__ = [
     "draw_verification_pairs",
     "evaluate_embeddings",
     "l2_normalize",
+    "too_small",
     "verification_from_scores",
 ]
 
-FORMAT = "modelprint.evaluation/1"
+FORMAT = "modelprint.evaluation/2"
+_OLD_FORMATS = ("modelprint.evaluation/1",)  # read too: dropped_classes held bare image counts
 THRESHOLD_RULE = "max accuracy on validation pairs"
 MAX_ROC_POINTS = 200
 MAX_ERRORS = 50
@@ -145,6 +150,13 @@ class OpenSetResult:
     unknown_classes: list[str] = field(default_factory=list)
     n_known: int = 0
     n_unknown: int = 0
+    # The operating point of ``modelprint identify``: the "unknown" threshold a gallery enrolled with the known
+    # models' support images calibrates, and what it does to the queries.
+    unknown_threshold: float | None = None
+    threshold_rule: str | None = None  # how it was calibrated, or why there is none
+    known_accepted: float | None = None  # share of known queries scoring >= threshold (answered with a model)
+    known_correct: float | None = None  # share of known queries answered with their true model
+    unknown_rejected: float | None = None  # share of unknown-model images answered "unknown"
 
 
 @dataclass
@@ -168,7 +180,7 @@ class EvaluationResult:
     verification: VerificationResult
     open_set: OpenSetResult
     clustering: ClusteringResult
-    dropped_classes: dict[str, int] = field(default_factory=dict)  # label -> image count
+    dropped_classes: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> {"images", "reason"}
     config: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,9 +197,14 @@ class EvaluationResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvaluationResult:
         """Rebuild a result from :meth:`to_dict` output (e.g. to re-render a report from saved JSON)."""
-        if data.get("format", FORMAT) != FORMAT:
-            raise DatasetError(f"unsupported evaluation format {data.get('format')!r} (expected {FORMAT!r})")
+        fmt = data.get("format", FORMAT)
+        if fmt != FORMAT and fmt not in _OLD_FORMATS:
+            raise DatasetError(f"unsupported evaluation format {fmt!r} (expected {FORMAT!r})")
         plain = {k: v for k, v in data.items() if k not in ("identification", "verification", "open_set", "clustering")}
+        plain["dropped_classes"] = {
+            k: v if isinstance(v, dict) else {"images": v, "reason": f"{v} image(s), fewer than support + 1"}
+            for k, v in (data.get("dropped_classes") or {}).items()
+        }
         return _from_fields(
             cls,
             {
@@ -205,6 +222,16 @@ class EvaluationResult:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+
+
+def too_small(counts: Mapping[str, int], minimum: int, rule: str) -> dict[str, dict[str, Any]]:
+    """``{label: {"images": n, "reason": ...}}`` for the labels with fewer than ``minimum`` images (``rule`` names
+    where the minimum comes from, e.g. ``"support + 1"``)."""
+    return {
+        str(label): {"images": int(n), "reason": f"{n} image(s), fewer than {rule} = {minimum}"}
+        for label, n in sorted(counts.items())
+        if n < minimum
+    }
 
 
 def l2_normalize(x: NDArray[Any]) -> NDArray[np.float64]:
@@ -405,11 +432,13 @@ def evaluate_embeddings(
     n_boot: int = 1000,
     method: str = "",
     paths: Sequence[str] | None = None,
+    dropped: Mapping[str, dict[str, Any]] | None = None,
 ) -> EvaluationResult:
     """Run the four protocols (see the module docstring) on ``embeddings`` labelled by model.
 
-    ``paths`` (one per row, optional) name the images in the list of identification mistakes. Raises
-    :class:`~modelprint.errors.DatasetError` when fewer than two models have ``support + 1`` images.
+    ``paths`` (one per row, optional) name the images in the list of identification mistakes. ``dropped``
+    lists classes the caller left out before (as :func:`too_small` does); they are reported with those dropped
+    here. Raises :class:`~modelprint.errors.DatasetError` when fewer than two models have ``support + 1`` images.
     """
     x = np.asarray(embeddings)
     labels = [str(v) for v in labels]
@@ -433,7 +462,8 @@ def evaluate_embeddings(
     x = l2_normalize(x)
     names, counts = np.unique(np.array(labels, dtype=str), return_counts=True)
     keep = [str(n) for n, c in zip(names, counts, strict=True) if c >= support + 1]
-    dropped = {str(n): int(c) for n, c in zip(names, counts, strict=True) if c < support + 1}
+    dropped = {**(dropped or {}), **too_small(dict(zip(names.tolist(), counts.tolist(), strict=True)), support + 1,
+                                              "support + 1")}
     if len(keep) < 2:
         raise DatasetError(
             f"evaluation needs at least 2 models with >= {support + 1} images (support {support} + 1 query); "
@@ -520,6 +550,10 @@ def evaluate_embeddings(
         unknown_rows = np.flatnonzero(np.isin(codes, unknown))  # all their images: none was used for anything
         unknown_max = (x[unknown_rows] @ protos[known].T).max(axis=1)
         correct = known_pred == known_true
+        enrolled = [support_rows[c] for c in known]
+        calib = calibrate(x[np.concatenate(enrolled)], np.cumsum([0] + [len(r) for r in enrolled[:-1]]),
+                          np.array([len(r) for r in enrolled]))
+        t = None if calib is None else calib["unknown_threshold"]
         open_set = OpenSetResult(
             auroc=_num(M.open_set_auroc(known_max, unknown_max)),
             oscr=_num(M.oscr(correct, known_max, unknown_max)),
@@ -528,6 +562,13 @@ def evaluate_embeddings(
             unknown_classes=[keep[c] for c in unknown],
             n_known=int(known_max.size),
             n_unknown=int(unknown_max.size),
+            unknown_threshold=_num(t),
+            threshold_rule=(calib["rule"] if calib is not None else
+                            "none: calibration needs at least 2 support images per model; identify never answers "
+                            "unknown without a threshold"),
+            known_accepted=None if t is None else _num(np.mean(known_max >= t)),
+            known_correct=None if t is None else _num(np.mean(correct & (known_max >= t))),
+            unknown_rejected=None if t is None else _num(np.mean(unknown_max < t)),
         )
 
     # 4. clustering -------------------------------------------------------------------------------------

@@ -40,5 +40,10 @@ class FingerprintMethod(ABC):
     def transform(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return self.embed(images)
 
+    def embed_with_spectra(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`embed`, plus each image's centred residual log-spectrum ``(n, T, T)`` when the method computes
+        one on the way (reports reuse it instead of computing it again), else ``None``."""
+        return self.embed(images), None
+
 
 METHODS: Registry[FingerprintMethod] = Registry("fingerprint method")

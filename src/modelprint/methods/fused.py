@@ -57,3 +57,8 @@ class FusedMethod(FingerprintMethod):
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return self.combine([method.embed(images) for method in self._methods])
+
+    def embed_with_spectra(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The fused embeddings, and the spectra of the first view that computes some."""
+        views = [method.embed_with_spectra(images) for method in self._methods]
+        return self.combine([e for e, _ in views]), next((s for _, s in views if s is not None), None)

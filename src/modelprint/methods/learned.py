@@ -118,11 +118,15 @@ class LearnedMethod(FingerprintMethod):
         return np.concatenate([window_spectra(r[m : m + size, m : m + size], tile, per_side=1, region=region) for r in residuals])
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return self.embed_with_spectra(images)[0]
+
+    def embed_with_spectra(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings, and each image's window log-spectra averaged over windows and channels ``(n, T, T)``."""
         import torch
 
-        dim = self._net.config["embed_dim"]
+        dim, tile = self._net.config["embed_dim"], self._net.config["tile"]
         if len(images) == 0:
-            return np.zeros((0, dim), dtype=np.float32)
+            return np.zeros((0, dim), dtype=np.float32), np.zeros((0, tile, tile), dtype=np.float32)
         spectra = [self.window_spectra(np.asarray(im, dtype=np.float32)) for im in images]
         owner = np.repeat(np.arange(len(images)), [len(s) for s in spectra])
         x = torch.from_numpy((np.concatenate(spectra) - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
@@ -130,4 +134,4 @@ class LearnedMethod(FingerprintMethod):
             e = torch.nn.functional.normalize(self._net(x), dim=1).numpy()
         out = np.zeros((len(images), dim), dtype=np.float32)
         np.add.at(out, owner, e)
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.linalg.norm(out, axis=1, keepdims=True), np.stack([s.mean(axis=(0, 1)) for s in spectra])

@@ -78,26 +78,30 @@ class SpectralMethod(FingerprintMethod):
             out[i] = np.log(welch_power(r, self.tile) + 1e-12)
         return out
 
-    def _features(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        spectra = self.log_spectra(images)
+    def _features(self, spectra: np.ndarray) -> np.ndarray:
         # A real signal's power spectrum is point-symmetric: the upper half-plane holds all of it.
-        return spectra[:, : self.tile // 2 + 1, :].reshape(len(images), -1)
+        return spectra[:, : self.tile // 2 + 1, :].reshape(len(spectra), -1)
 
     def fit(self, images: Sequence[np.ndarray], labels: Sequence[str] | None = None) -> SpectralMethod:
         """Learn the reference from *real* images (labels are ignored)."""
-        feats = self._features(images)
+        feats = self._features(self.log_spectra(images))
         self._set_reference(feats.mean(0), feats.std(0))
         return self
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return self.embed_with_spectra(images)[0]
+
+    def embed_with_spectra(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         if len(images) == 0:
-            return np.zeros((0, (self.tile // 2 + 1) * self.tile), dtype=np.float32)
-        feats = self._features(images)
+            return (np.zeros((0, (self.tile // 2 + 1) * self.tile), dtype=np.float32),
+                    np.zeros((0, self.tile, self.tile), dtype=np.float32))
+        spectra = self.log_spectra(images)
+        feats = self._features(spectra)
         if self._mean is not None:
             feats = (feats - self._mean) / self._std
         else:
             feats = feats - feats.mean(axis=1, keepdims=True)
-        return feats.astype(np.float32)
+        return feats.astype(np.float32), spectra
 
     def _set_reference(self, mean: np.ndarray, std: np.ndarray) -> None:
         self._mean = mean.astype(np.float32)

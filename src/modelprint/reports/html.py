@@ -12,12 +12,13 @@ import io
 import json
 import math
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelprint import atomic
+from modelprint import __version__, atomic
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -45,7 +46,32 @@ figure { margin: .8em 0; } figure img { max-width: 100%; height: auto; border: 1
 figcaption { color: #555; font-size: .9em; margin-top: .3em; }
 pre { background: #f8f8f8; padding: .8em; overflow-x: auto; font-size: .85em; }
 code { font-size: .92em; }
+dl.glossary dt { font-weight: 600; margin-top: .4em; } dl.glossary dd { margin-left: 1.5em; color: #333; }
 """
+
+_GLOSSARY = (  # (term, definition); similarities are cosines of L2-normalised fingerprint embeddings
+    ("accuracy (1:N)", "share of query images whose most similar model prototype is their true model's."),
+    ("macro-F1", "F1 score (harmonic mean of precision and recall) of each model, averaged over models, so every "
+                 "model weighs the same whatever its number of images."),
+    ("ROC AUC", "probability that a random same-model pair is more similar than a random different-model pair "
+                "(1 perfect, 0.5 chance)."),
+    ("EER", "equal error rate: the error rate at the similarity threshold where as many same-model pairs are "
+            "rejected as different-model pairs accepted (lower is better)."),
+    ("TPR @ 1% FPR", "share of same-model pairs accepted at the threshold that accepts 1% of different-model "
+                     "pairs."),
+    ("accuracy @ validation threshold", "share of test pairs decided right with the threshold chosen on the "
+                                        "validation pairs (never on the test pairs)."),
+    ("AUROC (known vs unknown)", "probability that an image of an enrolled model is more similar to its best "
+                                 "prototype than an image of an unknown model is to its best one."),
+    ("OSCR", "open-set classification rate: area under the curve of correctly attributed known images against "
+             "accepted unknown images, over all thresholds (1 perfect)."),
+    ("operating point", "the \"unknown\" threshold modelprint identify uses: calibrated on the enrolled images as "
+                        "a gallery does; below it the answer is \"unknown\"."),
+    ("silhouette", "how much closer images lie to their own model's images than to the nearest other model's "
+                   "(cosine distance; −1 to 1, higher is better)."),
+    ("Davies–Bouldin", "mean ratio of the models' spread to the distance between them (lower is better)."),
+    ("95% CI", "percentile bootstrap interval: queries or pairs resampled within their classes."),
+)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -215,23 +241,40 @@ def _embedding_figure(embeddings: np.ndarray, labels: np.ndarray, seed: int) -> 
 
 
 def _spectra_figure(mean_spectra: dict[str, np.ndarray], order: Sequence[str]) -> Figure:
+    """One panel per model on axes of normalised frequency, all on one colour scale (shown beside them)."""
     names = [n for n in order if n in mean_spectra] + sorted(n for n in mean_spectra if n not in set(order))
-    k = len(names)
-    ncols = min(6, k)
-    nrows = math.ceil(k / ncols)
-    fig = _new_figure(2.1 * ncols, 2.3 * nrows)
-    for i, name in enumerate(names):
+    arrays = []
+    for name in names:
         arr = np.asarray(mean_spectra[name], dtype=np.float64)
         if arr.ndim == 3:  # tolerate (H, W, C) by averaging channels
             arr = arr.mean(axis=2)
         if arr.ndim != 2:
             raise ValueError(f"mean spectrum of {name!r} must be a 2-D array, got shape {arr.shape}")
-        finite = arr[np.isfinite(arr)]
-        lo, hi = (np.percentile(finite, [1.0, 99.5]) if finite.size else (0.0, 1.0))
-        ax = fig.add_subplot(nrows, ncols, i + 1)
-        ax.imshow(arr, cmap="magma", vmin=lo, vmax=hi if hi > lo else lo + 1e-12, interpolation="nearest")
-        ax.set_title(_short(name, 20), fontsize=8)
-        ax.axis("off")
+        arrays.append(arr)
+    finite = np.concatenate([a[np.isfinite(a)] for a in arrays])
+    lo, hi = np.percentile(finite, [1.0, 99.5]) if finite.size else (0.0, 1.0)
+    k = len(names)
+    ncols = min(6, k)
+    nrows = math.ceil(k / ncols)
+    fig = _new_figure(2.3 * ncols + 0.8, 2.5 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    image = None
+    for i, ax in enumerate(axes.ravel()):
+        if i >= k:
+            ax.set_visible(False)
+            continue
+        image = ax.imshow(arrays[i], cmap="magma", vmin=lo, vmax=hi if hi > lo else lo + 1e-12,
+                          interpolation="nearest", origin="lower", extent=(-0.5, 0.5, -0.5, 0.5))
+        ax.set_title(_short(names[i], 20), fontsize=8)
+        ax.set_xticks([-0.5, 0, 0.5])
+        ax.set_yticks([-0.5, 0, 0.5])
+        ax.tick_params(labelsize=6)
+        if i // ncols == nrows - 1 or i + ncols >= k:
+            ax.set_xlabel("horizontal frequency (cycles/px)", fontsize=6)
+        if i % ncols == 0:
+            ax.set_ylabel("vertical frequency (cycles/px)", fontsize=6)
+    fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02).set_label(
+        "log power of the noise residual", fontsize=7)
     return fig
 
 
@@ -295,11 +338,13 @@ def write_html_report(
 ) -> None:
     """Write ONE self-contained HTML file (atomically) describing ``result``.
 
-    Sections: a summary table of all metrics with 95% bootstrap CIs, the identification confusion matrix, the
-    verification ROC curve on test pairs with the EER point, a 2-D map of ``embeddings`` coloured by
+    Sections: a header (modelprint version, method tag, date), the models left out and why, a summary table of
+    all metrics with 95% bootstrap CIs, the identification confusion matrix and the most confident mistakes (by
+    the paths in ``result``, as the caller gave them), the verification ROC curve on test pairs with the EER
+    point, the open-set operating point ``modelprint identify`` uses, a 2-D map of ``embeddings`` coloured by
     ``labels`` (t-SNE, or PCA below 10 images; a class-stratified subset above 1500 images), the mean spectrum
-    per model when ``mean_spectra`` (model name → 2-D array, computed by the caller) is given, the most
-    confident identification mistakes, the settings, and the full result as JSON.
+    per model on frequency axes with one colour scale when ``mean_spectra`` (model name → 2-D array, computed by
+    the caller) is given, a glossary of the metrics, the settings, and the full result as JSON.
     """
     emb = np.asarray(embeddings)
     lab = np.asarray([str(v) for v in labels])
@@ -308,16 +353,16 @@ def write_html_report(
 
     ident, ver, osr = result.identification, result.verification, result.open_set
     parts: list[str] = []
+    written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     meta = (
-        f"method <code>{_ESC(result.method or 'unnamed')}</code> · {result.n_models} models · "
-        f"{result.n_images} images · support {result.support} per model · seed {result.seed}"
+        f"modelprint {_ESC(__version__)} · method <code>{_ESC(result.method or 'unnamed')}</code> · "
+        f"{result.n_models} models · {result.n_images} images · support {result.support} per model · "
+        f"seed {result.seed} · written {written}"
     )
     parts.append(f"<h1>{_ESC(title)}</h1><p class='meta'>{meta}</p>")
     if result.dropped_classes:
-        dropped = ", ".join(f"{_ESC(k)} ({v})" for k, v in sorted(result.dropped_classes.items()))
-        parts.append(
-            f"<p class='skipped'>Dropped (fewer than {result.support + 1} images): {dropped}</p>"
-        )
+        dropped = "; ".join(f"{_ESC(k)}: {_ESC(v['reason'])}" for k, v in sorted(result.dropped_classes.items()))
+        parts.append(f"<p class='skipped' id='dropped'>Models left out: {dropped}</p>")
 
     parts.append("<h2>Summary</h2>")
     parts.append(_table(["protocol", "metric", "value", "95% CI"], _summary_rows(result), numeric=(2, 3)))
@@ -373,6 +418,22 @@ def write_html_report(
             )
         )
 
+    parts.append("<h2 id='operating-point'>Open set: the operating point of <code>modelprint identify</code></h2>")
+    if osr.skipped:
+        parts.append(f"<p class='skipped'>Skipped: {_ESC(osr.skipped)}</p>")
+    else:
+        parts.append(_table(["", "value"], [
+            ("unknown threshold (cosine similarity)", _fmt(osr.unknown_threshold, 4)),
+            ("known-model queries answered with a model", _fmt(osr.known_accepted)),
+            ("known-model queries answered with their true model", _fmt(osr.known_correct)),
+            ("unknown-model images answered \"unknown\"", _fmt(osr.unknown_rejected)),
+        ], numeric=(1,)))
+        parts.append(
+            f"<p class='meta'>A gallery enrolled with the support images of the {len(osr.known_classes)} known "
+            f"models calibrates this threshold, and identify answers \"unknown\" below it. Rule: "
+            f"{_ESC(osr.threshold_rule or 'not recorded')}.</p>"
+        )
+
     parts.append("<h2>Embedding map</h2>")
     fig, method, n_points = _embedding_figure(emb, lab, result.seed)
     parts.append(
@@ -391,10 +452,14 @@ def write_html_report(
             _figure_html(
                 _spectra_figure(mean_spectra, result.labels),
                 "mean spectra",
-                "Each panel is scaled to its own 1st–99.5th percentile.",
+                "Centred Welch log-power spectrum of each model's noise residuals (mean over its images), on "
+                "axes of normalised frequency; one colour scale for all panels (1st–99.5th percentile).",
                 "fig-spectra",
             )
         )
+
+    parts.append("<h2>Glossary</h2><dl class='glossary'>"
+                 + "".join(f"<dt>{_ESC(t)}</dt><dd>{_ESC(d)}</dd>" for t, d in _GLOSSARY) + "</dl>")
 
     parts.append("<h2>Settings and raw result</h2>")
     settings = [(k, str(v)) for k, v in sorted(result.config.items())]
