@@ -67,6 +67,13 @@ def _report_input_errors(errors) -> None:
         err.print(f"[yellow]skipped:[/yellow] {e}", highlight=False, soft_wrap=True)
 
 
+def _report_warnings(warnings) -> None:
+    from rich.markup import escape
+
+    for w in warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
+
+
 def _progress(total: int | None, label: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -95,19 +102,21 @@ def enroll(
     """Enroll a model into a gallery from a few of its images."""
     with _fatal_errors():
         from modelprint.api import collect_paths, enroll as api_enroll
-        from modelprint.gallery import Gallery
         from modelprint.io import ImageLimits
 
         _seed(seed)
         files = collect_paths(paths)
         bar, task = _progress(len(files), f"enrolling {model}")
-        with Gallery(gallery) as g, bar:
-            rep = api_enroll(g, model, files, method=method, notes=notes, limits=ImageLimits(max_pixels=max_pixels),
+        with bar:
+            rep = api_enroll(gallery, model, files, method=method, notes=notes, limits=ImageLimits(max_pixels=max_pixels),
                              progress=lambda n: bar.advance(task, n))
         _report_input_errors(rep.errors)
+        _report_warnings(rep.warnings)
         if as_json:
             _emit_json({"model": rep.model, "method": rep.method, "added": rep.added, "skipped_duplicates": rep.skipped,
-                        "failed": [str(e) for e in rep.errors], "unknown_threshold": rep.unknown_threshold})
+                        "failed": [str(e) for e in rep.errors], "unknown_threshold": rep.unknown_threshold,
+                        "threshold_source": rep.threshold_source, "also_enrolled_as": rep.also_enrolled_as,
+                        "warnings": rep.warnings})
         else:
             out.print(f"enrolled [bold]{rep.added}[/bold] image(s) as [bold]{model}[/bold] ({rep.skipped} already "
                       f"enrolled, {len(rep.errors)} failed) with {rep.method.split('@')[0]}")
@@ -139,6 +148,7 @@ def identify(
             rep = api_identify(g, files, method=method, top_k=top_k, threshold=threshold,
                                limits=ImageLimits(max_pixels=max_pixels), progress=lambda n: bar.advance(task, n))
         _report_input_errors(rep.errors)
+        _report_warnings(rep.warnings)
         d = rep.to_dict()
         if as_json:
             _emit_json(d)
@@ -193,7 +203,7 @@ def gallery_list(gallery: GalleryOpt, as_json: JsonFlag = False) -> None:
         if as_json:
             _emit_json({
                 "models": [{"name": i.name, "notes": i.notes, "created": i.created, "n_embeddings": i.n_embeddings,
-                            "methods": list(i.methods)} for i in models],
+                            "n_images": i.n_images, "methods": list(i.methods)} for i in models],
                 "calibration": {k: (None if c is None else {"unknown_threshold": c.unknown_threshold,
                                                             "verify_threshold": c.verify_threshold, "rule": c.rule})
                                 for k, c in calibs.items()},
@@ -203,7 +213,7 @@ def gallery_list(gallery: GalleryOpt, as_json: JsonFlag = False) -> None:
         for col in ("model", "images", "methods", "created", "notes"):
             table.add_column(col)
         for i in models:
-            table.add_row(i.name, str(i.n_embeddings), ", ".join(x.split("@")[0] for x in i.methods), i.created, i.notes)
+            table.add_row(i.name, str(i.n_images), ", ".join(x.split("@")[0] for x in i.methods), i.created, i.notes)
         out.print(table)
         for k, c in calibs.items():
             if c is not None:
