@@ -39,11 +39,13 @@ def add_checksums(conn: sqlite3.Connection) -> None:
 
 
 def structure_problem(conn: sqlite3.Connection) -> str | None:
-    """SQLite's ``quick_check`` findings on one line (at most 3 of them), or ``None`` if it reports ``ok``."""
+    """SQLite's ``quick_check`` findings on one line (the first 2), or ``None`` if it reports ``ok``."""
     rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check(3)").fetchall()]
     if rows == ["ok"]:
         return None
-    return "SQLite's quick_check reports: " + "; ".join(" ".join(r.split()) for r in rows)
+    found = [" ".join(line.split()) for r in rows for line in r.splitlines() if line.strip() and "***" not in line]
+    more = f" and {len(found) - 2} more" if len(found) > 2 else ""
+    return "SQLite's quick_check finds: " + "; ".join(found[:2]) + more
 
 
 def checksum_problem(conn: sqlite3.Connection) -> str | None:

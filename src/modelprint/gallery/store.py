@@ -29,6 +29,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -55,6 +56,7 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _F32 = np.dtype("<f4")
 _CHUNK = 8192
+_TIMEOUT = 30.0  # seconds to wait for another process's write
 
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -535,10 +537,10 @@ class Gallery:
                 raise self._fail(f"cannot create the gallery's folder ({exc.strerror or exc})") from None
         try:
             if self._read_only:
-                conn = sqlite3.connect(_read_only_uri(p), uri=True, timeout=30.0, isolation_level=None,
+                conn = sqlite3.connect(_read_only_uri(p), uri=True, timeout=_TIMEOUT, isolation_level=None,
                                        check_same_thread=False)
             else:
-                conn = sqlite3.connect(str(p), timeout=30.0, isolation_level=None, check_same_thread=False)
+                conn = sqlite3.connect(str(p), timeout=_TIMEOUT, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise self._sqlite_failure(exc) from None
         try:
@@ -614,14 +616,14 @@ class Gallery:
         return row is not None
 
     def _initialise(self, conn: sqlite3.Connection, create: bool) -> None:
-        n_tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-        if n_tables:
-            raise self._fail("not a modelprint gallery (SQLite database without a meta table)")
-        if not create:
-            raise self._fail("not a modelprint gallery (empty database)")
-        if self._read_only:
+        """Create the schema in a database without a ``meta`` table, if it is empty (checked under the write lock,
+        as another process may be creating the same gallery)."""
+        if not create or self._read_only:
+            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise self._fail("not a modelprint gallery (SQLite database without a meta table)")
+            if not create:
+                raise self._fail("not a modelprint gallery (empty database)")
             raise self._fail(f"cannot create the gallery in this empty file: {self._read_only}")
-        conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
             if not self._has_table(conn, "meta"):  # another process may have initialised it meanwhile
@@ -644,6 +646,16 @@ class Gallery:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        # Switching to WAL does not wait for a busy database (another process creating it at the same moment).
+        deadline = time.monotonic() + _TIMEOUT
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if not str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY") or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _read_meta(self, conn: sqlite3.Connection) -> None:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
