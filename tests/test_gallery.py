@@ -617,7 +617,7 @@ READ_ONLY_SCRIPT = textwrap.dedent(
 
     with Gallery(sys.argv[1], create=False) as g:
         print("read_only", g.read_only, len(g.models()), g.identify_embeddings(np.ones(32), "dct", "1")[0].model)
-    for path in (sys.argv[1], sys.argv[1] + ".new"):
+    for path in sys.argv[1:]:
         try:
             with Gallery(path) as g:
                 g.add_model("another")
@@ -627,28 +627,40 @@ READ_ONLY_SCRIPT = textwrap.dedent(
 )
 
 
-def test_gallery_in_read_only_folder(built, tmp_path):
-    """A real read-only file system (a read-only bind mount in a private mount namespace; root cannot write it)."""
-    path, _ = built
-    folder = path.parent
+@pytest.mark.parametrize("target", ["folder", "file"])
+def test_gallery_on_read_only_file_system(built, tmp_path, target):
+    """A real read-only folder or file (a read-only bind mount in a private mount namespace; root cannot write it)."""
+    import shlex
+
+    folder = tmp_path / target
+    folder.mkdir()
+    path = folder / "g.sqlite"
+    path.write_bytes(built[0].read_bytes())
+    ro = folder if target == "folder" else path
     unshare = ["unshare", "--user", "--map-root-user", "--mount"] if os.geteuid() else ["unshare", "--mount"]
-    mount = f"mount --bind {folder} {folder} && mount -o remount,ro,bind {folder} {folder}"
-    probe = subprocess.run([*unshare, "sh", "-c", f"{mount} && true"], capture_output=True, text=True)
+    q = shlex.quote(str(ro))
+    mount = f"mount --bind {q} {q} && mount -o remount,ro,bind {q}"
+    probe = subprocess.run([*unshare, "sh", "-c", mount], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"no read-only bind mount here ({probe.stderr.strip()})")
+    script = tmp_path / "check.py"
+    script.write_text(READ_ONLY_SCRIPT)
+    new = folder / "new.sqlite"
+    cli = [sys.executable, "-m", "modelprint.cli.main", "gallery", "list", "--json", "--gallery", str(path)]
+    check = [sys.executable, str(script), str(path)] + ([str(new)] if target == "folder" else [])
     env = dict(os.environ, MODELPRINT_THREADS="1", PYTHONPATH=str(Path(api.__file__).parent.parent))
-    cli = f"{sys.executable} -m modelprint.cli.main gallery list --json --gallery {path}"
-    script = f"{sys.executable} -c '{READ_ONLY_SCRIPT}' {path}"
-    proc = subprocess.run([*unshare, "sh", "-c", f"{mount} && {cli} && {script}"], capture_output=True, text=True,
-                          timeout=120, env=env)
+    shell = f"{mount} && {shlex.join(cli)} && {shlex.join(check)}"
+    proc = subprocess.run([*unshare, "sh", "-c", shell], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
     listed, _, rest = proc.stdout.partition("\n}\n")
     assert [m["name"] for m in json.loads(listed + "\n}")["models"]] == ["model0", "model1", "model2"]
     lines = rest.strip().splitlines()
     assert lines[0] == "read_only True 3 " + lines[0].split()[-1]
-    assert lines[1] == f"refused {path}: cannot write to the gallery: the gallery file {path} is on a read-only file system"
-    assert lines[2] == f"refused {path}.new: cannot create the gallery: its folder {folder} is on a read-only file system"
-    assert gallery_files(folder) == ["g.sqlite"]
+    read_only_fs = "is on a read-only file system"
+    assert lines[1] == f"refused {path}: cannot write to the gallery: the gallery file {path} {read_only_fs}"
+    if target == "folder":
+        assert lines[2] == f"refused {new}: cannot create the gallery: its folder {folder} {read_only_fs}"
+    assert gallery_files(folder) == ["g.sqlite"]  # no -wal or -shm was created, even in the writable folder
 
 
 def test_one_method_per_gallery(built, tmp_path):
@@ -684,7 +696,8 @@ def test_unknown_without_calibration_falls_back_to_measured_threshold(tmp_path):
         k = max(s for s in by_k if s <= 4)
         assert (chosen.value, chosen.source, chosen.calibrated) == (by_k[k], "fallback", False)
         assert "cannot calibrate 'unknown' (1 model, 4 images" in chosen.detail
-        assert f"measured for learned on {doc['data']['classes']} held-out classes with {k}-image prototypes" in chosen.detail
+        measured = f"measured for learned on {doc['data']['classes']} held-out classes with {k}-image prototypes"
+        assert measured in chosen.detail
         far, near = g.identify_embeddings(np.stack([-center, center]), method, version)
         assert (far.model, far.threshold, near.model) == (UNKNOWN, by_k[k], "one")
         g.add_embeddings("two", [rng.normal(size=256)], [sha("t")], ["-"], method, version)  # 2 models: calibrates

@@ -320,5 +320,8 @@ def identify(
         threshold, source, detail = chosen.value, chosen.source, chosen.detail
         warnings = [] if chosen.calibrated else [chosen.detail]
     emb = embed_paths(m, collect_paths(paths), limits=limits, progress=progress)
-    results = gallery.identify_embeddings(emb.vectors, m.name, m.version, top_k=top_k, threshold=threshold) if emb.paths else []
+    results = (
+        gallery.identify_embeddings(emb.vectors, m.name, m.version, top_k=top_k, threshold=threshold)
+        if emb.paths else []
+    )
     return IdentifyReport(m.tag, emb.paths, results, emb.errors, source, detail, warnings)

@@ -103,7 +103,9 @@ def measure(
     pixels = [im.astype(np.float32) / 255.0 for cls in images for im in cls]
     learned, spectral = load_method("learned"), load_method("spectral")
     fused = load_method("fused")  # default views: learned and spectral, as below
-    views = [np.concatenate([m.embed(pixels[i : i + 16]) for i in range(0, len(pixels), 16)]) for m in (learned, spectral)]
+    views = [
+        np.concatenate([m.embed(pixels[i : i + 16]) for i in range(0, len(pixels), 16)]) for m in (learned, spectral)
+    ]
     embeddings = {learned.tag: views[0], spectral.tag: views[1], fused.tag: fused.combine(views)}
     doc = {
         "format": FORMAT,
@@ -121,7 +123,8 @@ def measure(
             "images_per_class": per_class,
             "image_size": size,
             "description": (
-                "synthetic generators (modelprint.synthesis, the extractor pool's training settings, one torch thread) of "
+                "synthetic generators (modelprint.synthesis, the extractor pool's training settings, one torch "
+                "thread) of "
                 "architectures outside the paper space the extractor was trained on, each applied to its own "
                 "crops of held-out real photos (RealPool holdout split), 8-bit"
             ),

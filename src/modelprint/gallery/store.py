@@ -488,8 +488,10 @@ class Gallery:
     *verification* threshold is the equal-error-rate threshold between same-model and different-model pairs of
     enrolled embeddings (exhaustive up to :data:`MAX_PAIRS` pairs per kind, else a seeded deterministic
     sample). With less data the calibration is ``None``: :meth:`identify_embeddings` without an explicit
-    threshold then returns the best match with ``threshold=None`` and never ``"unknown"``, and
-    :meth:`verify_embeddings` returns ``same_model=None``.
+    threshold then uses the method's fallback threshold measured on held-out classes
+    (:meth:`open_set_threshold`, :mod:`modelprint.gallery.fallback`), or, if none was measured for it, returns
+    the best match with ``threshold=None`` and never ``"unknown"``; :meth:`verify_embeddings` returns
+    ``same_model=None``.
     """
 
     def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False) -> None:
@@ -566,7 +568,10 @@ class Gallery:
             return self._damaged(str(exc))
         if name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_IOERR", "SQLITE_BUSY",
                             "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_AUTH")):
-            return self._fail(f"cannot open gallery ({exc}" + (f"; {self._read_only})" if self._read_only else ")"))
+            why = f"; {self._read_only}" if self._read_only else ""
+            if self._read_only and Path(f"{self._path}-wal").exists():
+                why += f", and its {self._path.name}-wal file (left by a writer) cannot be read without writing"
+            return self._fail(f"cannot open gallery ({exc}{why})")
         return self._fail(f"not a modelprint gallery ({exc})")
 
     def _verify(self, conn: sqlite3.Connection) -> None:
@@ -599,7 +604,7 @@ class Gallery:
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Give a writable gallery made by an older modelprint what it lacks (embedding checksums), atomically."""
-        if has_checksums(conn) and not conn.execute("SELECT 1 FROM embeddings WHERE checksum IS NULL LIMIT 1").fetchone():
+        if has_checksums(conn) and not conn.execute("SELECT 1 FROM embeddings WHERE checksum IS NULL").fetchone():
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -653,7 +658,8 @@ class Gallery:
                 conn.execute("PRAGMA journal_mode = WAL")
                 return
             except sqlite3.OperationalError as exc:
-                if not str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY") or time.monotonic() > deadline:
+                busy = str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY")
+                if not busy or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
 
@@ -868,7 +874,9 @@ class Gallery:
         if refusal:
             raise self._fail(refusal)
 
-    def _enroll_refusal(self, conn: sqlite3.Connection, model: str, method: str, version: str, dim: int | None) -> str | None:
+    def _enroll_refusal(
+        self, conn: sqlite3.Connection, model: str, method: str, version: str, dim: int | None
+    ) -> str | None:
         """Why ``method@version`` embeddings (of dimension ``dim``, if known) cannot join this gallery, or ``None``."""
         others = [r[0] for r in conn.execute(
             "SELECT DISTINCT method FROM embeddings WHERE method != ? ORDER BY method", (method,)
