@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modelprint import api
 from modelprint.errors import GalleryError
 from modelprint.gallery import UNKNOWN, Calibration, EnrollResult, Gallery, ModelInfo
+from modelprint.gallery.fallback import FALLBACK_FILE, fallback_threshold, load_fallbacks
+from modelprint.methods import FingerprintMethod
 
 DIM = 32
 METHOD, VERSION = "dct", "1"
@@ -377,10 +380,6 @@ def test_scale_tens_of_thousands(tmp_path):
 
 # --------------------------------------------------------------------------- reliability (issue 11, items 5-10, 14)
 
-from modelprint import api  # noqa: E402
-from modelprint.gallery.fallback import FALLBACK_FILE, fallback_threshold, load_fallbacks  # noqa: E402
-from modelprint.methods import FingerprintMethod  # noqa: E402
-
 FIXTURE = Path(__file__).parent / "data" / "gallery-v1"
 TESTS_DIR = Path(__file__).parent
 
@@ -733,6 +732,11 @@ def test_fallback_choice_and_shipped_measurement():
         assert fallback_threshold(tag, 10_000)[0] == by_k[max(by_k)]["threshold"]
     assert fallback_threshold("learned@another-version", 5) is None
     assert FALLBACK_FILE.parent.name == "weights"
+    # measured for the methods as shipped: new weights (a new tag) must be measured again
+    from modelprint.methods import load_method
+
+    assert load_method("fused").tag in doc["methods"]  # its views are the default learned and spectral
+    assert {load_method(name).tag for name in ("learned", "spectral")} <= set(doc["methods"])
 
 
 def test_fallback_measurement_rule():
