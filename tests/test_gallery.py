@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modelprint import api
 from modelprint.errors import GalleryError
 from modelprint.gallery import UNKNOWN, Calibration, EnrollResult, Gallery, ModelInfo
+from modelprint.gallery.fallback import FALLBACK_FILE, fallback_threshold, load_fallbacks
+from modelprint.methods import FingerprintMethod
 
 DIM = 32
 METHOD, VERSION = "dct", "1"
@@ -373,3 +376,409 @@ def test_scale_tens_of_thousands(tmp_path):
         results = g.identify_embeddings(queries, METHOD, VERSION)
         assert len(results) == 20000
         assert np.mean([r.top_k[0][0] == f"m{i // 2500}" for i, r in enumerate(results)]) > 0.99
+
+
+# --------------------------------------------------------------------------- reliability (issue 11, items 5-10, 14)
+
+FIXTURE = Path(__file__).parent / "data" / "gallery-v1"
+TESTS_DIR = Path(__file__).parent
+
+
+class TinyMethod(FingerprintMethod):
+    """A cheap, deterministic method (colour statistics) so path-level enrolments need no torch."""
+
+    name = "tiny"
+
+    def __init__(self, version: str = "1", nan: bool = False) -> None:
+        self._version, self._nan = version, nan
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    def embed(self, images):
+        out = np.stack([np.concatenate([im.mean((0, 1)), im.std((0, 1)), [1.0]]) for im in images]).astype(np.float32)
+        return np.full_like(out, np.nan) if self._nan else out
+
+
+def write_pngs(folder: Path, n: int, seed: int) -> list[Path]:
+    from PIL import Image
+
+    from conftest import natural_like
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        Image.fromarray(natural_like(40, 40, seed=seed * 1000 + i)).save(folder / f"{i}.png")
+        paths.append(folder / f"{i}.png")
+    return paths
+
+
+def gallery_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MODELPRINT_THREADS="1", PYTHONPATH=str(Path(api.__file__).parent.parent))
+    return subprocess.run([sys.executable, "-m", "modelprint.cli.main", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def test_gallery_made_before_checksums_opens_and_identifies_identically(tmp_path):
+    """The committed fixture was made by modelprint before checksums existed (schema 1, no checksum column)."""
+    expected = json.loads((FIXTURE / "expected.json").read_text())
+    path = tmp_path / "gallery.sqlite"
+    path.write_bytes((FIXTURE / "gallery.sqlite").read_bytes())
+    method, version = expected["method"], expected["version"]
+    queries = np.array([q["vector"] for q in expected["queries"]], dtype=np.float32)
+
+    def check(g: Gallery) -> None:
+        assert [(m.name, m.n_embeddings, m.methods) for m in g.models()] == [
+            (m["name"], m["n_embeddings"], m["methods"]) for m in expected["models"]
+        ]
+        cal = g.calibration(method, version)
+        assert (cal.unknown_threshold, cal.verify_threshold) == (
+            expected["calibration"]["unknown_threshold"], expected["calibration"]["verify_threshold"]
+        )
+        for r, q in zip(g.identify_embeddings(queries, method, version, top_k=3), expected["queries"], strict=True):
+            assert (r.model, r.similarity, [list(t) for t in r.top_k]) == (q["prediction"], q["similarity"], q["top_k"])
+
+    with Gallery(path, read_only=True) as g:  # as it is: nothing migrated, nothing created beside it
+        check(g)
+    assert gallery_files(tmp_path) == ["gallery.sqlite"]
+    with Gallery(path, create=False) as g:  # writable: gains checksums, answers the same
+        check(g)
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*), count(checksum) FROM embeddings").fetchone() == (12, 12)
+    conn.close()
+    with Gallery(path, create=False) as g:
+        check(g)
+
+
+TINY_ENROLL_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    from test_gallery import TinyMethod
+    from modelprint.api import enroll
+    from modelprint.gallery import Gallery
+
+    gallery, folder, who, rounds = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    failed = []
+    for r in range(rounds):
+        (folder / f"ready-{{r}}-{{who}}").touch()
+        while len(list(folder.glob(f"ready-{{r}}-*"))) < 2:  # a barrier: both processes enroll at once
+            time.sleep(0.0005)
+        try:
+            with Gallery(gallery) as g:
+                rep = enroll(g, f"model{{r}}", sorted((folder / who / str(r)).glob("*.png")), method=TinyMethod())
+            assert rep.added == 2 and not rep.errors, rep
+        except Exception as exc:
+            failed.append(f"round {{r}}: {{exc}}")
+    print(f"{{len(failed)}} of {{rounds}} failed", *failed, sep="\\n")
+    sys.exit(1 if failed else 0)
+    """
+)
+
+
+def test_concurrent_enrolls_of_one_new_model_both_add(tmp_path):
+    """Two processes enroll the same new model name at once, 12 times (the issue saw 3 failures in 12)."""
+    rounds = 12
+    for who in ("a", "b"):
+        for r in range(rounds):
+            write_pngs(tmp_path / who / str(r), 2, seed=hash((who, r)) % 10_000)
+    script = TINY_ENROLL_SCRIPT.format(tests=str(TESTS_DIR))
+    env = dict(os.environ, MODELPRINT_THREADS="1")
+    gallery = tmp_path / "g.sqlite"  # does not exist yet: both also race to create it
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(gallery), str(tmp_path), who, str(rounds)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for who in ("a", "b")
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    with Gallery(gallery, create=False) as g:
+        assert {m.name: m.n_embeddings for m in g.models()} == {f"model{r}": 4 for r in range(rounds)}
+
+
+ENROLL_KILLED_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    sys.path.insert(0, {tests!r})
+    from test_gallery import TinyMethod
+    from modelprint.api import enroll
+    from modelprint.gallery import Gallery
+
+    g = Gallery(sys.argv[1])
+
+    def trace(sql):
+        if sql.lstrip().upper().startswith("INSERT") and "INTO EMBEDDINGS" in sql.upper():
+            os._exit(1)  # killed between creating the model and adding its images
+
+    g._conn.set_trace_callback(trace)
+    enroll(g, "newmodel", sys.argv[2:], method=TinyMethod())
+    print("enroll completed")
+    """
+)
+
+
+def test_enroll_is_one_transaction(tmp_path):
+    images = [str(p) for p in write_pngs(tmp_path / "imgs", 3, seed=1)]
+    path = tmp_path / "g.sqlite"
+    with Gallery(path) as g:
+        api.enroll(g, "old", images[:2], method=TinyMethod())
+        before = snapshot(g, tmp_path)
+        # an embedding that fails validation: refused, and no empty model is left behind
+        with pytest.raises(GalleryError, match="NaN"):
+            api.enroll(g, "newmodel", images, method=TinyMethod(nan=True))
+        assert snapshot(g, tmp_path) == before
+    proc = subprocess.run([sys.executable, "-c", ENROLL_KILLED_SCRIPT.format(tests=str(TESTS_DIR)), str(path), *images],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ, MODELPRINT_THREADS="1"))
+    assert proc.returncode == 1 and "enroll completed" not in proc.stdout, proc.stdout + proc.stderr
+    with Gallery(path, create=False) as g:
+        assert [m.name for m in g.models()] == ["old"]
+        assert snapshot(g, tmp_path) == before
+
+
+def _corrupt(src: Path, dst: Path, find: bytes | None = None, page_of: str | None = None) -> Path:
+    """Copy ``src`` to ``dst`` with 4 bytes overwritten: inside ``find``'s bytes, or a b-tree page's cell pointers."""
+    data = bytearray(src.read_bytes())
+    if find is not None:
+        at = data.find(find)
+        assert at > 0
+        data[at + 8 : at + 12] = b"\x00\x00\x80\x7f"  # a float becomes +inf
+    else:
+        conn = sqlite3.connect(src)
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (page_of,)).fetchone()[0]
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        conn.close()
+        at = (root - 1) * page_size + 8  # the cell pointer array of a leaf page
+        data[at : at + 4] = b"\xff\xff\xff\xff"
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def test_damaged_gallery_is_refused(built, tmp_path):
+    path, _ = built
+    conn = sqlite3.connect(path)
+    vector = conn.execute("SELECT vector FROM embeddings WHERE id = 7").fetchone()[0]
+    prototype = conn.execute("SELECT vector FROM prototypes LIMIT 1").fetchone()[0]
+    conn.close()
+    cases = {
+        "quick_check": _corrupt(path, tmp_path / "index.sqlite", page_of="embeddings_by_method"),
+        "fail their checksum": _corrupt(path, tmp_path / "vector.sqlite", find=vector),
+        "prototypes of dct@1 do not match": _corrupt(path, tmp_path / "prototype.sqlite", find=prototype),
+    }
+    for what, bad in cases.items():
+        conn = sqlite3.connect(bad)  # SQLite itself still answers queries from every one of them
+        assert conn.execute("SELECT count(*) FROM prototypes").fetchone() == (3,)
+        conn.close()
+        with pytest.raises(GalleryError, match=rf"{bad.name}: gallery is damaged \(.*{what}") as exc:
+            Gallery(bad, create=False)
+        assert "\n" not in str(exc.value)
+        with pytest.raises(GalleryError, match=rf"{bad.name}: gallery is damaged \(.*{what}"):
+            Gallery(bad, read_only=True)
+    proc = run_cli("gallery", "list", "--gallery", str(cases["quick_check"]), cwd=tmp_path)
+    assert proc.returncode == 2 and "gallery is damaged" in one_error_line(proc)
+
+
+def test_read_only_opening_creates_nothing_and_refuses_writes(built, tmp_path):
+    path, c = built
+    folder = path.parent
+    assert gallery_files(folder) == ["g.sqlite"]
+    with Gallery(path, read_only=True) as g:
+        assert g.read_only and len(g.models()) == 3
+        assert g.identify_embeddings(cluster(c[1], 2, seed=3), METHOD, VERSION)[0].top_k[0][0] == "model1"
+        g.export(tmp_path / "out" / "out.json")
+        with pytest.raises(GalleryError, match=r"g\.sqlite: cannot write to the gallery: opened read-only"):
+            enroll(g, "model9", cluster(c[0], 2, seed=1))
+        with pytest.raises(GalleryError, match="opened read-only"):
+            g.check_enroll("model9", METHOD, VERSION)
+        assert gallery_files(folder) == ["g.sqlite", "out"]  # no -wal or -shm beside it
+    with pytest.raises(GalleryError, match="no such gallery file"):
+        Gallery(tmp_path / "missing.sqlite", read_only=True)
+    assert not (tmp_path / "missing.sqlite").exists()
+
+
+READ_ONLY_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from modelprint.errors import GalleryError
+    from modelprint.gallery import Gallery
+
+    with Gallery(sys.argv[1], create=False) as g:
+        print("read_only", g.read_only, len(g.models()), g.identify_embeddings(np.ones(32), "dct", "1")[0].model)
+    for path in sys.argv[1:]:
+        try:
+            with Gallery(path) as g:
+                g.add_model("another")
+        except GalleryError as exc:
+            print("refused", exc)
+    """
+)
+
+
+@pytest.mark.parametrize("target", ["folder", "file"])
+def test_gallery_on_read_only_file_system(built, tmp_path, target):
+    """A real read-only folder or file (a read-only bind mount in a private mount namespace; root cannot write it)."""
+    import shlex
+
+    folder = tmp_path / target
+    folder.mkdir()
+    path = folder / "g.sqlite"
+    path.write_bytes(built[0].read_bytes())
+    ro = folder if target == "folder" else path
+    unshare = ["unshare", "--user", "--map-root-user", "--mount"] if os.geteuid() else ["unshare", "--mount"]
+    q = shlex.quote(str(ro))
+    mount = f"mount --bind {q} {q} && mount -o remount,ro,bind {q}"
+    probe = subprocess.run([*unshare, "sh", "-c", mount], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no read-only bind mount here ({probe.stderr.strip()})")
+    script = tmp_path / "check.py"
+    script.write_text(READ_ONLY_SCRIPT)
+    new = folder / "new.sqlite"
+    cli = [sys.executable, "-m", "modelprint.cli.main", "gallery", "list", "--json", "--gallery", str(path)]
+    check = [sys.executable, str(script), str(path)] + ([str(new)] if target == "folder" else [])
+    env = dict(os.environ, MODELPRINT_THREADS="1", PYTHONPATH=str(Path(api.__file__).parent.parent))
+    shell = f"{mount} && {shlex.join(cli)} && {shlex.join(check)}"
+    proc = subprocess.run([*unshare, "sh", "-c", shell], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    listed, _, rest = proc.stdout.partition("\n}\n")
+    assert [m["name"] for m in json.loads(listed + "\n}")["models"]] == ["model0", "model1", "model2"]
+    lines = rest.strip().splitlines()
+    assert lines[0] == "read_only True 3 " + lines[0].split()[-1]
+    read_only_fs = "is on a read-only file system"
+    assert lines[1] == f"refused {path}: cannot write to the gallery: the gallery file {path} {read_only_fs}"
+    if target == "folder":
+        assert lines[2] == f"refused {new}: cannot create the gallery: its folder {folder} {read_only_fs}"
+    assert gallery_files(folder) == ["g.sqlite"]  # no -wal or -shm was created, even in the writable folder
+
+
+def test_one_method_per_gallery(built, tmp_path):
+    path, c = built
+    images = [str(p) for p in write_pngs(tmp_path / "imgs", 2, seed=2)]
+    with Gallery(path) as g:
+        before = snapshot(g, tmp_path)
+        with pytest.raises(GalleryError, match=r"gallery holds dct embeddings; enrolling model0 with other would mix"):
+            enroll(g, "model0", cluster(c[0], 3, seed=1), method="other")
+        with pytest.raises(GalleryError, match="holds dct embeddings"):  # refused before any image is embedded
+            api.enroll(g, "model0", images, method=TinyMethod(nan=True))
+        assert snapshot(g, tmp_path) == before
+        # another version of the same method may join; images are counted once however many versions embed them
+        enroll(g, "model0", cluster(c[0], 40, seed=10), version="2")
+        info = {m.name: m for m in g.models()}["model0"]
+        assert (info.n_embeddings, info.n_images, info.methods) == (80, 40, ["dct@1", "dct@2"])
+    # verify with a gallery and another method: refused naming both, never silently without the gallery
+    with pytest.raises(GalleryError, match=r"g\.sqlite: gallery holds dct@1, dct@2 embeddings, not tiny@1"):
+        api.verify_pair(images[0], images[1], gallery=path, method=TinyMethod())
+
+
+def test_unknown_without_calibration_falls_back_to_measured_threshold(tmp_path):
+    doc = load_fallbacks()
+    tag = next(t for t in doc["methods"] if t.startswith("learned@"))
+    method, version = tag.split("@", 1)
+    by_k = {int(k): v["threshold"] for k, v in doc["methods"][tag]["by_support"].items()}
+    rng = np.random.default_rng(0)
+    center = rng.normal(size=256)
+    with Gallery(tmp_path / "g.sqlite") as g:
+        g.add_embeddings("one", center + 0.3 * rng.normal(size=(4, 256)), [sha(f"o{i}") for i in range(4)], ["-"] * 4,
+                         method, version)
+        chosen = g.open_set_threshold(method, version)
+        k = max(s for s in by_k if s <= 4)
+        assert (chosen.value, chosen.source, chosen.calibrated) == (by_k[k], "fallback", False)
+        assert "cannot calibrate 'unknown' (1 model, 4 images" in chosen.detail
+        measured = f"measured for learned on {doc['data']['classes']} held-out classes with {k}-image prototypes"
+        assert measured in chosen.detail
+        far, near = g.identify_embeddings(np.stack([-center, center]), method, version)
+        assert (far.model, far.threshold, near.model) == (UNKNOWN, by_k[k], "one")
+        g.add_embeddings("two", [rng.normal(size=256)], [sha("t")], ["-"], method, version)  # 2 models: calibrates
+        assert g.open_set_threshold(method, version).calibrated
+    with Gallery(tmp_path / "singles.sqlite") as g:  # one image per model: the 1-image prototype threshold
+        for i in range(3):
+            g.add_embeddings(f"m{i}", [rng.normal(size=256)], [sha(f"s{i}")], ["-"], method, version)
+        chosen = g.open_set_threshold(method, version)
+        assert (chosen.value, chosen.source) == (by_k[1], "fallback")
+        assert "(3 models, each with 1 image;" in chosen.detail
+    # a method nobody measured: said so at enroll and identify, and "unknown" is never answered
+    images = [str(p) for p in write_pngs(tmp_path / "imgs", 3, seed=3)]
+    with Gallery(tmp_path / "tiny.sqlite") as g:
+        rep = api.enroll(g, "alone", images[:2], method=TinyMethod())
+        assert (rep.unknown_threshold, rep.threshold_source) == (None, "none")
+        assert any("no threshold was measured for tiny@1" in w for w in rep.warnings)
+        d = api.identify(g, images[2:], method=TinyMethod()).to_dict()
+        assert d["threshold_source"] == "none" and "cannot calibrate" in d["warnings"][0]
+        assert d["results"][0]["threshold"] is None
+
+
+def test_fallback_choice_and_shipped_measurement():
+    doc = load_fallbacks()
+    assert doc["seed"] == 0 and "python -m modelprint.gallery.measure" in doc["command"]
+    assert doc["data"]["classes"] >= 10 and doc["data"]["images_per_class"] >= 16
+    tags = {t.split("@")[0]: t for t in doc["methods"]}
+    assert sorted(tags) == ["fused", "learned", "spectral"]
+    for tag, entry in doc["methods"].items():
+        by_k = {int(k): v for k, v in entry["by_support"].items()}
+        assert all(v["genuine_accept_rate"] >= 0.95 and -1 <= v["threshold"] <= 1 for v in by_k.values())
+        assert fallback_threshold(tag, 1)[0] == by_k[1]["threshold"]
+        assert fallback_threshold(tag, 4)[0] == by_k[max(k for k in by_k if k <= 4)]["threshold"]
+        assert fallback_threshold(tag, 10_000)[0] == by_k[max(by_k)]["threshold"]
+    assert fallback_threshold("learned@another-version", 5) is None
+    assert FALLBACK_FILE.parent.name == "weights"
+    # measured for the methods as shipped: new weights (a new tag) must be measured again
+    from modelprint.methods import load_method
+
+    assert load_method("fused").tag in doc["methods"]  # its views are the default learned and spectral
+    assert {load_method(name).tag for name in ("learned", "spectral")} <= set(doc["methods"])
+
+
+def test_fallback_measurement_rule():
+    from modelprint.gallery.measure import held_out_architectures, support_thresholds
+    from modelprint.synthesis import all_architectures
+
+    archs = held_out_architectures(8, seed=0)
+    assert archs == held_out_architectures(8, seed=0) and len(set(archs)) == 8
+    assert not set(archs) & set(all_architectures("paper"))  # never seen by the extractor
+    rng = np.random.default_rng(0)
+    centers_ = rng.normal(size=(6, 16))
+    labels = np.repeat(np.arange(6), 20)
+    x = centers_[labels] + 0.7 * rng.normal(size=(120, 16))
+    out = support_thresholds(x, labels, (1, 5), repeats=3, target_tpr=0.95, seed=0)
+    assert out["1"]["n_genuine"] == 6 * 19 * 3 and out["5"]["n_genuine"] == 6 * 15 * 3
+    assert out["1"]["threshold"] < out["5"]["threshold"]  # larger prototypes, higher genuine scores
+    assert all(v["genuine_accept_rate"] >= 0.95 for v in out.values())
+
+
+def test_duplicate_images_under_another_name_are_reported(tmp_path):
+    images = [str(p) for p in write_pngs(tmp_path / "imgs", 3, seed=4)]
+    with Gallery(tmp_path / "g.sqlite") as g:
+        assert api.enroll(g, "first", images[:2], method=TinyMethod()).also_enrolled_as == {}
+        rep = api.enroll(g, "second", images, method=TinyMethod())
+        assert rep.added == 3 and rep.also_enrolled_as == {"first": 2}
+        assert "already enrolled under other model names: first (2)" in rep.warnings[0]
+        res = g.add_embeddings("third", np.ones((1, 7)), [sha("x")], ["-"], "tiny", "1")
+        assert res == EnrollResult(1, 0) and res.also_enrolled_as == ()
+
+
+def test_cli_bad_method_leaves_no_gallery_and_warns_at_enroll(tmp_path):
+    demo = Path(api.__file__).parent / "demo" / "images"
+    images = [str(demo / "gen-nearest" / f"gen-nearest_0{i}.png") for i in range(3)]
+    proc = run_cli("enroll", "--gallery", "new.sqlite", "--model", "m", "--method", "nosuch", images[0], cwd=tmp_path)
+    assert proc.returncode == 2 and "nosuch" in one_error_line(proc)
+    assert gallery_files(tmp_path) == []
+    first = run_cli("enroll", "--gallery", "g.sqlite", "--model", "a", "--json", *images, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "warning: the gallery cannot calibrate 'unknown' (1 model, 3 images" in one_error_line(first)
+    d = json.loads(first.stdout)
+    assert d["threshold_source"] == "fallback" and d["unknown_threshold"] == fallback_threshold(d["method"], 3)[0]
+    second = run_cli("enroll", "--gallery", "g.sqlite", "--model", "b", "--json", *images, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "already enrolled under other model names: a (3)" in one_error_line(second)
+    assert json.loads(second.stdout)["also_enrolled_as"] == {"a": 3}

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from modelprint.errors import GalleryError, ImageError
+from modelprint.gallery import Gallery
 from modelprint.io.datasets import Dataset, expand_paths
 from modelprint.io.images import ImageLimits, load_image_file
 from modelprint.methods import DEFAULT_METHOD, FingerprintMethod, load_method
@@ -78,13 +79,20 @@ def resolve_method(method: FingerprintMethod | str | None) -> FingerprintMethod:
     return load_method(method or DEFAULT_METHOD)
 
 
-def gallery_method(gallery, method: FingerprintMethod | str | None) -> FingerprintMethod:
-    """The method to identify with: the one named, else the single method the gallery was enrolled with."""
-    if method is not None:
-        return resolve_method(method)
+def gallery_method(gallery: Gallery, method: FingerprintMethod | str | None) -> FingerprintMethod:
+    """The method to compare with: the one named, which the gallery must hold, else the gallery's single method."""
     held = gallery.methods()
     if not held:
         raise GalleryError(f"{gallery.path}: gallery is empty; enroll models first")
+    if method is not None:
+        m = resolve_method(method)
+        if (m.name, m.version) not in held:
+            tags = ", ".join(f"{n}@{v}" for n, v in held)
+            raise GalleryError(
+                f"{gallery.path}: gallery holds {tags} embeddings, not {m.tag}; its method is needed to compare "
+                "with it (leave out --method)"
+            )
+        return m
     names = sorted({name for name, _ in held})
     if len(names) > 1:
         raise GalleryError(f"{gallery.path}: gallery holds several methods ({', '.join(names)}); choose one with --method")
@@ -300,16 +308,23 @@ def mean_spectra_per_model(
 
 @dataclass
 class EnrollReport:
+    """What :func:`enroll` did. ``also_enrolled_as`` maps other model names to how many of these images they hold;
+    ``threshold_source`` says where identification's "unknown" threshold comes from (see
+    :class:`~modelprint.gallery.OpenSetThreshold`); ``warnings`` are one line each."""
+
     model: str
     method: str
     added: int
     skipped: int
     errors: list[ImageError]
     unknown_threshold: float | None
+    threshold_source: str = "none"
+    also_enrolled_as: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def enroll(
-    gallery,
+    gallery: Gallery | str | Path,
     model: str,
     paths: Sequence[str | Path],
     *,
@@ -318,29 +333,55 @@ def enroll(
     limits: ImageLimits | None = None,
     progress: Progress | None = None,
 ) -> EnrollReport:
-    """Embed the images (and folders) in ``paths`` and enroll them as ``model`` in ``gallery``."""
+    """Embed the images (and folders) in ``paths`` and enroll them as ``model`` in ``gallery``, in one transaction.
+
+    ``gallery`` is an open :class:`~modelprint.gallery.Gallery`, or a path: the file is then created (if missing)
+    only once the method is known to exist. A read-only gallery, a reserved model name or another method than the
+    gallery's is refused before any image is embedded.
+    """
     m = resolve_method(method)
+    if not isinstance(gallery, Gallery):
+        with Gallery(gallery) as g:
+            return enroll(g, model, paths, method=m, notes=notes, limits=limits, progress=progress)
+    gallery.check_enroll(model, m.name, m.version)
     emb = embed_paths(m, collect_paths(paths), limits=limits, progress=progress)
-    added = skipped = 0
+    report = EnrollReport(model, m.tag, 0, 0, emb.errors, None)
     if emb.paths:
-        if model not in {i.name for i in gallery.models()}:
-            gallery.add_model(model, notes)
-        res = gallery.add_embeddings(model, emb.vectors, emb.hashes, emb.paths, m.name, m.version)
-        added, skipped = res.added, res.skipped
-    calib = gallery.calibration(m.name, m.version)
-    return EnrollReport(model, m.tag, added, skipped, emb.errors, None if calib is None else calib.unknown_threshold)
+        res = gallery.add_embeddings(model, emb.vectors, emb.hashes, emb.paths, m.name, m.version, notes=notes)
+        report.added, report.skipped, report.also_enrolled_as = res.added, res.skipped, dict(res.also_enrolled_as)
+    if report.also_enrolled_as:
+        others = ", ".join(f"{name} ({n})" for name, n in report.also_enrolled_as.items())
+        report.warnings.append(f"some of these images are already enrolled under other model names: {others}")
+    if (m.name, m.version) in gallery.methods():
+        threshold = gallery.open_set_threshold(m.name, m.version)
+        report.unknown_threshold, report.threshold_source = threshold.value, threshold.source
+        if not threshold.calibrated:
+            report.warnings.append(threshold.detail)
+    return report
 
 
 @dataclass
 class IdentifyReport:
+    """Attributions of the images that decoded (``results``, one per path) and the errors of the others.
+
+    ``threshold_source`` is ``"given"``, or where the gallery's threshold comes from (``"calibrated"``,
+    ``"fallback"``, ``"none"``), ``threshold_detail`` says it in one line; ``warnings`` are one line each.
+    """
+
     method: str
     paths: list[str]
     results: list  # list[modelprint.gallery.Identification], one per path
     errors: list[ImageError]
+    threshold_source: str = "given"
+    threshold_detail: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
             "method": self.method,
+            "threshold_source": self.threshold_source,
+            "threshold_detail": self.threshold_detail,
+            "warnings": list(self.warnings),
             "results": [
                 {"path": p, "prediction": r.model, "similarity": r.similarity, "threshold": r.threshold,
                  "top_k": [{"model": name, "similarity": s} for name, s in r.top_k]}
@@ -351,7 +392,7 @@ class IdentifyReport:
 
 
 def identify(
-    gallery,
+    gallery: Gallery,
     paths: Sequence[str | Path],
     *,
     method: FingerprintMethod | str | None = None,
@@ -360,8 +401,20 @@ def identify(
     limits: ImageLimits | None = None,
     progress: Progress | None = None,
 ) -> IdentifyReport:
-    """Attribute each image (1:N) to the gallery's models, or to ``unknown`` below the threshold."""
+    """Attribute each image (1:N) to the gallery's models, or to ``unknown`` below the threshold.
+
+    The threshold is ``threshold`` if given, else the gallery's :meth:`~modelprint.gallery.Gallery.open_set_threshold`
+    (calibrated, or the method's measured fallback, with a warning, when the gallery cannot calibrate).
+    """
     m = gallery_method(gallery, method)
+    source, detail, warnings = "given", f"given: {threshold}", []
+    if threshold is None:
+        chosen = gallery.open_set_threshold(m.name, m.version)
+        threshold, source, detail = chosen.value, chosen.source, chosen.detail
+        warnings = [] if chosen.calibrated else [chosen.detail]
     emb = embed_paths(m, collect_paths(paths), limits=limits, progress=progress)
-    results = gallery.identify_embeddings(emb.vectors, m.name, m.version, top_k=top_k, threshold=threshold) if emb.paths else []
-    return IdentifyReport(m.tag, emb.paths, results, emb.errors)
+    results = (
+        gallery.identify_embeddings(emb.vectors, m.name, m.version, top_k=top_k, threshold=threshold)
+        if emb.paths else []
+    )
+    return IdentifyReport(m.tag, emb.paths, results, emb.errors, source, detail, warnings)

@@ -187,6 +187,12 @@ def _report_input_errors(errors: Any, label: str = "skipped") -> None:
         err.print(f"[yellow]{label}:[/yellow] {_shown(e)}", highlight=False, soft_wrap=True)
 
 
+def _report_warnings(warnings: Any) -> None:
+    """One line on stderr per warning (they may name models and files)."""
+    for w in warnings:
+        err.print(f"[yellow]warning:[/yellow] {_shown(w)}", highlight=False, soft_wrap=True)
+
+
 def _new_bar() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     console=err, transient=True, disable=not err.is_terminal)
@@ -239,18 +245,20 @@ def enroll(
     """Enroll a model into a gallery from a few of its images."""
     with _fatal_errors():
         from modelprint.api import collect_paths, enroll as api_enroll
-        from modelprint.gallery import Gallery
         from modelprint.io import ImageLimits
 
         _seed(seed)
         files = collect_paths(paths)
         bar, task = _progress(len(files), f"enrolling {model}")
-        with Gallery(gallery) as g, bar:
-            rep = api_enroll(g, model, files, method=method, notes=notes, limits=ImageLimits(max_pixels=max_pixels),
+        with bar:
+            rep = api_enroll(gallery, model, files, method=method, notes=notes, limits=ImageLimits(max_pixels=max_pixels),
                              progress=lambda n: bar.advance(task, n))
         _report_input_errors(rep.errors)
+        _report_warnings(rep.warnings)
         _emit_json({"model": rep.model, "method": rep.method, "added": rep.added, "skipped_duplicates": rep.skipped,
-                    "failed": [str(e) for e in rep.errors], "unknown_threshold": rep.unknown_threshold},
+                    "failed": [str(e) for e in rep.errors], "unknown_threshold": rep.unknown_threshold,
+                    "threshold_source": rep.threshold_source, "also_enrolled_as": rep.also_enrolled_as,
+                    "warnings": rep.warnings},
                    as_json, json_out)
         if not as_json:
             out.print(f"enrolled [bold]{rep.added}[/bold] image(s) as [bold]{_shown(model)}[/bold] ({rep.skipped} "
@@ -285,6 +293,7 @@ def identify(
             rep = api_identify(g, files, method=method, top_k=top_k, threshold=threshold,
                                limits=ImageLimits(max_pixels=max_pixels), progress=lambda n: bar.advance(task, n))
         _report_input_errors(rep.errors)
+        _report_warnings(rep.warnings)
         d = rep.to_dict()
         _emit_json(d, as_json, json_out)
         if not as_json:
@@ -343,7 +352,7 @@ def gallery_list(gallery: GalleryOpt, as_json: JsonFlag = False, json_out: JsonO
             calibs = {f"{n}@{v}": g.calibration(n, v) for n, v in g.methods()}
         _emit_json({
             "models": [{"name": i.name, "notes": i.notes, "created": i.created, "n_embeddings": i.n_embeddings,
-                        "methods": list(i.methods)} for i in models],
+                        "n_images": i.n_images, "methods": list(i.methods)} for i in models],
             "calibration": {k: (None if c is None else {"unknown_threshold": c.unknown_threshold,
                                                         "verify_threshold": c.verify_threshold, "rule": c.rule})
                             for k, c in calibs.items()},
@@ -352,7 +361,7 @@ def gallery_list(gallery: GalleryOpt, as_json: JsonFlag = False, json_out: JsonO
             return
         table = _table(_shown(gallery), "model", "images", "methods", "created", "notes")
         for i in models:
-            table.add_row(_shown(i.name), str(i.n_embeddings), _shown(", ".join(x.split("@")[0] for x in i.methods)),
+            table.add_row(_shown(i.name), str(i.n_images), _shown(", ".join(x.split("@")[0] for x in i.methods)),
                           _shown(i.created), _shown(i.notes))
         out.print(table)
         for k, c in calibs.items():

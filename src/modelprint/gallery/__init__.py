@@ -8,6 +8,7 @@ from modelprint.gallery.store import (
     Gallery,
     Identification,
     ModelInfo,
+    OpenSetThreshold,
     Verification,
     calibrate,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "Gallery",
     "Identification",
     "ModelInfo",
+    "OpenSetThreshold",
     "Verification",
     "calibrate",
 ]

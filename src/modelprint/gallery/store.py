@@ -4,15 +4,20 @@ Layout (schema version :data:`SCHEMA_VERSION`):
 
 * ``meta(key, value)`` — ``application = "modelprint-gallery"``, ``schema_version``, ``target_tpr``;
 * ``models(id, name UNIQUE, notes, created)``;
-* ``embeddings(model_id, method, version, image_sha256, source, dim, vector BLOB <f4, created)``, unique on
-  ``(model_id, method, version, image_sha256)``;
+* ``embeddings(model_id, method, version, image_sha256, source, dim, vector BLOB <f4, created, checksum)``, unique
+  on ``(model_id, method, version, image_sha256)``; ``checksum`` (see :mod:`modelprint.gallery.integrity`) is
+  nullable, as galleries made before it have none until they are opened writable;
 * ``prototypes(model_id, method, version, n, dim, vector)`` — the L2-normalised mean of the model's
   L2-normalised embeddings;
 * ``calibrations(method, version, unknown_threshold, verify_threshold, rule, sample sizes, ...)``.
 
 Every write (enrolment, removal, prototype refresh and recalibration) runs in a single ``BEGIN IMMEDIATE``
 transaction in WAL mode, so a process killed mid-way leaves the gallery exactly as it was. Embeddings are
-compared by cosine similarity, and only with embeddings of the same method name *and* version.
+compared by cosine similarity, and only with embeddings of the same method name *and* version; a gallery holds
+one method (several versions of it may coexist). Opening checks integrity (SQLite's ``quick_check``, the
+embeddings' checksums, prototypes and calibrations against the embeddings) and refuses a damaged file. A gallery
+whose file or folder is not writable is opened read-only (``immutable`` when no ``-wal`` file exists, so that
+nothing is created beside it); writes are then refused naming the reason.
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
 import sqlite3
 import threading
+import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -33,6 +41,8 @@ import numpy as np
 
 from modelprint.atomic import atomic_open
 from modelprint.errors import GalleryError
+from modelprint.gallery.fallback import fallback_threshold
+from modelprint.gallery.integrity import add_checksums, checksum_problem, has_checksums, row_checksum, structure_problem
 
 SCHEMA_VERSION = 1
 APPLICATION = "modelprint-gallery"
@@ -46,6 +56,7 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _F32 = np.dtype("<f4")
 _CHUNK = 8192
+_TIMEOUT = 30.0  # seconds to wait for another process's write
 
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -64,6 +75,7 @@ _SCHEMA = (
         dim INTEGER NOT NULL,
         vector BLOB NOT NULL,
         created TEXT NOT NULL,
+        checksum INTEGER,
         UNIQUE (model_id, method, version, image_sha256))""",
     "CREATE INDEX embeddings_by_method ON embeddings (method, version, model_id)",
     """CREATE TABLE prototypes (
@@ -100,21 +112,25 @@ _SCHEMA = (
 
 @dataclass(frozen=True)
 class EnrollResult:
-    """Outcome of :meth:`Gallery.add_embeddings`: rows inserted, and rows skipped as already enrolled."""
+    """Outcome of :meth:`Gallery.add_embeddings`: rows inserted, rows skipped as already enrolled, and
+    ``(other model, n images)`` for images of the batch that other models already hold (same sha256)."""
 
     added: int
     skipped: int
+    also_enrolled_as: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """One enrolled model; ``methods`` lists the ``"name@version"`` tags it has embeddings for."""
+    """One enrolled model; ``methods`` lists the ``"name@version"`` tags it has embeddings for, ``n_images`` counts
+    its distinct images (an image embedded by two method versions is one image and two embeddings)."""
 
     name: str
     notes: str
     created: str
     n_embeddings: int
     methods: list[str]
+    n_images: int
 
 
 @dataclass(frozen=True)
@@ -161,6 +177,24 @@ class Identification:
     @property
     def is_unknown(self) -> bool:
         return self.model == UNKNOWN
+
+
+@dataclass(frozen=True)
+class OpenSetThreshold:
+    """The similarity below which identification answers "unknown", where it comes from, and that in one line.
+
+    ``source`` is ``"calibrated"`` (on the gallery's own models), ``"fallback"`` (the gallery cannot calibrate;
+    measured for the method on held-out classes and shipped with its weights, see
+    :mod:`modelprint.gallery.fallback`) or ``"none"`` (neither: ``value`` is ``None``, "unknown" is never answered).
+    """
+
+    value: float | None
+    source: str
+    detail: str
+
+    @property
+    def calibrated(self) -> bool:
+        return self.source == "calibrated"
 
 
 @dataclass(frozen=True)
@@ -213,6 +247,42 @@ def _check_name(name: Any, what: str) -> str:
     if name != name.strip() or any(ord(c) < 32 for c in name):
         raise GalleryError(f"{what} {name!r} has leading/trailing spaces or control characters")
     return name
+
+
+def _check_model_name(name: Any) -> str:
+    name = _check_name(name, "model name")
+    if name == UNKNOWN:
+        raise GalleryError(f"model name {UNKNOWN!r} is reserved for open-set rejections")
+    return name
+
+
+def _unwritable(path: Path, what: str) -> str:
+    try:
+        read_only_fs = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        read_only_fs = False
+    return f"{what} {path} is " + ("on a read-only file system" if read_only_fs else "not writable (permission denied)")
+
+
+def _write_blocker(path: Path, exists: bool) -> str | None:
+    """Why the gallery file ``path`` (existing, or to be created) cannot be written, or ``None``.
+
+    SQLite in WAL mode writes ``-wal`` and ``-shm`` files beside the gallery, so its folder must be writable too.
+    """
+    if exists and not os.access(path, os.W_OK):
+        return _unwritable(path, "the gallery file")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # a gallery in a new folder: its nearest ancestor
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return _unwritable(folder, "its folder")
+    return None
+
+
+def _read_only_uri(path: Path) -> str:
+    """SQLite URI opening ``path`` read-only; ``immutable`` (nothing created beside it) unless a ``-wal`` exists."""
+    uri = "file:" + urllib.parse.quote(str(path.absolute())) + "?mode=ro"
+    return uri if Path(f"{path}-wal").exists() else uri + "&immutable=1"
 
 
 def _rowdot(x: np.ndarray, ii: np.ndarray, jj: np.ndarray) -> np.ndarray:
@@ -290,6 +360,14 @@ def _group_stats(x: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> tuple
     return sums, protos
 
 
+def accept_threshold(genuine: np.ndarray, target_tpr: float) -> tuple[float, int]:
+    """The largest ``t`` with ``mean(genuine >= t) >= target_tpr``, and ``k``: ``t`` is the ``k``-th smallest
+    genuine score (0-based), ``k = floor(n * (1 - target_tpr))``."""
+    g = np.sort(np.asarray(genuine, dtype=np.float64))
+    k = min(int(math.floor(len(g) * (1.0 - target_tpr) + 1e-9)), len(g) - 1)
+    return float(g[k]), k
+
+
 def calibrate(
     x: np.ndarray,
     starts: np.ndarray,
@@ -341,8 +419,7 @@ def calibrate(
     impostor = np.clip(impostor, -1.0, 1.0)
 
     g = np.sort(genuine)
-    k = min(int(math.floor(len(g) * (1.0 - target_tpr) + 1e-9)), len(g) - 1)
-    unknown_t = float(g[k])
+    unknown_t, k = accept_threshold(g, target_tpr)
 
     same, diff, sampled = _pair_scores(x, starts, counts, max_pairs, np.random.default_rng(seed))
     verify_t, eer = _eer_threshold(same, diff)
@@ -411,29 +488,38 @@ class Gallery:
     *verification* threshold is the equal-error-rate threshold between same-model and different-model pairs of
     enrolled embeddings (exhaustive up to :data:`MAX_PAIRS` pairs per kind, else a seeded deterministic
     sample). With less data the calibration is ``None``: :meth:`identify_embeddings` without an explicit
-    threshold then returns the best match with ``threshold=None`` and never ``"unknown"``, and
-    :meth:`verify_embeddings` returns ``same_model=None``.
+    threshold then uses the method's fallback threshold measured on held-out classes
+    (:meth:`open_set_threshold`, :mod:`modelprint.gallery.fallback`), or, if none was measured for it, returns
+    the best match with ``threshold=None`` and never ``"unknown"``; :meth:`verify_embeddings` returns
+    ``same_model=None``.
     """
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
-        """Open (and with ``create``, create if missing) the gallery at ``path``; ``GalleryError`` otherwise."""
+    def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False) -> None:
+        """Open (and with ``create``, create if missing) the gallery at ``path``; ``GalleryError`` otherwise.
+
+        With ``read_only``, or when the file or its folder is not writable, the gallery is opened read-only.
+        """
         self._path = Path(path)
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._target_tpr = DEFAULT_TARGET_TPR
-        self._conn = self._open(create)
+        self._read_only: str | None = None  # why the gallery cannot be written, or None
+        self._conn = self._open(create, read_only)
 
     # ---- opening
 
     def _fail(self, reason: str) -> GalleryError:
         return GalleryError(f"{self._path}: {reason}")
 
-    def _open(self, create: bool) -> sqlite3.Connection:
+    def _damaged(self, detail: str) -> GalleryError:
+        return self._fail(f"gallery is damaged ({detail}); restore it from a backup or enroll its models anew")
+
+    def _open(self, create: bool, read_only: bool) -> sqlite3.Connection:
         p = self._path
         if p.is_dir():
             raise self._fail("is a directory, not a gallery file")
         exists = p.exists()
-        if not exists and not create:
+        if not exists and (read_only or not create):
             raise self._fail("no such gallery file")
         if exists and p.stat().st_size > 0:
             try:
@@ -443,24 +529,91 @@ class Gallery:
                 raise self._fail(f"cannot read gallery ({exc.strerror or exc})") from None
             if head != _SQLITE_MAGIC:
                 raise self._fail("not a modelprint gallery (not an SQLite database)")
+        self._read_only = "opened read-only" if read_only else _write_blocker(p, exists)
         if not exists:
-            p.parent.mkdir(parents=True, exist_ok=True)
+            if self._read_only:
+                raise self._fail(f"cannot create the gallery: {self._read_only}")
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise self._fail(f"cannot create the gallery's folder ({exc.strerror or exc})") from None
         try:
-            conn = sqlite3.connect(str(p), timeout=30.0, isolation_level=None, check_same_thread=False)
+            if self._read_only:
+                conn = sqlite3.connect(_read_only_uri(p), uri=True, timeout=_TIMEOUT, isolation_level=None,
+                                       check_same_thread=False)
+            else:
+                conn = sqlite3.connect(str(p), timeout=_TIMEOUT, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise self._fail(f"cannot open gallery ({exc})") from None
+            raise self._sqlite_failure(exc) from None
         try:
             conn.execute("PRAGMA foreign_keys = ON")
             if not self._has_table(conn, "meta"):
                 self._initialise(conn, create)
             self._read_meta(conn)
-        except sqlite3.DatabaseError as exc:
+            self._verify(conn)
+            if not self._read_only:
+                self._migrate(conn)
+        except sqlite3.Error as exc:
             conn.close()
-            raise self._fail(f"not a modelprint gallery ({exc})") from None
+            raise self._sqlite_failure(exc) from None
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _sqlite_failure(self, exc: sqlite3.Error) -> GalleryError:
+        """A one-line error naming the real cause of an SQLite failure while opening."""
+        name = str(getattr(exc, "sqlite_errorname", ""))
+        if name.startswith("SQLITE_CORRUPT"):
+            return self._damaged(str(exc))
+        if name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_IOERR", "SQLITE_BUSY",
+                            "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_AUTH")):
+            why = f"; {self._read_only}" if self._read_only else ""
+            if self._read_only and Path(f"{self._path}-wal").exists():
+                why += f", and its {self._path.name}-wal file (left by a writer) cannot be read without writing"
+            return self._fail(f"cannot open gallery ({exc}{why})")
+        return self._fail(f"not a modelprint gallery ({exc})")
+
+    def _verify(self, conn: sqlite3.Connection) -> None:
+        """Refuse a damaged gallery: SQLite's quick_check, embedding checksums, prototypes and calibrations."""
+        with self._snapshot(conn):
+            problem = structure_problem(conn) or checksum_problem(conn) or self._derived_problem(conn)
+        if problem:
+            raise self._damaged(problem)
+
+    def _derived_problem(self, conn: sqlite3.Connection) -> str | None:
+        """Whether stored prototypes and calibrations disagree with the embeddings they were computed from."""
+        for method, version in self._held(conn):
+            tag = _tag(method, version)
+            try:
+                _ids, names, x, starts, counts = self._load_group(conn, method, version)
+                pnames, stored = self._load_prototypes(conn, method, version)
+            except ValueError:
+                return f"a stored vector of {tag} has the wrong length"
+            _sums, protos = _group_stats(x, starts, counts)
+            if pnames != names or stored.shape != protos.shape or not np.allclose(stored, protos, atol=1e-4):
+                return f"the stored prototypes of {tag} do not match its embeddings"
+            cal = self._load_calibration(conn, method, version)
+            thresholds = (cal.unknown_threshold, cal.verify_threshold) if cal else ()
+            if cal and (
+                not all(isinstance(t, float) and abs(t) <= 1.001 for t in thresholds)
+                or (cal.n_models, cal.n_embeddings) != (len(names), len(x))
+            ):
+                return f"the stored calibration of {tag} does not match its embeddings"
+        return None
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Give a writable gallery made by an older modelprint what it lacks (embedding checksums), atomically."""
+        if has_checksums(conn) and not conn.execute("SELECT 1 FROM embeddings WHERE checksum IS NULL").fetchone():
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            add_checksums(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     @staticmethod
     def _has_table(conn: sqlite3.Connection, name: str) -> bool:
@@ -468,12 +621,14 @@ class Gallery:
         return row is not None
 
     def _initialise(self, conn: sqlite3.Connection, create: bool) -> None:
-        n_tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-        if n_tables:
-            raise self._fail("not a modelprint gallery (SQLite database without a meta table)")
-        if not create:
-            raise self._fail("not a modelprint gallery (empty database)")
-        conn.execute("PRAGMA journal_mode = WAL")
+        """Create the schema in a database without a ``meta`` table, if it is empty (checked under the write lock,
+        as another process may be creating the same gallery)."""
+        if not create or self._read_only:
+            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise self._fail("not a modelprint gallery (SQLite database without a meta table)")
+            if not create:
+                raise self._fail("not a modelprint gallery (empty database)")
+            raise self._fail(f"cannot create the gallery in this empty file: {self._read_only}")
         conn.execute("BEGIN IMMEDIATE")
         try:
             if not self._has_table(conn, "meta"):  # another process may have initialised it meanwhile
@@ -496,6 +651,17 @@ class Gallery:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        # Switching to WAL does not wait for a busy database (another process creating it at the same moment).
+        deadline = time.monotonic() + _TIMEOUT
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY")
+                if not busy or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _read_meta(self, conn: sqlite3.Connection) -> None:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
@@ -519,6 +685,16 @@ class Gallery:
 
     # ---- transactions
 
+    @staticmethod
+    @contextlib.contextmanager
+    def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+        """A read transaction on ``conn`` (so several queries see one state), always ended."""
+        conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+
     @contextlib.contextmanager
     def _txn(self, begin: str) -> Iterator[sqlite3.Connection]:
         with self._lock:
@@ -541,7 +717,12 @@ class Gallery:
 
     def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any exception."""
+        self._require_writable()
         return self._txn("BEGIN IMMEDIATE")
+
+    def _require_writable(self) -> None:
+        if self._read_only:
+            raise self._fail(f"cannot write to the gallery: {self._read_only}")
 
     def _read(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A read transaction, so multi-query reads see one consistent snapshot."""
@@ -666,15 +847,54 @@ class Gallery:
             row = conn.execute("SELECT value FROM meta WHERE key = 'target_tpr'").fetchone()
         return float(row[0]) if row else DEFAULT_TARGET_TPR
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the gallery was opened read-only (asked for, or its file or folder is not writable)."""
+        return self._read_only is not None
+
     def add_model(self, name: str, notes: str = "") -> None:
         """Register a model with no embeddings; ``GalleryError`` if the name exists or is reserved."""
-        name = _check_name(name, "model name")
-        if name == UNKNOWN:
-            raise GalleryError(f"model name {UNKNOWN!r} is reserved for open-set rejections")
+        name = _check_model_name(name)
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone():
                 raise self._fail(f"model {name!r} already exists")
             self._insert_model(conn, name, str(notes))
+
+    def check_enroll(self, model: str, method: str, version: str) -> None:
+        """Raise the ``GalleryError`` that enrolling ``model`` with ``method@version`` would raise, before any work.
+
+        :meth:`add_embeddings` checks the same again inside its transaction.
+        """
+        _check_model_name(model)
+        _check_name(method, "method name")
+        _check_name(version, "method version")
+        self._require_writable()
+        with self._read() as conn:
+            refusal = self._enroll_refusal(conn, model, method, version, None)
+        if refusal:
+            raise self._fail(refusal)
+
+    def _enroll_refusal(
+        self, conn: sqlite3.Connection, model: str, method: str, version: str, dim: int | None
+    ) -> str | None:
+        """Why ``method@version`` embeddings (of dimension ``dim``, if known) cannot join this gallery, or ``None``."""
+        others = [r[0] for r in conn.execute(
+            "SELECT DISTINCT method FROM embeddings WHERE method != ? ORDER BY method", (method,)
+        )]
+        if others:
+            return (
+                f"gallery holds {', '.join(others)} embeddings; enrolling {model} with {method} would mix methods "
+                f"(use {', '.join(others)}, or another gallery file for {method})"
+            )
+        row = conn.execute(
+            "SELECT dim FROM embeddings WHERE method = ? AND version = ? LIMIT 1", (method, version)
+        ).fetchone()
+        if dim is not None and row is not None and int(row[0]) != dim:
+            return (
+                f"embeddings of {model} have dimension {dim}, but the gallery's {_tag(method, version)} "
+                f"embeddings have dimension {row[0]}"
+            )
+        return None
 
     def add_embeddings(
         self,
@@ -684,16 +904,17 @@ class Gallery:
         sources: Sequence[str],
         method: str,
         version: str,
+        notes: str = "",
     ) -> EnrollResult:
-        """Enroll ``(n, d)`` embeddings of ``model`` (created if needed) made by ``method@version``.
+        """Enroll ``(n, d)`` embeddings of ``model`` (created with ``notes`` if new) made by ``method@version``.
 
         ``image_hashes`` are the images' hex sha256; an image already enrolled for this model and method
         version is skipped and counted in ``skipped``. The dimension must match the gallery's other
-        ``method@version`` embeddings. Prototypes and calibration are refreshed in the same transaction.
+        ``method@version`` embeddings, and the gallery must hold no other method. Creating the model, inserting
+        the embeddings and refreshing prototypes and calibration are one transaction, so concurrent enrolments
+        of one new model both add to it.
         """
-        model = _check_name(model, "model name")
-        if model == UNKNOWN:
-            raise GalleryError(f"model name {UNKNOWN!r} is reserved for open-set rejections")
+        model = _check_model_name(model)
         method = _check_name(method, "method name")
         version = _check_name(version, "method version")
         x = _as_matrix(vectors, f"embeddings of {model}")
@@ -707,32 +928,44 @@ class Gallery:
         for h in hashes:
             if not _SHA256.fullmatch(h):
                 raise GalleryError(f"embeddings of {model}: {h!r} is not a hex sha256 digest")
-        blobs = x.astype(_F32, copy=False)
+        blobs = [row.tobytes() for row in x.astype(_F32, copy=False)]
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT dim FROM embeddings WHERE method = ? AND version = ? LIMIT 1", (method, version)
-            ).fetchone()
-            if row is not None and int(row[0]) != dim:
-                raise self._fail(
-                    f"embeddings of {model} have dimension {dim}, but the gallery's {_tag(method, version)} "
-                    f"embeddings have dimension {row[0]}"
-                )
+            refusal = self._enroll_refusal(conn, model, method, version, dim)
+            if refusal:
+                raise self._fail(refusal)
             found = conn.execute("SELECT id FROM models WHERE name = ?", (model,)).fetchone()
-            model_id = int(found[0]) if found else self._insert_model(conn, model, "")
+            model_id = int(found[0]) if found else self._insert_model(conn, model, str(notes))
+            elsewhere = self._held_elsewhere(conn, model_id, hashes)
             before = conn.total_changes
             created = _now()
             conn.executemany(
                 "INSERT OR IGNORE INTO embeddings (model_id, method, version, image_sha256, source, dim, vector, "
-                "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "created, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    (model_id, method, version, hashes[i], srcs[i], dim, blobs[i].tobytes(), created)
+                    (model_id, method, version, hashes[i], srcs[i], dim, blobs[i], created,
+                     row_checksum(model_id, method, version, hashes[i], dim, blobs[i]))
                     for i in range(n)
                 ),
             )
             added = conn.total_changes - before
             if added:
                 self._refresh(conn, method, version)
-        return EnrollResult(added=added, skipped=n - added)
+        return EnrollResult(added=added, skipped=n - added, also_enrolled_as=elsewhere)
+
+    @staticmethod
+    def _held_elsewhere(conn: sqlite3.Connection, model_id: int, hashes: Sequence[str]) -> tuple[tuple[str, int], ...]:
+        """``(model, n)`` for the other models that already hold ``n`` of these images (by sha256, any method)."""
+        counts: dict[str, int] = {}
+        unique = sorted(set(hashes))
+        for s in range(0, len(unique), 500):
+            chunk = unique[s : s + 500]
+            for name, k in conn.execute(
+                "SELECT m.name, count(DISTINCT e.image_sha256) FROM embeddings e JOIN models m ON m.id = e.model_id "
+                f"WHERE e.model_id != ? AND e.image_sha256 IN ({', '.join('?' * len(chunk))}) GROUP BY m.name",
+                (model_id, *chunk),
+            ):
+                counts[name] = counts.get(name, 0) + int(k)
+        return tuple(sorted(counts.items()))
 
     def remove_model(self, name: str) -> None:
         """Delete a model with its embeddings and prototypes, and recalibrate the methods it had."""
@@ -769,11 +1002,11 @@ class Gallery:
             raise
 
     def models(self) -> list[ModelInfo]:
-        """All models, by name, with their embedding counts and ``"method@version"`` tags."""
+        """All models, by name, with their embedding and image counts and ``"method@version"`` tags."""
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT m.name, m.notes, m.created, count(e.id) FROM models m LEFT JOIN embeddings e "
-                "ON e.model_id = m.id GROUP BY m.id ORDER BY m.name"
+                "SELECT m.name, m.notes, m.created, count(e.id), count(DISTINCT e.image_sha256) FROM models m "
+                "LEFT JOIN embeddings e ON e.model_id = m.id GROUP BY m.id ORDER BY m.name"
             ).fetchall()
             tags: dict[str, list[str]] = {}
             for name, method, version in conn.execute(
@@ -781,7 +1014,9 @@ class Gallery:
                 "ORDER BY m.name, e.method, e.version"
             ):
                 tags.setdefault(name, []).append(_tag(method, version))
-        return [ModelInfo(name, notes, created, int(n), tags.get(name, [])) for name, notes, created, n in rows]
+        return [
+            ModelInfo(name, notes, created, int(n), tags.get(name, []), int(k)) for name, notes, created, n, k in rows
+        ]
 
     def methods(self) -> list[tuple[str, str]]:
         """The ``(method, version)`` pairs the gallery holds embeddings for."""
@@ -799,6 +1034,36 @@ class Gallery:
         with self._read() as conn:
             return self._load_calibration(conn, method, version)
 
+    def open_set_threshold(self, method: str, version: str) -> OpenSetThreshold:
+        """The threshold :meth:`identify_embeddings` uses by default for ``method@version``, and its source."""
+        with self._read() as conn:
+            self._require(conn, method, version)
+            return self._open_set(conn, method, version)
+
+    def _open_set(self, conn: sqlite3.Connection, method: str, version: str) -> OpenSetThreshold:
+        cal = self._load_calibration(conn, method, version)
+        if cal is not None:
+            return OpenSetThreshold(
+                cal.unknown_threshold, "calibrated",
+                f"calibrated on the gallery's {cal.n_models} models ({cal.n_embeddings} images)",
+            )
+        n_models, fewest = conn.execute(
+            "SELECT count(*), min(n) FROM prototypes WHERE method = ? AND version = ?", (method, version)
+        ).fetchone()
+        why = (
+            f"the gallery cannot calibrate 'unknown' ({n_models} model{'s' * (n_models != 1)}, "
+            f"{'' if n_models == 1 else 'each with '}{fewest} image{'s' * (fewest != 1)}; "
+            "calibrating needs 2 models and one of them with 2 images)"
+        )
+        fallback = fallback_threshold(_tag(method, version), int(fewest))
+        if fallback is None:
+            return OpenSetThreshold(
+                None, "none", f"{why}, and no threshold was measured for {_tag(method, version)}: "
+                "identification never answers 'unknown'",
+            )
+        value, measured = fallback
+        return OpenSetThreshold(value, "fallback", f"{why}, so 'unknown' is below {value:.4f}, {measured}")
+
     def identify_embeddings(
         self,
         vectors: np.ndarray,
@@ -809,9 +1074,9 @@ class Gallery:
     ) -> list[Identification]:
         """Attribute each row of ``vectors`` (``(n, d)`` or ``(d,)``) to the model with the most similar prototype.
 
-        A row whose best similarity is below ``threshold`` (default: the calibrated unknown threshold) is
-        attributed to ``"unknown"``. Without calibration and without ``threshold`` no row is ever unknown and
-        ``threshold`` is ``None`` in the result.
+        A row whose best similarity is below ``threshold`` (default: :meth:`open_set_threshold`, the calibrated
+        unknown threshold or else the method's measured fallback) is attributed to ``"unknown"``. With neither,
+        no row is ever unknown and ``threshold`` is ``None`` in the result.
         """
         if int(top_k) < 1:
             raise GalleryError(f"top_k must be at least 1, got {top_k}")
@@ -826,8 +1091,7 @@ class Gallery:
                     f"embeddings have dimension {dim}"
                 )
             names, protos = self._load_prototypes(conn, method, version)
-            cal = self._load_calibration(conn, method, version) if threshold is None else None
-        thr = float(threshold) if threshold is not None else (cal.unknown_threshold if cal else None)
+            thr = float(threshold) if threshold is not None else self._open_set(conn, method, version).value
         k = min(int(top_k), len(names))
         out: list[Identification] = []
         for s in range(0, len(q), _CHUNK):

@@ -1,0 +1,53 @@
+"""Fallback "unknown" thresholds, for galleries too small to calibrate their own.
+
+A gallery calibrates its unknown threshold on its own models (:func:`modelprint.gallery.calibrate`); with one model,
+or one image per model, it cannot. Identification then uses a threshold measured for its method on held-out
+classes with the gallery's rule (accept ``target_tpr`` of the genuine scores: an image against its own class's
+prototype), by :mod:`modelprint.gallery.measure`, and shipped beside the weights in :data:`FALLBACK_FILE`. The file
+is keyed by method tag (``name@version``), so changed weights find no stale value, and it leaves the weights' hash
+alone. It holds one threshold per prototype size ``k`` (images per class); a gallery takes the one measured for the
+largest ``k`` not above its smallest model's image count, as prototypes of fewer images give lower genuine scores.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from modelprint.errors import CheckpointError
+
+FALLBACK_FILE = Path(__file__).resolve().parent.parent / "weights" / "unknown_thresholds.json"
+FORMAT = "modelprint-unknown-thresholds/1"
+
+
+@functools.lru_cache(maxsize=4)
+def load_fallbacks(path: Path = FALLBACK_FILE) -> dict[str, Any]:
+    """The parsed fallback file; :class:`~modelprint.errors.CheckpointError` if it is missing or malformed."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read the fallback unknown thresholds ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("methods"), dict):
+        raise CheckpointError(f"{path}: not a {FORMAT} file")
+    return doc
+
+
+def fallback_threshold(tag: str, fewest: int, path: Path = FALLBACK_FILE) -> tuple[float, str] | None:
+    """``(threshold, how it was measured)`` for method ``tag`` and prototypes of ``fewest`` images, or ``None``."""
+    doc = load_fallbacks(path)
+    entry = doc["methods"].get(tag)
+    if entry is None:
+        return None
+    try:
+        by_k = {int(k): float(v["threshold"]) for k, v in entry["by_support"].items()}
+        n_classes = int(doc["data"]["classes"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path}: malformed entry for {tag}") from None
+    k = max((s for s in by_k if s <= fewest), default=min(by_k))
+    name = tag.split("@", 1)[0]
+    return by_k[k], (
+        f"measured for {name} on {n_classes} held-out classes with {k}-image prototypes "
+        f"({path.parent.name}/{path.name})"
+    )
