@@ -83,7 +83,7 @@ def _emit_json(payload) -> None:
 
 @app.command()
 def enroll(
-    paths: Annotated[list[Path], typer.Argument(help="Images or folders of images made by the model.")],
+    paths: Annotated[list[Path], typer.Argument(help="Images or folders of images made by the model.", readable=False)],
     gallery: GalleryOpt,
     model: Annotated[str, typer.Option("--model", help="Name of the model the images come from.")],
     method: MethodOpt = None,
@@ -117,7 +117,7 @@ def enroll(
 
 @app.command()
 def identify(
-    paths: Annotated[list[Path], typer.Argument(help="Images or folders to attribute.")],
+    paths: Annotated[list[Path], typer.Argument(help="Images or folders to attribute.", readable=False)],
     gallery: GalleryOpt,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many candidates to list.")] = 3,
     threshold: Annotated[Optional[float], typer.Option(help="Similarity below which the answer is 'unknown' (default: the gallery's calibrated one).")] = None,
@@ -142,7 +142,7 @@ def identify(
         d = rep.to_dict()
         if as_json:
             _emit_json(d)
-        else:
+        elif d["results"]:  # no usable image at all: the skipped lines are the whole answer (exit 1)
             table = Table(title=f"identify ({rep.method.split('@')[0]})")
             for col in ("image", "prediction", "similarity", f"top-{top_k}"):
                 table.add_column(col)
@@ -582,7 +582,7 @@ def probe_prototypes(
 
 @probe_app.command("identify")
 def probe_identify(
-    paths: Annotated[list[Path], typer.Argument(help="Images or folders to attribute.")],
+    paths: Annotated[list[Path], typer.Argument(help="Images or folders to attribute.", readable=False)],
     attributor: Annotated[Path, typer.Option("--attributor", "-a", help="Attributor written by `modelprint probe prototypes`.")],
     candidates: CandidatesOpt,
     zoo: ZooOptionalOpt = None,
