@@ -278,21 +278,6 @@ def test_dataset_folder_scan_keeps_what_it_skipped(tmp_path: Path) -> None:
     assert ds.with_min_count(3).skipped == ds.skipped
 
 
-@pytest.fixture(scope="module")
-def small_gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from modelprint.api import enroll
-    from modelprint.gallery import Gallery
-
-    root = tmp_path_factory.mktemp("gallery")
-    for model, seed in (("a", 0), ("b", 50)):
-        for i in range(4):
-            Image.fromarray(natural_like(48, 48, seed + i)).save(root / f"{model}{i}.png")
-    with Gallery(root / "g.sqlite") as g:
-        for model in ("a", "b"):
-            enroll(g, model, sorted(root.glob(f"{model}*.png")), method="spectral")
-    return root / "g.sqlite"
-
-
 def _identify(gallery: Path, *paths: Path, prefix: list[str] | None = None) -> subprocess.CompletedProcess:
     cmd = [*(prefix or []), sys.executable, "-m", "modelprint.cli.main", "identify", "--gallery", str(gallery)]
     return subprocess.run([*cmd, *map(str, paths)], capture_output=True, text=True, timeout=120)

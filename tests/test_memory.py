@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 SIDE = 3000  # 9 Mpx: 108 MB as float32 RGB, the size of everything the old batches multiplied by 16
@@ -55,30 +54,15 @@ def test_a_batch_of_16_large_images_peaks_like_one(tmp_path: Path) -> None:
     assert batch < 1.2 * alone, f"16 images peaked at {batch:.0f} MB, one alone at {alone:.0f} MB"
 
 
-@pytest.fixture(scope="module")
-def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conftest import natural_like
-    from modelprint.api import enroll
-    from modelprint.gallery import Gallery
-
-    root = tmp_path_factory.mktemp("gallery")
-    for model, seed in (("a", 0), ("b", 50)):
-        for i in range(4):
-            Image.fromarray(natural_like(48, 48, seed + i)).save(root / f"{model}{i}.png")
-    with Gallery(root / "g.sqlite") as g:
-        for model in ("a", "b"):
-            enroll(g, model, sorted(root.glob(f"{model}*.png")))
-    return root / "g.sqlite"
-
-
-def test_huge_non_images_cost_no_memory(tmp_path: Path, gallery: Path) -> None:
+def test_huge_non_images_cost_no_memory(tmp_path: Path, small_gallery: Path) -> None:
     empty = tmp_path / "empty.png"
     empty.touch()
     huge = {tmp_path / "2gb.png": "not read", tmp_path / "600mb.png": "not an image"}  # over / under the byte limit
     for path, size in zip(huge, (2 << 30, 600 << 20)):
         with open(path, "wb") as fh:
             fh.truncate(size)  # sparse: costs no disk
-    baseline, _ = _peak_mb(CLI, "identify", "--gallery", gallery, empty)
-    peak, res = _peak_mb(CLI, "identify", "--gallery", gallery, *huge)
-    assert res.returncode == 1 and all(f"{path}: " in res.stderr and reason in res.stderr for path, reason in huge.items())
+    baseline, _ = _peak_mb(CLI, "identify", "--gallery", small_gallery, empty)
+    peak, res = _peak_mb(CLI, "identify", "--gallery", small_gallery, *huge)
+    assert res.returncode == 1
+    assert all(f"{path}: " in res.stderr and reason in res.stderr for path, reason in huge.items()), res.stderr
     assert peak - baseline < 100, f"{peak:.0f} MB for 2.6 GB of non-images, {baseline:.0f} MB for an empty file"

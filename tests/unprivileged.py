@@ -21,14 +21,16 @@ def unprivileged_prefix() -> list[str] | None:
     ``[]`` for a normal user; for root, ``setpriv`` without the capabilities that bypass permissions. Checked by
     trying, so a test using it never passes because the file happened to be readable.
     """
-    candidates = [[]] if os.geteuid() != 0 else ([[shutil.which("setpriv"), *_SETPRIV]] if shutil.which("setpriv") else [])
+    setpriv = shutil.which("setpriv")
+    candidates = [[]] if os.geteuid() != 0 else [[setpriv, *_SETPRIV]] if setpriv else []
     with tempfile.TemporaryDirectory() as tmp:
         secret = os.path.join(tmp, "secret")
         with open(secret, "w") as fh:
             fh.write("x")
         os.chmod(secret, 0)
         for prefix in candidates:
-            probe = subprocess.run([*prefix, sys.executable, "-c", f"open({secret!r})"], capture_output=True, timeout=60)
+            probe = subprocess.run([*prefix, sys.executable, "-c", f"open({secret!r})"], capture_output=True,
+                                   timeout=60)
             if probe.returncode != 0 and b"PermissionError" in probe.stderr:
                 return prefix
     return None

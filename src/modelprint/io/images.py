@@ -205,8 +205,8 @@ def _open_regular_file(path: str | Path) -> Iterator[BinaryIO]:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        broken = os.path.islink(path)
-        raise ImageError(path, "broken symbolic link (its target does not exist)" if broken else "no such file") from None
+        reason = "broken symbolic link (its target does not exist)" if os.path.islink(path) else "no such file"
+        raise ImageError(path, reason) from None
     except OSError as exc:
         raise ImageError(path, _os_reason(exc)) from None
     if stat.S_ISDIR(st.st_mode):
