@@ -29,3 +29,19 @@ def rgb_png(tmp_path: Path) -> Path:
     path = tmp_path / "img.png"
     Image.fromarray(natural_like(64, 80)).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def small_gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A gallery of two models, four 48² images each, enrolled with the default method (read it, do not write)."""
+    from modelprint.api import enroll
+    from modelprint.gallery import Gallery
+
+    root = tmp_path_factory.mktemp("small-gallery")
+    for model, seed in (("a", 0), ("b", 50)):
+        for i in range(4):
+            Image.fromarray(natural_like(48, 48, seed + i)).save(root / f"{model}{i}.png")
+    with Gallery(root / "g.sqlite") as g:
+        for model in ("a", "b"):
+            enroll(g, model, sorted(root.glob(f"{model}*.png")))
+    return root / "g.sqlite"

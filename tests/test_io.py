@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import socket
 import struct
+import subprocess
+import sys
+import warnings
 import zlib
 from pathlib import Path
 
@@ -14,6 +20,7 @@ from PIL import Image
 from conftest import natural_like
 from modelprint.errors import DatasetError, ImageError
 from modelprint.io import Dataset, ImageLimits, RealPool, decode_image, expand_paths, load_image, load_image_file
+from unprivileged import unprivileged_prefix
 
 
 def _save(img: Image.Image, path: Path, fmt: str, **kw) -> Path:
@@ -102,6 +109,68 @@ def test_bad_inputs_give_one_line_errors_naming_the_file(tmp_path: Path, rgb_png
         load_image_file(tmp_path)
 
 
+@pytest.mark.timeout(30)  # reading a FIFO used to block for ever
+def test_fifos_devices_and_sockets_are_refused_without_being_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock.png"))
+    try:
+        for path, kind in ((fifo, "FIFO"), (tmp_path / "sock.png", "socket"), (Path("/dev/zero"), "character device")):
+            with pytest.raises(ImageError, match=f"{path}: is a {kind}.*not a regular file") as info:
+                load_image_file(path)
+            assert "\n" not in str(info.value)
+    finally:
+        sock.close()
+
+
+def test_files_larger_than_any_allowed_image_are_not_read(tmp_path: Path) -> None:
+    limits = ImageLimits(max_pixels=1000)
+    big = tmp_path / "big.png"
+    with open(big, "wb") as fh:
+        fh.write(b"\x89PNG\r\n\x1a\n")
+        fh.truncate(limits.byte_limit + 1)  # sparse: costs no disk
+    with pytest.raises(ImageError, match="larger than any image within the pixel limit of 1,000.*not read"):
+        load_image_file(big, limits)
+
+
+def test_links_name_their_problem(tmp_path: Path) -> None:
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "missing.png")
+    (tmp_path / "a.png").symlink_to("b.png")
+    (tmp_path / "b.png").symlink_to("a.png")
+    with pytest.raises(ImageError, match="dangling.png: broken symbolic link"):
+        load_image_file(tmp_path / "dangling.png")
+    with pytest.raises(ImageError, match="a.png: symbolic link loop"):
+        load_image_file(tmp_path / "a.png")
+
+
+def test_png_with_a_2mb_icc_profile_decodes(tmp_path: Path) -> None:
+    path = tmp_path / "icc.png"
+    icc = np.random.default_rng(0).bytes(2_000_000)
+    Image.fromarray(natural_like(40, 48)).save(path, icc_profile=icc)
+    assert load_image(path).shape == (40, 48, 3)
+
+
+def _corrupt_exif() -> bytes:
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 100  # stored outside the entry …
+    exif[0x0112] = 1
+    raw = bytearray(exif.tobytes())
+    entry = raw.index(struct.pack(">HH", 0x010E, 2))
+    raw[entry + 8 : entry + 12] = struct.pack(">I", 0x7FFFFF00)  # … at an offset far past the block's end
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])  # formats whose EXIF Pillow parses only when asked
+def test_corrupt_exif_decodes_without_pillow_warnings(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"exif.{fmt.lower()}"
+    Image.fromarray(natural_like(40, 48)).save(path, format=fmt, exif=_corrupt_exif())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pixels = load_image(path)
+    assert pixels.shape == (40, 48, 3) and [str(w.message) for w in caught] == []
+
+
 def test_pixel_limit_is_configurable(rgb_png: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ImageError, match="over the limit of 1,000"):
         load_image_file(rgb_png, ImageLimits(max_pixels=1000))
@@ -156,6 +225,101 @@ def test_expand_paths_keeps_named_files_and_finds_images_in_folders(tmp_path: Pa
     _make_folder_dataset(root)
     found = expand_paths([root / "a", tmp_path / "explicit.txt"])
     assert [p.name for p in found] == ["0.png", "1.png", "2.png", "explicit.txt"]
+
+
+def _reason(item: Path | ImageError) -> str:
+    if isinstance(item, ImageError):
+        return item.reason
+    try:
+        load_image_file(item)
+    except ImageError as err:
+        return err.reason
+    return "ok"
+
+
+@pytest.mark.timeout(30)
+def test_folder_scans_name_every_skip_and_never_loop(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    (root / "empty-sub").mkdir()
+    Image.fromarray(natural_like(40, 40)).save(root / "a.png")
+    Image.fromarray(natural_like(40, 40, 1)).save(root / "sub" / "b.png")
+    (root / "notes.md").write_text("not an image, not named like one: skipped on purpose")
+    (root / ".hidden.png").write_text("hidden: skipped on purpose")
+    (root / "dangling.png").symlink_to(tmp_path / "missing.png")
+    (root / "loop1").symlink_to("loop2")
+    (root / "loop2").symlink_to("loop1")
+    (root / "up").symlink_to(root)  # followed, it would loop for ever
+    os.mkfifo(root / "sub" / "pipe")
+    (tmp_path / "empty").mkdir()
+    found = expand_paths([root, tmp_path / "empty"])
+    named = {os.path.relpath(item if isinstance(item, Path) else item.path, tmp_path): _reason(item) for item in found}
+    assert list(named) == ["in/a.png", "in/dangling.png", "in/loop1", "in/loop2", "in/sub/b.png", "in/sub/pipe",
+                           "in/up", "empty"]
+    assert named["in/a.png"] == named["in/sub/b.png"] == "ok"
+    assert named["in/dangling.png"].startswith("broken symbolic link")
+    assert named["in/loop1"].startswith("symbolic link loop") and named["in/loop2"].startswith("symbolic link loop")
+    assert named["in/sub/pipe"].startswith("is a FIFO")
+    assert named["in/up"].startswith("link to a folder, not followed")
+    assert named["empty"] == "no images found in this folder"
+    assert expand_paths(found) == found  # collecting a collected list changes nothing
+
+
+def test_dataset_folder_scan_keeps_what_it_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    _make_folder_dataset(root)
+    (root / "a" / "dangling.png").symlink_to(tmp_path / "missing.png")
+    (root / "c").mkdir()
+    (root / "d").symlink_to(tmp_path / "missing")
+    ds = Dataset.from_path(root)
+    assert ds.classes == ["a", "b"] and len(ds) == 7  # the dangling link is a sample: reading it names it
+    assert [(Path(e.path).name, e.reason) for e in ds.skipped] == [
+        ("c", "no images found in this folder"), ("d", "broken or looping link where a model folder was expected")]
+    assert ds.with_min_count(3).skipped == ds.skipped
+
+
+def _identify(gallery: Path, *paths: Path, prefix: list[str] | None = None) -> subprocess.CompletedProcess:
+    cmd = [*(prefix or []), sys.executable, "-m", "modelprint.cli.main", "identify", "--gallery", str(gallery)]
+    return subprocess.run([*cmd, *map(str, paths)], capture_output=True, text=True, timeout=120)
+
+
+def test_unreadable_files_and_folders_one_line_each_and_the_batch_goes_on(tmp_path: Path, small_gallery: Path) -> None:
+    prefix = unprivileged_prefix()
+    if prefix is None:
+        pytest.skip("cannot make a file unreadable here (root without setpriv)")
+    good = tmp_path / "good.png"
+    Image.fromarray(natural_like(48, 48, 7)).save(good)
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "scan" / "locked-sub").mkdir(parents=True)
+    for copy in (tmp_path / "secret.png", tmp_path / "locked" / "x.png", tmp_path / "scan" / "y.png",
+                 tmp_path / "scan" / "locked-sub" / "z.png"):
+        copy.write_bytes(good.read_bytes())
+    for path in (tmp_path / "secret.png", tmp_path / "locked", tmp_path / "scan" / "locked-sub"):
+        path.chmod(0)
+    try:
+        res = _identify(small_gallery, tmp_path / "secret.png", tmp_path / "locked" / "x.png", tmp_path / "scan", good,
+                        prefix=prefix)
+    finally:
+        for path in (tmp_path / "locked", tmp_path / "scan" / "locked-sub"):
+            path.chmod(0o755)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "identify" in res.stdout and "y.png" in res.stdout and "good.png" in res.stdout  # the rest was processed
+    lines = res.stderr.splitlines()
+    assert len(lines) == 3, lines
+    assert "secret.png: cannot read file (Permission denied)" in lines[0]
+    assert "x.png: cannot read file (Permission denied)" in lines[1]
+    assert "locked-sub: cannot read folder (Permission denied)" in lines[2]
+
+
+def test_no_usable_image_at_all_is_exit_1_with_one_line(tmp_path: Path, small_gallery: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    res = _identify(small_gallery, tmp_path / "empty")
+    assert res.returncode == 1 and res.stdout == "", res.stdout
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and f"{tmp_path / 'empty'}: no images found in this folder" in lines[0], lines
+    res = subprocess.run([sys.executable, "-m", "modelprint.cli.main", "identify", "--gallery", str(small_gallery),
+                          "--json", str(tmp_path / "empty")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and json.loads(res.stdout)["results"] == []
 
 
 def test_pool_crops_are_deterministic_and_split_by_photo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

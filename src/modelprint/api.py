@@ -35,42 +35,42 @@ class Embedded:
 
 def embed_paths(
     method: FingerprintMethod,
-    paths: Sequence[str | Path],
+    paths: Sequence[str | Path | ImageError],
     *,
     limits: ImageLimits | None = None,
-    batch_size: int = 16,
     progress: Progress | None = None,
 ) -> Embedded:
-    """Decode and embed ``paths`` in batches (bounded memory); bad inputs are collected, not raised."""
+    """Decode, embed and drop one image at a time, so memory is bounded by one image whatever the batch holds.
+
+    Bad inputs (and the :class:`ImageError` entries of a folder scan, see :func:`collect_paths`) are collected in
+    input order, not raised; ``progress`` is called once per input.
+    """
     kept_paths: list[str] = []
     hashes: list[str] = []
-    chunks: list[np.ndarray] = []
+    vectors: list[np.ndarray] = []
     errors: list[ImageError] = []
-    batch: list[np.ndarray] = []
-
-    def flush() -> None:
-        if batch:
-            chunks.append(method.embed(batch))
-            if progress:
-                progress(len(batch))
-            batch.clear()
-
     for p in paths:
-        try:
-            img = load_image_file(p, limits)
-        except ImageError as err:
-            errors.append(err)
-            if progress:
-                progress(1)
-            continue
-        kept_paths.append(str(p))
-        hashes.append(img.sha256)
-        batch.append(img.pixels)
-        if len(batch) >= batch_size:
-            flush()
-    flush()
-    vectors = np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
-    return Embedded(kept_paths, hashes, vectors, errors)
+        if isinstance(p, ImageError):
+            errors.append(p)
+        else:
+            try:
+                vector, sha = _embed_file(method, p, limits)
+            except ImageError as err:
+                errors.append(err)
+            else:
+                kept_paths.append(str(p))
+                hashes.append(sha)
+                vectors.append(vector)
+        if progress:
+            progress(1)
+    stacked = np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
+    return Embedded(kept_paths, hashes, stacked, errors)
+
+
+def _embed_file(method: FingerprintMethod, path: str | Path, limits: ImageLimits | None) -> tuple[np.ndarray, str]:
+    """One image's embedding and sha256; its pixels are freed on return, before the next image is decoded."""
+    img = load_image_file(path, limits)
+    return method.embed([img.pixels])[0], img.sha256
 
 
 def resolve_method(method: FingerprintMethod | str | None) -> FingerprintMethod:
@@ -99,8 +99,10 @@ def gallery_method(gallery: Gallery, method: FingerprintMethod | str | None) -> 
     return load_method(names[0])
 
 
-def collect_paths(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given plus the images inside any folders given."""
+def collect_paths(paths: Sequence[str | Path | ImageError]) -> list[Path | ImageError]:
+    """Files as given plus the images inside any folders given, and an :class:`ImageError` in place of each
+    thing a folder scan had to skip (unreadable folder, link to a folder, folder without images), so that
+    :func:`embed_paths` reports it in order. Collecting a collected list again changes nothing."""
     return expand_paths(paths)
 
 
@@ -141,7 +143,8 @@ def dataset_embeddings(
     spectra: dict[str, np.ndarray] | None = None,
 ) -> tuple[Embedded, list[str]]:
     """Embed every image of ``dataset``, one model at a time; returns the embeddings and the labels of the images
-    that decoded (grouped by model).
+    that decoded (grouped by model). The errors start with what the dataset's folder scan skipped, then those of
+    images that did not decode.
 
     With ``spectra`` (a dict), each model's mean residual log-spectrum is stored there when the method computes
     spectra while embedding (:meth:`~modelprint.methods.FingerprintMethod.embed_with_spectra`), at no extra cost.
@@ -161,7 +164,7 @@ def dataset_embeddings(
         [p for part in parts for p in part.paths],
         [h for part in parts for h in part.hashes],
         np.concatenate(vectors) if vectors else np.zeros((0, 0), dtype=np.float32),
-        [e for part in parts for e in part.errors],
+        [*dataset.skipped, *(e for part in parts for e in part.errors)],
     ), labels
 
 

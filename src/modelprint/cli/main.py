@@ -232,7 +232,7 @@ class _Phases:
 
 @app.command(cls=_Command)
 def enroll(
-    paths: Annotated[list[Path], typer.Argument(help="Images or folders of images made by the model.")],
+    paths: Annotated[list[Path], typer.Argument(help="Images or folders of images made by the model.", readable=False)],
     gallery: GalleryOpt,
     model: Annotated[str, typer.Option("--model", help="Name of the model the images come from.")],
     method: MethodOpt = None,
@@ -270,7 +270,7 @@ def enroll(
 
 @app.command(cls=_Command)
 def identify(
-    paths: Annotated[list[Path], typer.Argument(help="Images or folders to attribute.")],
+    paths: Annotated[list[Path], typer.Argument(help="Images or folders to attribute.", readable=False)],
     gallery: GalleryOpt,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many candidates to list.")] = 3,
     threshold: Annotated[Optional[float], typer.Option(help="Similarity below which the answer is 'unknown' (default: the gallery's calibrated one).")] = None,
@@ -296,7 +296,7 @@ def identify(
         _report_warnings(rep.warnings)
         d = rep.to_dict()
         _emit_json(d, as_json, json_out)
-        if not as_json:
+        if not as_json and d["results"]:  # no usable image at all: the skipped lines are the whole answer (exit 1)
             table = _table(f"identify ({_shown(rep.method.split('@')[0])})", "image", "prediction", "similarity",
                            f"top-{top_k}")
             for row in d["results"]:
@@ -748,7 +748,7 @@ def probe_prototypes(
 
 @probe_app.command("identify", cls=_Command)
 def probe_identify(
-    paths: Annotated[list[Path], typer.Argument(help="Images or folders to attribute.")],
+    paths: Annotated[list[Path], typer.Argument(help="Images or folders to attribute.", readable=False)],
     attributor: Annotated[Path, typer.Option("--attributor", "-a", help="Attributor written by `modelprint probe prototypes`.")],
     candidates: CandidatesOpt,
     zoo: ZooOptionalOpt = None,

@@ -241,6 +241,12 @@ def _normalise(arr: np.ndarray) -> np.ndarray:
     return (arr / np.maximum(norms, np.finfo(np.float32).tiny)).astype(np.float32, copy=False)
 
 
+def _storable(text: str) -> str:
+    """``text`` as valid UTF-8 for SQLite: bytes of a non-UTF-8 file name (kept by ``os.fsdecode`` as surrogates)
+    are stored as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _check_name(name: Any, what: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise GalleryError(f"{what} must be a non-empty string, got {name!r}")
@@ -920,7 +926,7 @@ class Gallery:
         x = _as_matrix(vectors, f"embeddings of {model}")
         n, dim = x.shape
         hashes = [str(h).lower() for h in image_hashes]
-        srcs = [str(s) for s in sources]
+        srcs = [_storable(str(s)) for s in sources]
         if len(hashes) != n or len(srcs) != n:
             raise GalleryError(
                 f"embeddings of {model}: {n} vectors but {len(hashes)} image hashes and {len(srcs)} sources"

@@ -1,18 +1,25 @@
-"""Datasets of labelled images: a folder with one sub-folder per model, or a CSV/JSONL index.
+"""Datasets of labelled images: a folder with one sub-folder per model, or a CSV/JSONL index; and folder scans.
 
 Index files have columns ``path,label[,split]``; relative paths resolve against the index file's folder.
+
+A folder scan names everything it cannot use instead of dropping it silently: a sub-folder it cannot read, a
+link to a folder (not followed, so no link can make a scan loop), and a folder with no images each become an
+:class:`~modelprint.errors.ImageError`; broken or looping links and FIFOs, devices or sockets are kept as paths, so
+that reading them names the problem. Hidden entries and regular files that do not look like images are skipped.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelprint.errors import DatasetError
+from modelprint.errors import DatasetError, ImageError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".jfif"}
 _MAGIC = (
@@ -24,33 +31,96 @@ _MAGIC = (
     b"MM\x00*",
 )
 
+#: What a batch of inputs holds: a file to read, or the error of something a folder scan had to skip.
+Input = Path | ImageError
+
 
 def looks_like_image(path: Path) -> bool:
-    """Cheap test used when scanning folders: an image extension, or image magic bytes."""
+    """Cheap test for a regular file met in a folder scan: an image extension or image magic bytes.
+
+    A file that cannot be read counts as an image, so that reading it names the problem.
+    """
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return True
     try:
         with open(path, "rb") as fh:
             head = fh.read(16)
     except OSError:
-        return False
+        return True
     return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
-def _scan_folder(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts) and looks_like_image(p)
-    )
+def _is_dir(path: Path) -> bool:
+    """Whether ``path`` is a folder (links followed); False when it cannot be told (the reader names why)."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
-def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given (kept even if they are not images, so the error names them) and images found in folders."""
-    out: list[Path] = []
+def _listing(folder: Path) -> list[os.DirEntry] | ImageError:
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        return ImageError(folder, f"cannot read folder ({exc.strerror or exc})")
+
+
+def _scan_folder(folder: Path) -> list[Input]:
+    """The inputs under ``folder``, recursively, in path order (see the module docstring for what is kept)."""
+    out: list[Input] = []
+    stack: list[Iterator[os.DirEntry]] = []
+
+    def enter(sub: Path) -> None:
+        listing = _listing(sub)
+        if isinstance(listing, ImageError):
+            out.append(listing)
+        else:
+            stack.append(iter(listing))
+
+    enter(folder)
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        if entry.name.startswith("."):
+            continue
+        path = Path(entry.path)
+        try:
+            real_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            real_dir = False
+        if real_dir:
+            enter(path)
+            continue
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:  # a broken or looping link, or no permission: reading it says which
+            out.append(path)
+            continue
+        if stat.S_ISDIR(mode):
+            out.append(ImageError(path, "link to a folder, not followed by folder scans (name it on its own to "
+                                        "include it)"))
+        elif not stat.S_ISREG(mode) or looks_like_image(path):
+            out.append(path)
+    return out
+
+
+def _folder_inputs(folder: Path) -> list[Input]:
+    return _scan_folder(folder) or [ImageError(folder, "no images found in this folder")]
+
+
+def expand_paths(paths: Iterable[str | Path | ImageError]) -> list[Input]:
+    """Inputs of a batch: files as given (kept even if they are not images, so the error names them), what the
+    scan of each folder given finds (see the module docstring), and any :class:`ImageError` given, in order."""
+    out: list[Input] = []
     for raw in paths:
+        if isinstance(raw, ImageError):
+            out.append(raw)
+            continue
         p = Path(raw)
-        out.extend(_scan_folder(p) if p.is_dir() else [p])
+        out.extend(_folder_inputs(p) if _is_dir(p) else [p])
     return out
 
 
@@ -67,6 +137,7 @@ class Dataset:
 
     samples: list[Sample]
     source: str = ""
+    skipped: list[ImageError] = field(default_factory=list)  # what the folder scan could not use
     _by_label: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -91,13 +162,25 @@ class Dataset:
 
     @classmethod
     def from_folder(cls, folder: Path) -> Dataset:
-        samples = []
-        subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-        for sub in subdirs:
-            samples += [Sample(f, sub.name) for f in _scan_folder(sub)]
+        try:
+            entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        except OSError as exc:
+            raise DatasetError(f"{folder}: cannot read dataset folder ({exc.strerror or exc})") from None
+        samples: list[Sample] = []
+        skipped: list[ImageError] = []
+        for sub in entries:
+            if _is_dir(sub):
+                for item in _folder_inputs(sub):
+                    if isinstance(item, ImageError):
+                        skipped.append(item)
+                    else:
+                        samples.append(Sample(item, sub.name))
+            elif os.path.islink(sub) and not os.path.exists(sub):
+                skipped.append(ImageError(sub, "broken or looping link where a model folder was expected"))
         if not samples:
-            raise DatasetError(f"{folder}: no images found in per-model sub-folders")
-        return cls(samples, str(folder))
+            first = f" ({len(skipped)} skipped, first: {skipped[0]})" if skipped else ""
+            raise DatasetError(f"{folder}: no images found in per-model sub-folders{first}")
+        return cls(samples, str(folder), skipped)
 
     @classmethod
     def from_records(cls, records: Iterable[dict], index: Path) -> Dataset:
@@ -152,12 +235,12 @@ class Dataset:
         return list(self._by_label.get(label, []))
 
     def subset(self, indices: Sequence[int]) -> Dataset:
-        return Dataset([self.samples[i] for i in indices], self.source)
+        return Dataset([self.samples[i] for i in indices], self.source, self.skipped)
 
     def with_min_count(self, min_count: int) -> Dataset:
         """Keep only classes with at least ``min_count`` images."""
         keep = {c for c, n in self.counts().items() if n >= min_count}
-        return Dataset([s for s in self.samples if s.label in keep], self.source)
+        return Dataset([s for s in self.samples if s.label in keep], self.source, self.skipped)
 
     def __len__(self) -> int:
         return len(self.samples)

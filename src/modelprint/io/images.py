@@ -10,30 +10,50 @@ Rules, applied the same way every time:
 * alpha is dropped, never composited: a background colour would add pixels the generator did not make;
 * a file that is empty, unreadable, truncated, not an image, smaller than ``min_side`` pixels on a side, or
   larger than ``max_pixels`` (decompression bombs are caught from the header, before decoding) raises
-  :class:`~modelprint.errors.ImageError` naming the file and the reason.
+  :class:`~modelprint.errors.ImageError` naming the file and the reason;
+* only regular files are read (a FIFO, device or socket is refused without being read, so none can block or
+  stream forever), the header is checked before the body is read, and no file larger than an image within the
+  pixel limit can be (:attr:`ImageLimits.byte_limit`) is read at all;
+* Pillow's warnings (corrupt EXIF, malformed MPO …) are silenced: the image decodes, or the error says why not.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import stat
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from modelprint.errors import ImageError
 
 # We enforce our own limit from the header; Pillow's bomb check would fire with a less useful message.
 Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# A PNG's ICC profile (iCCP) shares the 1 MB text-chunk limit; real profiles reach several MB.
+PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, 32 << 20)
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "MPO")
+_OPENERS = SUPPORTED_FORMATS[:-1]  # Pillow opens MPO through its JPEG plugin
 DEFAULT_MAX_PIXELS = 64_000_000
 MIN_SIDE = 32
+#: The most bytes a supported file spends per pixel (uncompressed four-channel float32 TIFF) …
+MAX_BYTES_PER_PIXEL = 16
+#: … plus room for metadata (EXIF, ICC profiles, text chunks, thumbnails).
+METADATA_BYTES = 64 << 20
+#: Bytes of a file's start inspected to name an unsupported format.
+_HEAD_BYTES = 1 << 16
+_NOT_REGULAR = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
+                stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
 
 
 def default_max_pixels() -> int:
@@ -52,6 +72,11 @@ class ImageLimits:
     @property
     def pixel_limit(self) -> int:
         return self.max_pixels if self.max_pixels is not None else default_max_pixels()
+
+    @property
+    def byte_limit(self) -> int:
+        """The largest file an image within :attr:`pixel_limit` can be; larger files are refused unread."""
+        return self.pixel_limit * MAX_BYTES_PER_PIXEL + METADATA_BYTES
 
 
 @dataclass(frozen=True)
@@ -87,25 +112,40 @@ def _to_rgb_float(img: Image.Image) -> np.ndarray:
         arr = np.asarray(img, dtype=np.uint8)
     else:  # CMYK, YCbCr, LAB, HSV ...
         arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    return arr.astype(np.float32) / 255.0
+    out = arr.astype(np.float32)
+    out /= 255.0  # in place: a large image never holds two float copies
+    return out
 
 
-def decode_image(data: bytes, name: str = "<bytes>", limits: ImageLimits | None = None) -> LoadedImage:
-    """Decode image bytes; see the module docstring for the rules."""
-    limits = limits or ImageLimits()
-    if len(data) == 0:
-        raise ImageError(name, "file is empty (0 bytes)")
+def _size_text(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MB"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _format_name(head: bytes) -> str | None:
+    """The Pillow format of a file's first bytes, among all Pillow knows (to name unsupported ones)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
+        with Image.open(io.BytesIO(head)) as img:
+            return img.format
+    except Exception:  # noqa: BLE001  (any failure means: not a format Pillow knows)
+        return None
+
+
+def _open_header(fh: BinaryIO, name: str, limits: ImageLimits) -> Image.Image:
+    """Read only the header (supported formats only); refuse bombs before a pixel is decoded."""
+    try:
+        img = Image.open(fh, formats=_OPENERS)
     except UnidentifiedImageError:
-        raise ImageError(name, "not an image (content is not a known image format)") from None
-    except Exception as exc:  # Pillow raises a zoo of types on garbage headers
-        raise ImageError(name, f"unreadable image header ({exc})") from None
-    fmt = img.format or "unknown"
-    if fmt not in SUPPORTED_FORMATS:
-        raise ImageError(name, f"unsupported image format {fmt}; supported: PNG, JPEG, WebP, TIFF, BMP, GIF")
+        fh.seek(0)
+        fmt = _format_name(fh.read(_HEAD_BYTES))
+        if fmt is None:
+            raise ImageError(name, "not an image (content is not a known image format)") from None
+        raise ImageError(name, f"unsupported image format {fmt}; supported: PNG, JPEG, WebP, TIFF, BMP, GIF") from None
+    except Exception as exc:  # noqa: BLE001  (Pillow raises a zoo of types on garbage headers)
+        raise ImageError(name, f"unreadable image header ({_one_line(exc)})") from None
     width, height = img.size
     if width * height > limits.pixel_limit:
         raise ImageError(
@@ -113,39 +153,103 @@ def decode_image(data: bytes, name: str = "<bytes>", limits: ImageLimits | None 
             f"image is {width}x{height} = {width * height:,} pixels, over the limit of {limits.pixel_limit:,} "
             "(possible decompression bomb; raise --max-pixels or MODELPRINT_MAX_PIXELS to allow it)",
         )
-    try:
-        img.seek(0)
-        img.load()
-        img = ImageOps.exif_transpose(img) or img
-        pixels = _to_rgb_float(img)
-    except (OSError, SyntaxError, ValueError) as exc:
-        msg = str(exc)
-        reason = "truncated or corrupt image data" + (f" ({msg})" if msg else "")
-        raise ImageError(name, reason) from None
+    return img
+
+
+def _decode(fh: BinaryIO, name: str, limits: ImageLimits) -> tuple[np.ndarray, str, str]:
+    """Pixels, format and mode of the image in ``fh``; Pillow's warnings are silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        img = _open_header(fh, name, limits)
+        fmt = img.format or "unknown"
+        try:
+            img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            pixels = _to_rgb_float(img)
+        except MemoryError:
+            raise ImageError(name, "not enough memory to decode this image") from None
+        except Exception as exc:  # noqa: BLE001  (damaged data surfaces as OSError, SyntaxError, struct.error …)
+            msg = _one_line(exc)
+            raise ImageError(name, "truncated or corrupt image data" + (f" ({msg})" if msg else "")) from None
     h, w = pixels.shape[:2]
     if min(h, w) < limits.min_side:
         raise ImageError(name, f"image is {w}x{h}; at least {limits.min_side} px on each side is needed")
-    return LoadedImage(
-        path=name,
-        pixels=np.ascontiguousarray(pixels),
-        format=fmt,
-        mode=img.mode,
-        sha256=hashlib.sha256(data).hexdigest(),
-    )
+    return np.ascontiguousarray(pixels), fmt, img.mode
+
+
+def decode_image(data: bytes, name: str = "<bytes>", limits: ImageLimits | None = None) -> LoadedImage:
+    """Decode image bytes; see the module docstring for the rules."""
+    limits = limits or ImageLimits()
+    if len(data) == 0:
+        raise ImageError(name, "file is empty (0 bytes)")
+    pixels, fmt, mode = _decode(io.BytesIO(data), name, limits)
+    return LoadedImage(name, pixels, fmt, mode, hashlib.sha256(data).hexdigest())
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop (the link points, directly or not, back to itself)"
+    if exc.errno == errno.ENOTDIR:
+        return "no such file (a folder in its path is a file)"
+    return f"cannot read file ({exc.strerror or exc})"
+
+
+@contextmanager
+def _open_regular_file(path: str | Path) -> Iterator[BinaryIO]:
+    """Open ``path`` (links followed) for reading if it is a regular file; anything else is an :class:`ImageError`.
+
+    The type is checked before opening and again on the open descriptor, and the open never waits, so a FIFO,
+    terminal or device named as input is refused at once instead of blocking or streaming without end.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        reason = "broken symbolic link (its target does not exist)" if os.path.islink(path) else "no such file"
+        raise ImageError(path, reason) from None
+    except OSError as exc:
+        raise ImageError(path, _os_reason(exc)) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError(path, "is a directory, not an image file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = _NOT_REGULAR.get(stat.S_IFMT(st.st_mode), "a special file")
+        raise ImageError(path, f"is {kind}, not a regular file; not read")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ImageError(path, _os_reason(exc)) from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between the two checks
+            raise ImageError(path, "is no longer a regular file; not read")
+        yield fh
+
+
+def _sha256(fh: BinaryIO, size: int) -> str:
+    """sha256 of the first ``size`` bytes (the size checked before reading; a growing file is not followed)."""
+    digest = hashlib.sha256()
+    fh.seek(0)
+    while size > 0 and (block := fh.read(min(size, 1 << 20))):
+        digest.update(block)
+        size -= len(block)
+    return digest.hexdigest()
 
 
 def load_image_file(path: str | Path, limits: ImageLimits | None = None) -> LoadedImage:
-    """Read and decode one file; every failure is an :class:`ImageError` naming ``path``."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(path, "no such file") from None
-    except IsADirectoryError:
-        raise ImageError(path, "is a directory, not an image file") from None
-    except OSError as exc:
-        raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
-    return decode_image(data, str(path), limits)
+    """Read and decode one file; every failure is an :class:`ImageError` naming ``path``.
+
+    Memory and reading are bounded by the limits whatever the file holds: see the module docstring.
+    """
+    limits = limits or ImageLimits()
+    name = str(path)
+    with _open_regular_file(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            raise ImageError(name, "file is empty (0 bytes)")
+        if size > limits.byte_limit:
+            raise ImageError(name, f"file is {_size_text(size)}, larger than any image within the pixel limit of "
+                                   f"{limits.pixel_limit:,} can be ({_size_text(limits.byte_limit)}); not read")
+        pixels, fmt, mode = _decode(fh, name, limits)
+        return LoadedImage(name, pixels, fmt, mode, _sha256(fh, size))
 
 
 def load_image(path: str | Path, limits: ImageLimits | None = None) -> np.ndarray:

@@ -73,6 +73,9 @@ def load_probe_images(paths: Sequence[str | Path], candidates: dict[str, Denoise
     images, kept, errors = [], [], []
     size: tuple[int, int] | None = None
     for path in files:
+        if isinstance(path, ImageError):
+            errors.append(path)
+            continue
         try:
             pixels = to_uint8(load_image_file(path, limits).pixels)
             h, w = pixels.shape[:2]

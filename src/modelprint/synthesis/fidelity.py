@@ -99,7 +99,7 @@ def real_class_spectra(
     )
     out: dict[str, np.ndarray] = {}
     for name in names:
-        files = sorted(expand_paths([root / name]), key=lambda p: p.name)
+        files = sorted((p for p in expand_paths([root / name]) if isinstance(p, Path)), key=lambda p: p.name)
         if len(files) < min_images:
             continue
         crops = _class_crops(files, crop, n_images, f"{seed}/{name}")
