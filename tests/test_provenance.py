@@ -21,6 +21,8 @@ from modelprint.provenance import (
     GENERATED,
     MEMBER,
     NONE,
+    MembershipAttack,
+    MembershipTestBed,
     UNCERTAIN,
     Provenance,
     ProvenanceClassifier,
@@ -61,12 +63,12 @@ def denoiser(zoo: Path) -> DiffusersDenoiser:
 
 
 @pytest.fixture(scope="module")
-def bed(zoo: Path):  # noqa: ANN201
+def bed(zoo: Path) -> MembershipTestBed:
     return membership_testbed(zoo, MODEL)
 
 
-def test_the_manifest_records_the_member_split_and_the_testbed_checks_it(zoo: Path, bed, tmp_path: Path  # noqa: ANN001
-                                                                         ) -> None:
+def test_the_manifest_records_the_member_split_and_the_testbed_checks_it(zoo: Path, bed: MembershipTestBed,
+                                                                         tmp_path: Path) -> None:
     entry = json.loads((zoo / "manifest.jsonl").read_text().splitlines()[0])
     assert entry["name"] == MODEL and entry["recipe"]["holdout"]["subset"] == "photos-b"
     assert entry["splits"]["members"]["n_images"] == entry["splits"]["holdout"]["n_images"] == 32
@@ -87,7 +89,7 @@ def test_the_manifest_records_the_member_split_and_the_testbed_checks_it(zoo: Pa
         membership_testbed(tmp_path, MODEL)
 
 
-def test_member_and_held_out_images_differ_in_loss(denoiser: DiffusersDenoiser, bed) -> None:  # noqa: ANN001
+def test_member_and_held_out_images_differ_in_loss(denoiser: DiffusersDenoiser, bed: MembershipTestBed) -> None:
     """The tiny member model memorises its 32 crops: their loss is lower than that of 32 held-out crops of the same
     photo distribution (measured: log-loss gap 0.39–0.49 at t = 5…100, 0 at t ≥ 700)."""
     probe = DenoisingLossProbe(timesteps=(10, 25, 50, 100, 900), repeats=4, seed=0, batch_size=64)
@@ -96,7 +98,8 @@ def test_member_and_held_out_images_differ_in_loss(denoiser: DiffusersDenoiser, 
     assert abs(gap[4]) < 0.05, gap  # at the end of the trajectory the image hardly matters
 
 
-def test_trajectory_features_end_to_end_deterministic_and_counted(denoiser: DiffusersDenoiser, bed) -> None:  # noqa: ANN001
+def test_trajectory_features_end_to_end_deterministic_and_counted(denoiser: DiffusersDenoiser,
+                                                                  bed: MembershipTestBed) -> None:
     images = np.concatenate([bed.members[:3], bed.matched[:3]])
     seen: list[tuple[int, int]] = []
     before = denoiser.n_forward
@@ -121,7 +124,7 @@ def test_trajectory_features_end_to_end_deterministic_and_counted(denoiser: Diff
         TrajectoryExtractor(kinds=("nope",)).extract(denoiser, images)
 
 
-def test_gradients_flow_only_when_asked(denoiser: DiffusersDenoiser, bed) -> None:  # noqa: ANN001
+def test_gradients_flow_only_when_asked(denoiser: DiffusersDenoiser, bed: MembershipTestBed) -> None:
     x = denoiser.to_model_space(bed.members[:2]).requires_grad_(True)
     assert not denoiser.predict_noise(x, 10).requires_grad  # the probes' default: no graph
     (grad,) = torch.autograd.grad(denoiser.predict_noise(x, 10, grad=True).square().sum(), x)
@@ -143,7 +146,7 @@ SETTINGS = {"naive-loss": {"timesteps": (10, 50), "repeats": 2}, "secmi": {"time
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS.names()))
-def test_every_attack_runs_end_to_end(name: str, denoiser: DiffusersDenoiser, bed) -> None:  # noqa: ANN001
+def test_every_attack_runs_end_to_end(name: str, denoiser: DiffusersDenoiser, bed: MembershipTestBed) -> None:
     attack = TrajectoryAttack(SMALL) if name == "trajectory" else ATTACKS.create(name, **SETTINGS[name])
     images = np.concatenate([bed.members[:8], bed.matched[:8]])
     member = np.repeat([True, False], 8)
@@ -173,7 +176,7 @@ def _synthetic_members(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
                                     ATTACKS.create("gsa1", classifier="linear"),
                                     ATTACKS.create("gsa2", classifier="boosted"),
                                     TrajectoryAttack()])
-def test_fitting_never_sees_the_test_rows(attack) -> None:  # noqa: ANN001
+def test_fitting_never_sees_the_test_rows(attack: MembershipAttack) -> None:
     x, member = _synthetic_members(400, 0)
     split = audit_split(np.where(member, MEMBER, EXTERNAL), budget=0.5, seed=1)
     assert split.to_dict() == {"fit": 200, "val": 80, "test": 120}
@@ -316,7 +319,8 @@ def test_lowest_loss_normalisation_raw_and_files_written_before_it(tmp_path: Pat
     np.testing.assert_allclose(loaded.decision_function(x), model.decision_function(x))
 
 
-def test_provenance_fits_saves_loads_and_scores(denoiser: DiffusersDenoiser, bed, tmp_path: Path) -> None:  # noqa: ANN001
+def test_provenance_fits_saves_loads_and_scores(denoiser: DiffusersDenoiser, bed: MembershipTestBed,
+                                                tmp_path: Path) -> None:
     extractor = TrajectoryExtractor(timesteps=STEPS, repeats=2, kinds=("loss", "sima", "grad_input"))
     model = Provenance(extractor, ProvenanceClassifier(cv=2), seed=0)
     with pytest.raises(NotFittedError):

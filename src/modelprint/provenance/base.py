@@ -30,7 +30,8 @@ from modelprint.probes.denoisers import Denoiser
 from modelprint.registry import Registry
 
 __all__ = ["ATTACKS", "EXTERNAL", "GENERATED", "MEMBER", "PROVENANCE_CLASSES", "UNCERTAIN", "CallMeter",
-           "MembershipAttack", "NotFittedProvenanceError", "check_fitted", "check_timesteps", "fit_rows", "log_positive"]
+           "MembershipAttack", "NotFittedProvenanceError", "check_fitted", "check_timesteps", "fit_rows",
+           "log_positive"]
 
 MEMBER, GENERATED, EXTERNAL = "member", "generated", "external"
 #: The three answers of provenance: in the training set, made by the model, or neither.

@@ -25,7 +25,6 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
-import numpy as np
 import torch
 
 from modelprint.errors import ModelprintError
