@@ -15,6 +15,7 @@
 from modelprint.probes.attribution import (
     CLASSIFIERS,
     FEATURES,
+    NORMALISATIONS,
     CandidatePrototypeSimilarity,
     LowestLoss,
     NearestPrototype,
@@ -41,6 +42,7 @@ __all__ = [
     "CLASSIFIERS",
     "FEATURES",
     "LOSS_PRESETS",
+    "NORMALISATIONS",
     "PRESETS",
     "PROBES",
     "TIMESTEPS_1",

@@ -42,6 +42,7 @@ from modelprint.probes.sds import SpectralProbe
 __all__ = [
     "CLASSIFIERS",
     "FEATURES",
+    "NORMALISATIONS",
     "LowestLoss",
     "NearestPrototype",
     "CandidatePrototypeSimilarity",
@@ -54,6 +55,8 @@ __all__ = [
 ]
 
 CLASSIFIERS = ("prototype", "logreg", "svm", "lowest-loss")
+#: :class:`LowestLoss` normalisations.
+NORMALISATIONS = ("raw", "standardised")
 FEATURES = ("concat", "distances")
 FORMAT = "modelprint-probe-attributor/1"
 
@@ -115,15 +118,18 @@ class LowestLoss(ClassifierMixin, BaseEstimator):
 
     Input: :class:`~modelprint.probes.loss.DenoisingLossProbe` signatures of every candidate, flattened ``(n, M·T)``
     in ``candidates`` order (``classes_`` are the candidate names, sorted). A candidate's score is minus its log
-    loss averaged over timesteps. Candidates in different spaces (pixels, latents) or of different quality have
-    losses on different scales, so with
-    ``standardise`` each (candidate, timestep) log loss is first standardised by its mean and spread over the
-    fitted images, whatever their labels: ``fit`` learns no class boundary, only each candidate's loss scale.
+    loss averaged over timesteps. ``normalisation="raw"`` compares the log losses as they are, which suits
+    candidates that share one model space; candidates in different spaces (pixels, latents) or of different quality
+    have losses on different scales, so with ``"standardised"`` (the default) each (candidate, timestep) log loss
+    is first standardised by its mean and spread over the fitted images, whatever their labels: ``fit`` learns no
+    class boundary, only each candidate's loss scale. Choose between them on a validation split
+    (:func:`modelprint.provenance.attribution.choose_attributor` does).
     """
 
-    def __init__(self, candidates: Sequence[str] = (), standardise: bool = True) -> None:
+    def __init__(self, candidates: Sequence[str] = (),
+                 normalisation: Literal["raw", "standardised"] = "standardised") -> None:
         self.candidates = candidates
-        self.standardise = standardise
+        self.normalisation = normalisation
 
     def _blocks(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         x = np.asarray(X, dtype=np.float64)
@@ -141,7 +147,10 @@ class LowestLoss(ClassifierMixin, BaseEstimator):
         names = [str(c) for c in self.candidates]
         self.classes_ = np.asarray(sorted(names))  # sorted, as every scikit-learn classifier's
         self.order_ = np.asarray([names.index(c) for c in self.classes_])
-        if self.standardise:
+        if self.normalisation not in NORMALISATIONS:
+            raise ModelprintError(f"lowest-loss: unknown normalisation {self.normalisation!r}; known: "
+                                  f"{', '.join(NORMALISATIONS)}")
+        if self.normalisation == "standardised":
             self.mean_ = blocks.mean(axis=0)
             spread = blocks.std(axis=0)
             self.scale_ = np.where(spread > 0, spread, 1.0)
@@ -417,7 +426,10 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
         for i, spec in enumerate(meta["steps"]):
             if spec["class"] not in _STEP_CLASSES:
                 raise ModelprintError(f"{path}: unknown pipeline step {spec['class']!r}")
-            step = _STEP_CLASSES[spec["class"]](**spec["params"])
+            params = dict(spec["params"])
+            if spec["class"] == "LowestLoss" and "standardise" in params:  # files written before `normalisation`
+                params["normalisation"] = "standardised" if params.pop("standardise") else "raw"
+            step = _STEP_CLASSES[spec["class"]](**params)
             for key, value in spec["scalars"].items():
                 setattr(step, key, value)
             prefix = f"step{i}."

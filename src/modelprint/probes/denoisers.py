@@ -123,8 +123,11 @@ class Denoiser(ABC):
             raise ModelprintError(f"candidate {self.name!r}: encoding gives {tuple(z.shape[1:])}, expected {shape}")
         return z
 
-    def predict_noise(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        """ε prediction for ``x_t`` ``(n, C, h, w)`` at integer timesteps ``t`` (scalar or ``(n,)``), no gradient."""
+    def predict_noise(self, x_t: torch.Tensor, t: int | torch.Tensor, *, grad: bool = False) -> torch.Tensor:
+        """ε prediction for ``x_t`` ``(n, C, h, w)`` at integer timesteps ``t`` (scalar or ``(n,)``).
+
+        Without gradient by default; with ``grad`` the prediction is differentiable with respect to ``x_t`` and to
+        :meth:`named_parameters` (gradient features of trajectory provenance)."""
         if x_t.ndim != 4 or x_t.shape[1] != self.channels:
             raise ModelprintError(f"candidate {self.name!r}: expects (n, {self.channels}, h, w) inputs, "
                                   f"got {tuple(x_t.shape)}")
@@ -132,13 +135,17 @@ class Denoiser(ABC):
         if int(t.min()) < 0 or int(t.max()) >= self.num_timesteps:
             raise ModelprintError(f"candidate {self.name!r}: timesteps must be in [0, {self.num_timesteps - 1}], "
                                   f"got {int(t.min())}..{int(t.max())}")
-        with torch.no_grad():
+        with torch.set_grad_enabled(grad):
             eps = self._eps(x_t, t)
         if eps.shape != x_t.shape:
             raise ModelprintError(f"candidate {self.name!r}: predicted noise has shape {tuple(eps.shape)}, "
                                   f"expected {tuple(x_t.shape)}")
         self.n_forward += int(x_t.shape[0])
         return eps.float()
+
+    def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """The ε network's parameters by name (what gradient features differentiate); empty when unknown."""
+        return []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
@@ -216,7 +223,10 @@ class DiffusersDenoiser(Denoiser):
         return to_unit(images) if self.encoder is None else self.encoder(images)
 
     def _eps(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.model.predict_noise(x_t, t)
+        return self.model.predict_noise(x_t, t, grad=torch.is_grad_enabled())
+
+    def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return list(self.model.unet.named_parameters())
 
 
 class ConditionalUNetDenoiser(Denoiser):
@@ -257,6 +267,9 @@ class ConditionalUNetDenoiser(Denoiser):
 
     def _encode(self, images: np.ndarray) -> torch.Tensor:
         return self.encoder(images)
+
+    def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return list(self.unet.named_parameters())
 
     def _eps(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         n = x_t.shape[0]
@@ -313,3 +326,7 @@ class CallableDenoiser(Denoiser):
         if not isinstance(out, torch.Tensor):
             raise ModelprintError(f"candidate {self.name!r}: eps_fn returned a {type(out).__name__}, not a tensor")
         return _eps_from_output(out, x_t, t, self.alphas_cumprod, self.prediction_type)
+
+    def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """The parameters of ``eps_fn`` when it is a ``torch.nn.Module``, else none."""
+        return list(self.eps_fn.named_parameters()) if isinstance(self.eps_fn, torch.nn.Module) else []

@@ -55,8 +55,11 @@ class Recipe:
     lr: float = 2e-4
     parent: str | None = None
     note: str = ""
+    #: Images of the training data's distribution the model never sees (membership tests' matched non-members).
+    holdout: DataSpec | None = None
 
     def describe(self) -> dict[str, Any]:
+        extra = {"holdout": self.holdout.describe()} if self.holdout is not None else {}
         return {
             "name": self.name,
             "family": self.family,
@@ -68,6 +71,7 @@ class Recipe:
             "lr": self.lr,
             "parent": self.parent,
             "note": self.note,
+            **extra,
         }
 
 

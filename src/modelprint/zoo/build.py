@@ -175,6 +175,8 @@ def _train_one(out_dir: str, recipe: Recipe, n_samples: int, sample_seed: int) -
         "threads": torch.get_num_threads(),
         "files": folder_digests(folder),
     }
+    if recipe.holdout is not None:
+        entry["splits"] = membership_splits(recipe, images)
     if n_samples and model.kind != "autoencoder":
         sample_folder = root / SAMPLES_DIR / recipe.name
         tmp = sample_folder.with_name(f".{recipe.name}.tmp")
@@ -184,6 +186,16 @@ def _train_one(out_dir: str, recipe: Recipe, n_samples: int, sample_seed: int) -
         entry["samples"] = {"n": n_samples, "seed": sample_seed, "sha256": samples_digest(sample_folder),
                             "cpu_seconds": round(time.process_time() - t0, 2)}
     return entry
+
+
+def membership_splits(recipe: Recipe, members: Any) -> dict[str, dict[str, Any]]:
+    """The manifest's record of a member-split recipe: which images it trained on (``members``) and which images of
+    the same distribution it never saw (``holdout``), each as its data spec, image count and sha256."""
+    from modelprint.zoo.data import images_digest, training_images
+
+    held = training_images(recipe.holdout)
+    return {"members": {**recipe.data.describe(), "n_images": int(len(members)), "sha256": images_digest(members)},
+            "holdout": {**recipe.holdout.describe(), "n_images": int(len(held)), "sha256": images_digest(held)}}
 
 
 def _waves(recipes: Sequence[Recipe]) -> list[list[Recipe]]:

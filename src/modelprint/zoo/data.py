@@ -12,6 +12,8 @@ Subsets:
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 from PIL import Image
 
@@ -40,6 +42,13 @@ def faces(size: int, split: str = "members") -> np.ndarray:
         im = Image.fromarray(np.round(grey[i] * 255).astype(np.uint8)).resize((size, size), Image.Resampling.LANCZOS)
         out[k] = np.asarray(im)[..., None]
     return out
+
+
+def images_digest(images: np.ndarray) -> str:
+    """sha256 of a uint8 image batch (its shape and bytes), to record and check which images a split holds."""
+    h = hashlib.sha256(repr(tuple(images.shape)).encode())
+    h.update(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
+    return h.hexdigest()
 
 
 def training_images(spec: DataSpec) -> np.ndarray:

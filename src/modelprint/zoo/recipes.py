@@ -1,12 +1,16 @@
 """The zoo's recipes, in two tiers.
 
-- ``tiny``: one small model of every family plus both lineage children, trained for a few dozen steps. It builds in
-  well under the 10-minute budget and is what the tests use: the samples are real outputs of trained networks, just
-  poor ones.
+- ``tiny``: one small model of every family plus both lineage children, trained for a few dozen steps, and a DDPM
+  trained many epochs on 32 member crops (``tiny-ddpm-members``). It builds in well under the 10-minute budget and
+  is what the tests use: the samples are real outputs of trained networks, just poor ones.
 - ``standard``: the benchmark zoo at 32², with the variety the zero-shot and white-box benchmarks need: GANs that
   differ only in upsampling or loss, a vanilla and a β-VAE, a Glow flow, pixel DDPMs that differ in seed, width,
   training data and training length, two latent diffusion models sharing one autoencoder, and two lineage children
   of a DDPM (fine-tuned on other photos, and a LoRA adapter).
+
+Member-split recipes (``holdout`` set: ``tiny-ddpm-members``, ``ddpm-members``, ``ddpm-faces``) train on a known
+member set and name images of the same distribution they never see; the manifest records both splits (data spec,
+count, sha256) for membership and provenance tests.
 
 Recipe names are stable identifiers: manifests, benchmarks and galleries refer to them.
 """
@@ -35,6 +39,9 @@ _TINY: tuple[Recipe, ...] = (
            batch_size=16, lr=1e-3, parent="tiny-ddpm"),
     Recipe("tiny-ddpm-lora", "ddpm-lora", {"rank": 4}, DataSpec("photos-b", 256, 32, 1), seed=2, steps=30,
            batch_size=16, lr=1e-3, parent="tiny-ddpm"),
+    Recipe("tiny-ddpm-members", "ddpm", _TINY_DDPM, DataSpec("photos-a", 32, 32, 0), seed=0, steps=300,
+           batch_size=16, lr=3e-3, holdout=DataSpec("photos-b", 32, 32, 0),
+           note="150 epochs over 32 member crops: members and held-out crops differ in loss"),
 )
 
 _P = DataSpec(subset="photos", n=8192, size=32, seed=0)
@@ -57,7 +64,11 @@ _STANDARD: tuple[Recipe, ...] = (
     Recipe("ddpm-narrow", "ddpm", {**_DDPM, "widths": [16, 32, 32]}, _P, seed=0, steps=1500, batch_size=16, lr=1e-3,
            note="half the width"),
     Recipe("ddpm-faces", "ddpm", _DDPM, DataSpec("faces", 100, 32, 0), seed=0, steps=1000, batch_size=16, lr=1e-3,
+           holdout=DataSpec("faces-holdout", 100, 32, 0),
            note="trained on the 100 LFW member faces (membership tests use the 100 held-out faces)"),
+    Recipe("ddpm-members", "ddpm", _DDPM, DataSpec("photos-a", 256, 32, 0), seed=5, steps=6000, batch_size=16,
+           lr=1e-3, holdout=DataSpec("photos-b", 256, 32, 0),
+           note="375 epochs over 256 member crops of one half of the photos; the other half is held out"),
     Recipe("autoencoder", "autoencoder", {"widths": [32, 64], "latent_channels": 4, "kl_weight": 1e-6}, _P, seed=0,
            steps=1000, batch_size=16, lr=1e-3, note="shared by the latent diffusion models; not a generator"),
     Recipe("ldm", "ldm", _LDM, _P, seed=0, steps=2000, batch_size=32, lr=1e-3, parent="autoencoder"),

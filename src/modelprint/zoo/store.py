@@ -24,7 +24,7 @@ def family(name: str) -> type[ZooModel]:
 def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     return Recipe(name=d["name"], family=d["family"], params=dict(d["params"]), data=DataSpec(**d["data"]),
                   seed=d["seed"], steps=d["steps"], batch_size=d["batch_size"], lr=d["lr"], parent=d["parent"],
-                  note=d.get("note", ""))
+                  note=d.get("note", ""), holdout=DataSpec(**d["holdout"]) if d.get("holdout") else None)
 
 
 @dataclass

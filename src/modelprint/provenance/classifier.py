@@ -1,0 +1,196 @@
+"""Three-way provenance from trajectory features: training member, the model's own generation, or external.
+
+:class:`ProvenanceClassifier` is a calibrated scikit-learn classifier over any class set (usually
+:data:`~modelprint.provenance.base.PROVENANCE_CLASSES`): a standardised logistic regression (``linear``: its
+weights per feature and timestep can be plotted against ``t``, :meth:`~ProvenanceClassifier.linear_weights`) or
+histogram gradient boosting (``boosted``), wrapped in ``CalibratedClassifierCV`` (sigmoid or isotonic, stratified
+folds). Below a confidence chosen on validation rows (the lowest top-class probability at which the accepted
+validation rows are still ``target_accuracy`` right) the answer is :data:`~modelprint.provenance.base.UNCERTAIN`.
+:class:`TrajectoryAttack` is the same classifier as a membership attack (member probability), beside the baselines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from modelprint.errors import ModelprintError
+from modelprint.probes.base import ProbeProgress
+from modelprint.probes.denoisers import Denoiser
+from modelprint.provenance.base import (ATTACKS, EXTERNAL, MEMBER, UNCERTAIN, MembershipAttack, check_fitted,
+                                        fit_rows)
+from modelprint.provenance.features import TrajectoryExtractor
+
+__all__ = ["ProvenanceClassifier", "ProvenanceDecisions", "TrajectoryAttack", "choose_confidence"]
+
+MODELS = ("linear", "boosted")
+
+
+def choose_confidence(probabilities: np.ndarray, correct: np.ndarray, target_accuracy: float) -> float:
+    """The lowest top-class probability ``c`` such that the rows with ``max p ≥ c`` are at least
+    ``target_accuracy`` correct (answering as many rows as possible); above every row if no ``c`` achieves it."""
+    top = np.asarray(probabilities, dtype=np.float64).max(axis=1)
+    ok = np.asarray(correct, dtype=bool)
+    order = np.argsort(-top, kind="stable")
+    accuracy = np.cumsum(ok[order]) / np.arange(1, len(order) + 1)
+    # a cut can only fall between distinct probabilities: the last row of each run of ties
+    last = np.r_[top[order][1:] != top[order][:-1], True]
+    good = np.flatnonzero(last & (accuracy >= target_accuracy))
+    return float(top[order][good[-1]]) if len(good) else float(np.nextafter(top.max(), np.inf))
+
+
+@dataclass
+class ProvenanceDecisions:
+    """Per image: calibrated probabilities over ``classes`` and the decision (a class or ``uncertain``)."""
+
+    classes: list[str]
+    probabilities: np.ndarray
+    decisions: np.ndarray
+    confidence: float
+
+    def to_dict(self, paths: Sequence[str] | None = None) -> dict[str, Any]:
+        results = []
+        for i, (p, decision) in enumerate(zip(self.probabilities, self.decisions)):
+            row: dict[str, Any] = {"decision": str(decision),
+                                   "probabilities": {c: float(v) for c, v in zip(self.classes, p)}}
+            if paths is not None:
+                row = {"path": str(paths[i]), **row}
+            results.append(row)
+        return {"classes": list(self.classes), "confidence_threshold": self.confidence, "results": results}
+
+
+class ProvenanceClassifier(ClassifierMixin, BaseEstimator):
+    """Calibrated member / generated / external classifier with an explicit ``uncertain`` answer.
+
+    ``fit(X, y, X_val, y_val)``: the model is fitted and calibrated on ``(X, y)``; the confidence below which the
+    answer is ``uncertain`` is chosen on ``(X_val, y_val)`` (without them, on a stratified ``validation_fraction``
+    of ``(X, y)`` held out of the model fit). ``target_accuracy=None`` never answers ``uncertain``.
+    """
+
+    def __init__(self, model: Literal["linear", "boosted"] = "linear", C: float = 1.0,  # noqa: N803
+                 calibration: Literal["sigmoid", "isotonic"] = "sigmoid", cv: int = 3,
+                 target_accuracy: float | None = 0.95, validation_fraction: float = 0.25, seed: int = 0) -> None:
+        self.model = model
+        self.C = C
+        self.calibration = calibration
+        self.cv = cv
+        self.target_accuracy = target_accuracy
+        self.validation_fraction = validation_fraction
+        self.seed = seed
+
+    def _base(self) -> Pipeline | HistGradientBoostingClassifier:
+        if self.model == "linear":
+            return make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=5000))
+        if self.model == "boosted":
+            return HistGradientBoostingClassifier(random_state=self.seed)
+        raise ModelprintError(f"provenance classifier: unknown model {self.model!r}; known: {', '.join(MODELS)}")
+
+    @staticmethod
+    def _check(X: np.ndarray, y: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
+        x, labels = np.asarray(X, dtype=np.float64), np.asarray(y).astype(str)
+        if x.ndim != 2 or len(x) != len(labels):
+            raise ModelprintError(f"provenance classifier: expected (n, d) features and n labels, got {x.shape} "
+                                  f"and {len(labels)}")
+        if not np.isfinite(x).all():
+            raise ModelprintError("provenance classifier: features to fit on are not all finite")
+        return x, labels
+
+    def fit(self, X: np.ndarray, y: Sequence[Any], X_val: np.ndarray | None = None,  # noqa: N803
+            y_val: Sequence[Any] | None = None) -> ProvenanceClassifier:
+        x, labels = self._check(X, y)
+        if self.target_accuracy is not None and X_val is None:
+            x, x_val, labels, val_labels = train_test_split(x, labels, test_size=self.validation_fraction,
+                                                            stratify=labels, random_state=self.seed)
+        elif X_val is not None:
+            x_val, val_labels = self._check(X_val, y_val if y_val is not None else [])
+        counts = np.unique(labels, return_counts=True)[1]
+        if len(counts) < 2 or counts.min() < int(self.cv):
+            raise ModelprintError(f"provenance classifier: needs at least two classes with >= {self.cv} fitting "
+                                  f"images each, got {dict(zip(*np.unique(labels, return_counts=True)))}")
+        folds = StratifiedKFold(int(self.cv), shuffle=True, random_state=self.seed)
+        self.calibrated_ = CalibratedClassifierCV(self._base(), method=self.calibration, cv=folds).fit(x, labels)
+        self.classes_ = self.calibrated_.classes_
+        self.n_features_in_ = x.shape[1]
+        self.confidence_ = 0.0
+        if self.target_accuracy is not None:
+            proba = self.calibrated_.predict_proba(x_val)
+            correct = self.classes_[proba.argmax(axis=1)] == val_labels
+            self.confidence_ = choose_confidence(proba, correct, float(self.target_accuracy))
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        """Calibrated probabilities ``(n, n_classes)`` in ``classes_`` order."""
+        check_fitted(self, "calibrated_")
+        x = np.asarray(X, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.n_features_in_:
+            raise ModelprintError(f"provenance classifier: fitted on {self.n_features_in_} features, got {x.shape}")
+        return self.calibrated_.predict_proba(x)
+
+    def decide(self, X: np.ndarray) -> ProvenanceDecisions:  # noqa: N803
+        """Probabilities and decisions, ``uncertain`` where the top probability is below ``confidence_``."""
+        proba = self.predict_proba(X)
+        decisions = np.where(proba.max(axis=1) >= self.confidence_, self.classes_[proba.argmax(axis=1)], UNCERTAIN)
+        return ProvenanceDecisions([str(c) for c in self.classes_], proba, decisions.astype(object), self.confidence_)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        return self.decide(X).decisions
+
+    def linear_weights(self) -> np.ndarray:
+        """The logistic regression's weights per standardised feature, ``(n_classes, n_features)`` (one row for two
+        classes: the second class's), averaged over the calibration folds."""
+        check_fitted(self, "calibrated_")
+        if self.model != "linear":
+            raise ModelprintError("linear_weights needs model='linear'")
+        return np.mean([c.estimator[-1].coef_ for c in self.calibrated_.calibrated_classifiers_], axis=0)
+
+
+@ATTACKS.register("trajectory")
+class TrajectoryAttack(MembershipAttack):
+    """Trajectory features (:class:`~modelprint.provenance.features.TrajectoryExtractor`) and a calibrated
+    :class:`ProvenanceClassifier` fitted on the auditor's budget; the member score is P(member)."""
+
+    learned = True
+
+    def __init__(self, extractor: TrajectoryExtractor | None = None,
+                 model: Literal["linear", "boosted"] = "linear", seed: int = 0) -> None:
+        self.extractor = extractor
+        self.model = model
+        self.seed = seed
+
+    def _extractor(self) -> TrajectoryExtractor:
+        return self.extractor if self.extractor is not None else TrajectoryExtractor(seed=self.seed)
+
+    def calls_per_image(self, denoiser: Denoiser) -> int:
+        return self._extractor().calls_per_image(denoiser)
+
+    def backwards_per_image(self, denoiser: Denoiser) -> int:
+        return self._extractor().backwards_per_image(denoiser)
+
+    def settings(self) -> list[Any]:
+        return []
+
+    def measure(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
+        return self._extractor().extract(denoiser, images, progress).values
+
+    def fit(self, X: np.ndarray, y: Sequence[bool]) -> TrajectoryAttack:  # noqa: N803
+        x, member = fit_rows(X, y, self.name)
+        labels = np.where(member, MEMBER, EXTERNAL)
+        self.classifier_ = ProvenanceClassifier(self.model, target_accuracy=None, seed=self.seed).fit(x, labels)
+        self.n_features_in_ = x.shape[1]
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        """P(member) of each row, ``(n,)``."""
+        check_fitted(self, "classifier_")
+        proba = self.classifier_.predict_proba(X)
+        return proba[:, list(self.classifier_.classes_).index(MEMBER)]

@@ -1,0 +1,144 @@
+"""Provenance of images for one diffusion model, fitted once and saved: what ``modelprint provenance fit|score``
+run.
+
+:class:`Provenance` extracts trajectory features of the model's training members, its own generations and external
+images, holds out a stratified validation part, fits a :class:`~modelprint.provenance.classifier.ProvenanceClassifier`
+on the rest (calibrated) and chooses its "uncertain" confidence on the validation part. :meth:`Provenance.save`
+writes one ``.npz`` atomically, without pickles: the settings and the fitted features (not the images).
+:meth:`Provenance.load` refits from them, which is deterministic, and checks that the refitted classifier gives
+the probabilities that were saved.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import train_test_split
+
+from modelprint.atomic import atomic_open
+from modelprint.errors import ModelprintError
+from modelprint.probes.base import ProbeProgress
+from modelprint.probes.denoisers import Denoiser
+from modelprint.provenance.base import EXTERNAL, GENERATED, MEMBER, check_fitted
+from modelprint.provenance.classifier import ProvenanceClassifier, ProvenanceDecisions
+from modelprint.provenance.features import TrajectoryExtractor
+
+__all__ = ["FORMAT", "Provenance"]
+
+FORMAT = "modelprint-provenance/1"
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
+
+
+class Provenance(BaseEstimator):
+    """Member / generated / external for images of one denoiser.
+
+    ``extractor`` and ``classifier`` default to :class:`TrajectoryExtractor` and :class:`ProvenanceClassifier`
+    with ``seed``; ``val_fraction`` of each class is held out to choose the confidence threshold.
+    """
+
+    def __init__(self, extractor: TrajectoryExtractor | None = None, classifier: ProvenanceClassifier | None = None,
+                 val_fraction: float = 0.25, seed: int = 0) -> None:
+        self.extractor = extractor
+        self.classifier = classifier
+        self.val_fraction = val_fraction
+        self.seed = seed
+
+    def _extractor(self) -> TrajectoryExtractor:
+        return self.extractor if self.extractor is not None else TrajectoryExtractor(seed=self.seed)
+
+    def _classifier(self) -> ProvenanceClassifier:
+        return self.classifier if self.classifier is not None else ProvenanceClassifier(seed=self.seed)
+
+    def fit(self, denoiser: Denoiser, members: np.ndarray, generated: np.ndarray, external: np.ndarray,
+            progress: ProbeProgress | None = None) -> Provenance:
+        """Extract the features of the three image sets (uint8 ``(n, H, W, 3)`` each) and fit on them."""
+        parts = [(MEMBER, members), (GENERATED, generated), (EXTERNAL, external)]
+        extractor = self._extractor()
+        total = sum(len(images) for _, images in parts) * extractor.calls_per_image(denoiser)
+        values, labels, done, names = [], [], 0, []
+        for label, images in parts:
+            step = None if progress is None else (lambda k, _t, o=done: progress(o + k, total))
+            trajectory = extractor.extract(denoiser, images, step)
+            done += len(images) * extractor.calls_per_image(denoiser)
+            values.append(trajectory.values)
+            labels += [label] * len(images)
+            names = trajectory.names
+        return self.fit_features(np.concatenate(values), labels, names, denoiser.name)
+
+    def fit_features(self, X: np.ndarray, y: Sequence[str], names: Sequence[str], denoiser: str  # noqa: N803
+                     ) -> Provenance:
+        """Fit on precomputed trajectory features ``X`` (columns ``names``) labelled ``y``."""
+        x, labels = np.asarray(X, dtype=np.float64), np.asarray(y).astype(str)
+        if x.ndim != 2 or x.shape[1] != len(names) or len(x) != len(labels):
+            raise ModelprintError(f"provenance: {x.shape} features, {len(names)} names and {len(labels)} labels "
+                                  "do not fit together")
+        counts = dict(zip(*np.unique(labels, return_counts=True)))
+        if len(counts) < 2 or min(counts.values()) < 8:
+            raise ModelprintError(f"provenance: needs at least 8 images of each of two or more classes, got {counts}")
+        fit_rows, val_rows = train_test_split(np.arange(len(x)), test_size=self.val_fraction, stratify=labels,
+                                              random_state=self.seed)
+        fit_rows, val_rows = np.sort(fit_rows), np.sort(val_rows)
+        self.classifier_ = ProvenanceClassifier(**self._classifier().get_params()).fit(
+            x[fit_rows], labels[fit_rows], x[val_rows], labels[val_rows])
+        self.classes_ = self.classifier_.classes_
+        self.features_, self.labels_, self.feature_names_, self.denoiser_ = x, labels, list(names), str(denoiser)
+        return self
+
+    def score(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None
+              ) -> ProvenanceDecisions:
+        """Calibrated class probabilities and decisions (``uncertain`` below the validated confidence)."""
+        check_fitted(self, "classifier_")
+        trajectory = self._extractor().extract(denoiser, images, progress)
+        if trajectory.names != self.feature_names_:
+            raise ModelprintError(f"candidate {denoiser.name!r}: gives other trajectory features than the model this "
+                                  f"provenance was fitted on ({self.denoiser_!r}); use the same model")
+        return self.classifier_.decide(trajectory.values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Settings, class counts and the chosen confidence."""
+        check_fitted(self, "classifier_")
+        counts = dict(zip(*np.unique(self.labels_, return_counts=True)))
+        return {"denoiser": self.denoiser_, "classes": [str(c) for c in self.classes_],
+                "counts": {str(k): int(v) for k, v in counts.items()}, "n_features": len(self.feature_names_),
+                "confidence_threshold": float(self.classifier_.confidence_),
+                "extractor": _jsonable(self._extractor().get_params()),
+                "classifier": _jsonable(self._classifier().get_params())}
+
+    def save(self, path: str | Path) -> None:
+        """Write settings, fitted features and labels to ``path`` atomically (no pickles)."""
+        check_fitted(self, "classifier_")
+        meta = {"format": FORMAT, "val_fraction": self.val_fraction, "seed": self.seed, **self.to_dict(),
+                "feature_names": self.feature_names_}
+        arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), "features": self.features_,
+                  "labels": self.labels_.astype(str), "probabilities": self.classifier_.predict_proba(self.features_)}
+        with atomic_open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Provenance:
+        """Read a file written by :meth:`save` and refit from its features (checked against its probabilities)."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+            meta = json.loads(arrays["meta"].tobytes().decode())
+        except (OSError, ValueError, KeyError) as err:
+            raise ModelprintError(f"{path}: not a provenance file ({err})") from None
+        if meta.get("format") != FORMAT:
+            raise ModelprintError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        extractor = TrajectoryExtractor(**{k: (tuple(v) if isinstance(v, list) else v)
+                                           for k, v in meta["extractor"].items()})
+        model = cls(extractor, ProvenanceClassifier(**meta["classifier"]), meta["val_fraction"], meta["seed"])
+        model.fit_features(arrays["features"], arrays["labels"], meta["feature_names"], meta["denoiser"])
+        if not np.allclose(model.classifier_.predict_proba(arrays["features"]), arrays["probabilities"], atol=1e-9):
+            raise ModelprintError(f"{path}: refitting gives other probabilities than were saved (another "
+                                  "scikit-learn version?); fit it again with `modelprint provenance fit`")
+        return model
