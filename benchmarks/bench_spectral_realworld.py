@@ -17,9 +17,8 @@ import numpy as np
 from PIL import Image
 
 from common import fmt_ci, machine, shared_dir, update_readme_section, write_result
-from modelprint.api import dataset_embeddings, embed_paths
+from modelprint.api import Gallery, dataset_embeddings, embed_paths
 from modelprint.evaluation import evaluate_embeddings
-from modelprint.gallery import Gallery
 from modelprint.io import Dataset, load_image_file
 from modelprint.methods import load_method
 from modelprint.seeding import seed_everything

@@ -233,7 +233,7 @@ def test_calibration_values(tmp_path):
 
 
 def test_sampled_pairs_are_deterministic(tmp_path):
-    from modelprint.gallery.store import calibrate
+    from modelprint.gallery import calibrate
 
     c = centers(3, seed=2)
     x = np.concatenate([cluster(c[k], 200, seed=k) for k in range(3)])
@@ -246,6 +246,68 @@ def test_sampled_pairs_are_deterministic(tmp_path):
     assert abs(full["verify_threshold"] - a["verify_threshold"]) < 0.1
     assert calibrate(x[:200], starts[:1], counts[:1]) is None  # one model
     assert calibrate(x[[0, 200]], np.array([0, 1]), np.array([1, 1])) is None  # no model with 2 images
+
+
+def test_verification_threshold_is_the_one_eer():
+    """The gallery's verification threshold and EER are :func:`modelprint.scores.eer` of its pairs, the EER that
+    ``evaluate`` reports (interpolated ROC crossing), not a definition of its own."""
+    from modelprint.evaluation import metrics
+    from modelprint.gallery import calibrate
+    from modelprint.scores import eer
+
+    x = np.concatenate([cluster(c, 6, seed=k, noise=1.2) for k, c in enumerate(centers(3, seed=0)[:, :8])])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    cal = calibrate(x, np.array([0, 6, 12]), np.array([6, 6, 6]))
+    labels = np.repeat(np.arange(3), 6)
+    iu = np.triu_indices(len(x), 1)
+    scores, same = (x @ x.T)[iu].astype(np.float64), (labels[:, None] == labels[None, :])[iu]
+    assert (cal["eer"], cal["verify_threshold"]) == eer(scores, same) == metrics.eer(scores, same)
+    assert "interpolated" in cal["rule"]
+
+
+def test_verify_pair_is_decided_by_the_gallery(tmp_path):
+    """``modelprint.verify`` scores and decides a pair exactly as the gallery does, with or without a gallery."""
+    from modelprint.gallery import verify
+    from modelprint.io.images import load_image_file
+
+    images = [str(p) for p in write_pngs(tmp_path / "imgs", 6, seed=5)]
+    method = TinyMethod()
+    with Gallery(tmp_path / "g.sqlite") as g:
+        api.enroll(g, "a", images[:3], method=method)
+        api.enroll(g, "b", images[3:], method=method)
+    va, vb = method.embed([load_image_file(p).pixels for p in (images[0], images[4])])
+    with Gallery(tmp_path / "g.sqlite", read_only=True) as g:
+        expected = g.verify_embeddings(va, vb, "tiny", "1")
+    assert expected.threshold is not None
+    got = api.verify_pair(images[0], images[4], gallery=tmp_path / "g.sqlite", method=method)
+    assert (got["similarity"], got["threshold"], got["same_model"]) == (
+        expected.similarity, expected.threshold, expected.same_model
+    )
+    assert got["threshold_source"] == f"calibrated in {tmp_path / 'g.sqlite'}"
+    alone = api.verify_pair(images[0], images[4], method=method, threshold=0.5)
+    assert (alone["similarity"], alone["same_model"], alone["threshold_source"]) == (
+        verify(va, vb, 0.5).similarity, verify(va, vb, 0.5).same_model, "given"
+    )
+    assert alone["similarity"] == expected.similarity
+    with pytest.raises(GalleryError, match="threshold must be a finite number"):
+        api.verify_pair(images[0], images[4], gallery=tmp_path / "g.sqlite", method=method, threshold=float("nan"))
+
+
+def test_path_level_gallery_is_the_api_layer(tmp_path):
+    """``modelprint.Gallery`` (the README's ``g.enroll``/``g.identify``) is the API's; the store embeds nothing."""
+    import modelprint
+    from modelprint.gallery import Gallery as Store
+
+    assert modelprint.Gallery is api.Gallery and issubclass(api.Gallery, Store)
+    assert not hasattr(Store, "enroll") and not hasattr(Store, "identify")
+    images = [str(p) for p in write_pngs(tmp_path / "imgs", 5, seed=6)]
+    with modelprint.Gallery(tmp_path / "g.sqlite") as g:
+        rep = g.enroll("a", images[:2], method=TinyMethod())
+        g.enroll("b", images[2:4], method=TinyMethod())
+        found = g.identify(images[4:], method=TinyMethod(), top_k=2).to_dict()
+        assert (rep.added, rep.method) == (2, "tiny@1")
+        assert found == api.identify(g, images[4:], method=TinyMethod(), top_k=2).to_dict()
+        assert [r["model"] for r in found["results"][0]["top_k"]] in (["a", "b"], ["b", "a"])
 
 
 def test_refuses_other_method_version_dimension(built, tmp_path):
@@ -720,7 +782,7 @@ def test_unknown_without_calibration_falls_back_to_measured_threshold(tmp_path):
 
 def test_fallback_choice_and_shipped_measurement():
     doc = load_fallbacks()
-    assert doc["seed"] == 0 and "python -m modelprint.gallery.measure" in doc["command"]
+    assert doc["seed"] == 0 and "python -m modelprint.evaluation.fallback" in doc["command"]
     assert doc["data"]["classes"] >= 10 and doc["data"]["images_per_class"] >= 16
     tags = {t.split("@")[0]: t for t in doc["methods"]}
     assert sorted(tags) == ["fused", "learned", "spectral"]
@@ -740,7 +802,7 @@ def test_fallback_choice_and_shipped_measurement():
 
 
 def test_fallback_measurement_rule():
-    from modelprint.gallery.measure import held_out_architectures, support_thresholds
+    from modelprint.evaluation.fallback import held_out_architectures, support_thresholds
     from modelprint.synthesis import all_architectures
 
     archs = held_out_architectures(8, seed=0)

@@ -76,6 +76,27 @@ def test_roc_curve_points_thinning_keeps_endpoints():
     assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_roc_matches_sklearn_including_ties(seed):
+    from sklearn.metrics import roc_curve
+
+    from modelprint.scores import roc
+
+    rng = np.random.default_rng(seed)
+    y = rng.random(300) < 0.4
+    s = np.round(rng.normal(size=300) + y, 1)  # rounding creates many ties
+    for ours, theirs in zip(roc(s, y), roc_curve(y, s, drop_intermediate=False), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    with pytest.raises(ValueError, match="both positive and negative"):
+        roc(s, np.ones(300, bool))
+
+
+def test_one_eer_for_evaluation_and_gallery():
+    from modelprint import scores
+
+    assert M.eer is scores.eer and M.METRICS.get("eer")(np.array([0.1, 0.9]), np.array([0, 1], bool)) == 0.0
+
+
 def test_eer_perfectly_separable_is_zero():
     s = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
     y = np.array([0, 0, 0, 1, 1, 1], bool)

@@ -60,6 +60,30 @@ def test_well_separated_is_near_perfect(separated):
     assert r.clustering.davies_bouldin < 1.0
 
 
+def test_evaluate_embeddings_composes_one_function_per_protocol(separated):
+    from modelprint.evaluation import (
+        evaluate_clustering,
+        evaluate_identification,
+        evaluate_open_set,
+        evaluate_verification,
+        split_support,
+    )
+    from modelprint.scores import l2_normalize
+
+    x, y, r = separated
+    xn = l2_normalize(x, np.float64)
+    classes = sorted(set(y))
+    codes = np.array([classes.index(v) for v in y])
+    seq_support, seq_pairs, seq_open, seq_boot, seq_cluster = np.random.SeedSequence(0).spawn(5)
+    boot_id, boot_ver = seq_boot.spawn(2)
+    split = split_support(xn, codes, classes, 5, seq_support)
+    assert evaluate_identification(split, n_boot=N_BOOT, seed=boot_id) == r.identification
+    assert evaluate_verification(xn, split, pairs=2000, val_fraction=0.5, n_boot=N_BOOT, pair_seed=seq_pairs,
+                                 boot_seed=boot_ver) == r.verification
+    assert evaluate_open_set(xn, split, open_set_fraction=0.25, seed=seq_open) == r.open_set
+    assert evaluate_clustering(xn, split, seed=seq_cluster) == r.clustering
+
+
 def test_to_dict_keys_json_and_round_trip(separated, tmp_path):
     _, _, r = separated
     d = r.to_dict()

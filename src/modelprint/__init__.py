@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Gallery": "modelprint.gallery",
+    "Gallery": "modelprint.api",
     "load_method": "modelprint.methods",
     "load_image": "modelprint.io",
     "Dataset": "modelprint.io",
@@ -31,11 +31,10 @@ _EXPORTS = {
 _ALIASES = {"verify": "verify_pair", "evaluate": "evaluate_dataset"}
 
 if TYPE_CHECKING:
-    from modelprint.api import enroll, identify
+    from modelprint.api import Gallery, enroll, identify
     from modelprint.api import evaluate_dataset as evaluate
     from modelprint.api import verify_pair as verify
     from modelprint.errors import ImageError, ModelprintError
-    from modelprint.gallery import Gallery
     from modelprint.io import Dataset, RealPool, load_image
     from modelprint.methods import load_method
 

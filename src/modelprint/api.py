@@ -2,6 +2,8 @@
 
 Every function takes paths, decodes them with the rules of :mod:`modelprint.io.images`, and keeps going when an
 input is bad: the bad ones come back as :class:`~modelprint.errors.ImageError` objects beside the results.
+:class:`Gallery` (``modelprint.Gallery``) is the gallery store with path-level :meth:`~Gallery.enroll` and
+:meth:`~Gallery.identify`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from modelprint.errors import GalleryError, ImageError
-from modelprint.gallery import Gallery
+from modelprint.gallery import Gallery as GalleryStore
+from modelprint.gallery import verify
 from modelprint.io.datasets import Dataset, expand_paths
 from modelprint.io.images import ImageLimits, load_image_file
 from modelprint.methods import DEFAULT_METHOD, FingerprintMethod, load_method
@@ -79,7 +82,7 @@ def resolve_method(method: FingerprintMethod | str | None) -> FingerprintMethod:
     return load_method(method or DEFAULT_METHOD)
 
 
-def gallery_method(gallery: Gallery, method: FingerprintMethod | str | None) -> FingerprintMethod:
+def gallery_method(gallery: GalleryStore, method: FingerprintMethod | str | None) -> FingerprintMethod:
     """The method to compare with: the one named, which the gallery must hold, else the gallery's single method."""
     held = gallery.methods()
     if not held:
@@ -180,33 +183,32 @@ def verify_pair(
     """Similarity of two images and, if a threshold is known, the same-model decision.
 
     The threshold is ``threshold`` if given, else the verification threshold calibrated in ``gallery``
-    (equal error rate over its enrolled same-model and different-model pairs), else there is no decision.
+    (equal error rate over its enrolled same-model and different-model pairs), else there is no decision. With a
+    gallery, the pair is scored and decided by :meth:`~modelprint.gallery.Gallery.verify_embeddings`, without
+    one by the same rule (:func:`modelprint.gallery.verify`).
     """
-    from modelprint.gallery import Gallery
-    from modelprint.io.images import load_image_file
-
     limits = ImageLimits(max_pixels=max_pixels)
     a, b = load_image_file(image_a, limits), load_image_file(image_b, limits)
     source = "given" if threshold is not None else None
     if gallery is not None:
-        with Gallery(gallery, create=False) as g:
+        with GalleryStore(gallery, create=False) as g:
             m = gallery_method(g, method)
-            if threshold is None:
-                calib = g.calibration(m.name, m.version)
-                if calib is not None:
-                    threshold, source = calib.verify_threshold, f"calibrated in {gallery}"
+            va, vb = m.embed([a.pixels, b.pixels])
+            decision = g.verify_embeddings(va, vb, m.name, m.version, threshold=threshold)
+        if source is None and decision.threshold is not None:
+            source = f"calibrated in {gallery}"
     else:
         m = resolve_method(method)
-    va, vb = m.embed([a.pixels, b.pixels])
-    sim = float(va @ vb / (np.linalg.norm(va) * np.linalg.norm(vb) + 1e-12))
+        va, vb = m.embed([a.pixels, b.pixels])
+        decision = verify(va, vb, threshold)
     return {
         "a": str(image_a),
         "b": str(image_b),
         "method": m.tag,
-        "similarity": sim,
-        "threshold": threshold,
+        "similarity": decision.similarity,
+        "threshold": decision.threshold,
         "threshold_source": source,
-        "same_model": None if threshold is None else bool(sim >= threshold),
+        "same_model": decision.same_model,
     }
 
 
@@ -327,7 +329,7 @@ class EnrollReport:
 
 
 def enroll(
-    gallery: Gallery | str | Path,
+    gallery: GalleryStore | str | Path,
     model: str,
     paths: Sequence[str | Path],
     *,
@@ -343,8 +345,8 @@ def enroll(
     gallery's is refused before any image is embedded.
     """
     m = resolve_method(method)
-    if not isinstance(gallery, Gallery):
-        with Gallery(gallery) as g:
+    if not isinstance(gallery, GalleryStore):
+        with GalleryStore(gallery) as g:
             return enroll(g, model, paths, method=m, notes=notes, limits=limits, progress=progress)
     gallery.check_enroll(model, m.name, m.version)
     emb = embed_paths(m, collect_paths(paths), limits=limits, progress=progress)
@@ -395,7 +397,7 @@ class IdentifyReport:
 
 
 def identify(
-    gallery: Gallery,
+    gallery: GalleryStore,
     paths: Sequence[str | Path],
     *,
     method: FingerprintMethod | str | None = None,
@@ -421,3 +423,39 @@ def identify(
         if emb.paths else []
     )
     return IdentifyReport(m.tag, emb.paths, results, emb.errors, source, detail, warnings)
+
+
+class Gallery(GalleryStore):
+    """The gallery store (:class:`modelprint.gallery.Gallery`) with path-level enrolment and identification.
+
+    >>> with modelprint.Gallery("models.sqlite") as g:                  # doctest: +SKIP
+    ...     g.enroll("sd2", ["samples/sd2/"])
+    ...     g.identify(["query.png"], top_k=3).to_dict()
+    """
+
+    def enroll(
+        self,
+        model: str,
+        paths: Sequence[str | Path],
+        *,
+        method: FingerprintMethod | str | None = None,
+        notes: str = "",
+        limits: ImageLimits | None = None,
+        progress: Progress | None = None,
+    ) -> EnrollReport:
+        """Embed ``paths`` (files or folders) and enroll them as ``model``; see :func:`enroll`."""
+        return enroll(self, model, paths, method=method, notes=notes, limits=limits, progress=progress)
+
+    def identify(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        method: FingerprintMethod | str | None = None,
+        top_k: int = 3,
+        threshold: float | None = None,
+        limits: ImageLimits | None = None,
+        progress: Progress | None = None,
+    ) -> IdentifyReport:
+        """Attribute images (files or folders) to enrolled models; see :func:`identify`."""
+        return identify(self, paths, method=method, top_k=top_k, threshold=threshold, limits=limits,
+                        progress=progress)

@@ -1,5 +1,6 @@
-"""Evaluation: metrics (pure functions on arrays) and protocols (identification, verification, open set,
-clustering) that turn fingerprint embeddings into an :class:`EvaluationResult`."""
+"""Evaluation: metrics (pure functions on arrays), protocols (identification, verification, open set, clustering;
+one function each) that turn fingerprint embeddings into an :class:`EvaluationResult` (:mod:`.results`), and the
+measurement of the gallery's fallback "unknown" thresholds (:mod:`.fallback`, not imported here)."""
 
 from modelprint.evaluation.metrics import (
     METRICS,
@@ -18,23 +19,42 @@ from modelprint.evaluation.metrics import (
     tpr_at_fpr,
 )
 from modelprint.evaluation.protocols import (
-    EvaluationResult,
     draw_verification_pairs,
+    evaluate_clustering,
     evaluate_embeddings,
+    evaluate_identification,
+    evaluate_open_set,
+    evaluate_verification,
+    split_support,
     too_small,
     verification_from_scores,
+)
+from modelprint.evaluation.results import (
+    ClusteringResult,
+    EvaluationResult,
+    IdentificationResult,
+    OpenSetResult,
+    VerificationResult,
 )
 
 __all__ = [
     "METRICS",
+    "ClusteringResult",
     "EvaluationResult",
+    "IdentificationResult",
+    "OpenSetResult",
+    "VerificationResult",
     "accuracy_at_threshold",
     "best_threshold",
     "bootstrap_ci",
     "davies_bouldin",
     "draw_verification_pairs",
     "eer",
+    "evaluate_clustering",
     "evaluate_embeddings",
+    "evaluate_identification",
+    "evaluate_open_set",
+    "evaluate_verification",
     "identification_metrics",
     "metric",
     "open_set_auroc",
@@ -42,6 +62,7 @@ __all__ = [
     "roc_auc",
     "roc_curve_points",
     "silhouette_cosine",
+    "split_support",
     "too_small",
     "tpr_at_fpr",
     "verification_from_scores",

@@ -4,6 +4,8 @@ Conventions used throughout:
 
 * A *score* is a similarity: higher means "more likely positive" (same model, known model).
 * A threshold ``t`` decides **positive when** ``score >= t``.
+* The ROC curve and the equal error rate are defined once, in :mod:`modelprint.scores` (the gallery's calibration
+  uses them too); :func:`eer` here is that function.
 * Metrics that are undefined for the given input (e.g. AUC with only one class present) return ``nan``
   rather than raising, so bootstrap resamples and small datasets degrade gracefully.
 
@@ -30,6 +32,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.stats import rankdata
 
 from modelprint.registry import Registry
+from modelprint.scores import check_scores, eer, roc
 
 __all__ = [
     "METRICS",
@@ -94,16 +97,6 @@ def label_metrics(y_true: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-
-
-def _scores_and_truth(scores: ArrayLike, is_positive: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(is_positive).ravel().astype(bool)
-    if s.shape != y.shape:
-        raise ValueError(f"scores and is_positive differ in length ({s.size} vs {y.size})")
-    if not np.all(np.isfinite(s)):
-        raise ValueError("scores contain NaN or infinite values")
-    return s, y
 
 
 def _both_classes(y: NDArray[np.bool_]) -> bool:
@@ -203,7 +196,7 @@ def roc_curve_points(
     """
     from sklearn.metrics import roc_curve
 
-    s, y = _scores_and_truth(scores, is_positive)
+    s, y = check_scores(scores, is_positive)
     if not _both_classes(y):
         raise ValueError("a ROC curve needs both positive and negative samples")
     fpr, tpr, thr = roc_curve(y, s, drop_intermediate=True)
@@ -222,7 +215,7 @@ def roc_auc(scores: ArrayLike, is_positive: ArrayLike) -> float:
     Computed from average ranks (Mann–Whitney U), which equals ``sklearn.metrics.roc_auc_score`` including
     ties; ``nan`` when only one class is present.
     """
-    s, y = _scores_and_truth(scores, is_positive)
+    s, y = check_scores(scores, is_positive)
     if not _both_classes(y):
         return float("nan")
     n_pos = int(y.sum())
@@ -230,36 +223,6 @@ def roc_auc(scores: ArrayLike, is_positive: ArrayLike) -> float:
     ranks = rankdata(s)
     u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
-
-
-def eer(scores: ArrayLike, is_positive: ArrayLike) -> tuple[float, float]:
-    """Equal error rate and the threshold at which it is reached: ``(eer, threshold)``.
-
-    The ROC curve is walked in order of decreasing threshold; the false-negative rate ``1 - tpr`` falls while the
-    false-positive rate rises. The EER is where they cross, found by linear interpolation between the two
-    neighbouring ROC points (the threshold is interpolated the same way, so ``score >= threshold`` operates at
-    the EER). A perfectly separable set gives ``(0.0, lowest positive score)``. ``(nan, nan)`` when only one
-    class is present.
-    """
-    from sklearn.metrics import roc_curve
-
-    s, y = _scores_and_truth(scores, is_positive)
-    if not _both_classes(y):
-        return float("nan"), float("nan")
-    fpr, tpr, thr = roc_curve(y, s, drop_intermediate=False)
-    fnr = 1.0 - tpr
-    diff = fnr - fpr  # starts at 1 (thr=+inf), ends at -1, non-increasing
-    b = int(np.argmax(diff <= 0))
-    if diff[b] == 0 or b == 0:
-        return float(fpr[b]), float(thr[b])
-    a = b - 1
-    frac = diff[a] / (diff[a] - diff[b])
-    rate = fpr[a] + frac * (fpr[b] - fpr[a])
-    if not np.isfinite(thr[a]):  # crossing before the first real threshold: use it
-        threshold = thr[b]
-    else:
-        threshold = thr[a] + frac * (thr[b] - thr[a])
-    return float(rate), float(threshold)
 
 
 @metric("eer", kind="scores")
@@ -273,14 +236,12 @@ def tpr_at_fpr(scores: ArrayLike, is_positive: ArrayLike, fpr: float = 0.01) -> 
     Conservative (no interpolation between ROC points): it is the TPR of a real threshold that meets the FPR
     budget. ``nan`` when only one class is present.
     """
-    from sklearn.metrics import roc_curve
-
     if not 0.0 <= fpr <= 1.0:
         raise ValueError(f"fpr must be in [0, 1], got {fpr}")
-    s, y = _scores_and_truth(scores, is_positive)
+    s, y = check_scores(scores, is_positive)
     if not _both_classes(y):
         return float("nan")
-    f, t, _ = roc_curve(y, s, drop_intermediate=False)
+    f, t, _ = roc(s, y)
     return float(t[f <= fpr + 1e-12].max())
 
 
@@ -291,7 +252,7 @@ def _tpr_at_1pct_fpr(scores: ArrayLike, is_positive: ArrayLike) -> float:
 
 def accuracy_at_threshold(scores: ArrayLike, is_positive: ArrayLike, threshold: float) -> float:
     """Fraction of samples decided correctly by ``score >= threshold`` (``nan`` for empty input)."""
-    s, y = _scores_and_truth(scores, is_positive)
+    s, y = check_scores(scores, is_positive)
     return float(np.mean((s >= threshold) == y)) if s.size else float("nan")
 
 
@@ -307,7 +268,7 @@ def best_threshold(
 
     Only the samples passed in are used — pass validation samples, never test samples.
     """
-    s, y = _scores_and_truth(scores, is_positive)
+    s, y = check_scores(scores, is_positive)
     if s.size == 0:
         raise ValueError("best_threshold needs at least one sample")
     if rule == "eer":

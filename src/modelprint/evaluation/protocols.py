@@ -20,205 +20,44 @@ own child of ``numpy.random.SeedSequence(seed)``, so e.g. changing ``pairs`` doe
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from modelprint import atomic
 from modelprint.errors import DatasetError
 from modelprint.evaluation import metrics as M
+from modelprint.evaluation.results import (
+    THRESHOLD_RULE,
+    ClusteringResult,
+    EvaluationResult,
+    IdentificationResult,
+    OpenSetResult,
+    VerificationResult,
+    ci,
+    num,
+)
 from modelprint.gallery import calibrate
+from modelprint.scores import l2_normalize
 
 __all__ = [
-    "FORMAT",
-    "ClusteringResult",
-    "EvaluationResult",
-    "IdentificationResult",
-    "OpenSetResult",
     "PairSplit",
-    "VerificationResult",
+    "SupportSplit",
     "draw_verification_pairs",
+    "evaluate_clustering",
     "evaluate_embeddings",
-    "l2_normalize",
+    "evaluate_identification",
+    "evaluate_open_set",
+    "evaluate_verification",
+    "split_support",
     "too_small",
     "verification_from_scores",
 ]
 
-FORMAT = "modelprint.evaluation/2"
-_OLD_FORMATS = ("modelprint.evaluation/1",)  # read too: dropped_classes held bare image counts
-THRESHOLD_RULE = "max accuracy on validation pairs"
 MAX_ROC_POINTS = 200
 MAX_ERRORS = 50
-
-Interval = list[float | None]  # [low, high]
-
-
-def _num(x: Any) -> float | None:
-    """A JSON-safe float: ``None`` for NaN/inf/None."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _ci(pair: tuple[float, float]) -> Interval:
-    return [_num(pair[0]), _num(pair[1])]
-
-
-def _jsonable(obj: Any) -> Any:
-    """Recursively convert NumPy types, tuples and non-finite floats into plain JSON values."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, bool | np.bool_):
-        return bool(obj)
-    if isinstance(obj, int | np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        return _num(obj)
-    if obj is None or isinstance(obj, str):
-        return obj
-    return str(obj)
-
-
-def _from_fields(cls: type, data: dict[str, Any] | None) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in (data or {}).items() if k in names})
-
-
-# ----------------------------------------------------------------------------------------------- results
-
-
-@dataclass
-class IdentificationResult:
-    """1:N closed-set identification against per-class prototypes."""
-
-    accuracy: float | None = None
-    accuracy_ci: Interval = field(default_factory=lambda: [None, None])
-    macro_f1: float | None = None
-    macro_f1_ci: Interval = field(default_factory=lambda: [None, None])
-    labels: list[str] = field(default_factory=list)
-    confusion_matrix: list[list[int]] = field(default_factory=list)  # rows = true, columns = predicted
-    per_class_accuracy: dict[str, float | None] = field(default_factory=dict)
-    n_support: int = 0  # support images per class
-    n_queries: int = 0
-    errors: list[dict[str, Any]] = field(default_factory=list)  # the most confident mistakes
-
-
-@dataclass
-class VerificationResult:
-    """1:1 verification on balanced pairs; threshold chosen on validation pairs, everything else on test pairs."""
-
-    skipped: str | None = None
-    auc: float | None = None
-    auc_ci: Interval = field(default_factory=lambda: [None, None])
-    eer: float | None = None
-    eer_threshold: float | None = None
-    tpr_at_1pct_fpr: float | None = None
-    accuracy: float | None = None  # on test pairs, at the validation threshold
-    accuracy_ci: Interval = field(default_factory=lambda: [None, None])
-    threshold: float | None = None
-    threshold_rule: str = THRESHOLD_RULE
-    val_accuracy: float | None = None
-    n_val_pairs: int = 0
-    n_test_pairs: int = 0
-    n_val_images: int = 0
-    n_test_images: int = 0
-    metrics: dict[str, float | None] = field(default_factory=dict)  # other registered score metrics, on test
-    roc_fpr: list[float] = field(default_factory=list)  # test-pair ROC (possibly thinned)
-    roc_tpr: list[float] = field(default_factory=list)
-
-
-@dataclass
-class OpenSetResult:
-    """Known-vs-unknown detection by max prototype similarity."""
-
-    skipped: str | None = None
-    auroc: float | None = None
-    oscr: float | None = None
-    closed_set_accuracy: float | None = None  # among known queries, over known prototypes only
-    known_classes: list[str] = field(default_factory=list)
-    unknown_classes: list[str] = field(default_factory=list)
-    n_known: int = 0
-    n_unknown: int = 0
-    # The operating point of ``modelprint identify``: the "unknown" threshold a gallery enrolled with the known
-    # models' support images calibrates, and what it does to the queries.
-    unknown_threshold: float | None = None
-    threshold_rule: str | None = None  # how it was calibrated, or why there is none
-    known_accepted: float | None = None  # share of known queries scoring >= threshold (answered with a model)
-    known_correct: float | None = None  # share of known queries answered with their true model
-    unknown_rejected: float | None = None  # share of unknown-model images answered "unknown"
-
-
-@dataclass
-class ClusteringResult:
-    silhouette: float | None = None  # cosine, in [-1, 1], higher is better
-    davies_bouldin: float | None = None  # >= 0, lower is better
-    n: int = 0
-
-
-@dataclass
-class EvaluationResult:
-    """Everything an evaluation produced: JSON via :meth:`to_dict` / :meth:`to_json`, and input to the report."""
-
-    method: str
-    seed: int
-    support: int
-    n_models: int  # classes evaluated (after dropping small ones)
-    n_images: int  # images of the evaluated classes
-    labels: list[str]  # evaluated classes, sorted; the order of the confusion matrix
-    identification: IdentificationResult
-    verification: VerificationResult
-    open_set: OpenSetResult
-    clustering: ClusteringResult
-    dropped_classes: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> {"images", "reason"}
-    config: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (plain Python types; NaN becomes ``None``)."""
-        return {"format": FORMAT, **_jsonable(dataclasses.asdict(self))}
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """The JSON text; also written atomically to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
-        if path is not None:
-            atomic.write_text(path, text)
-        return text
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EvaluationResult:
-        """Rebuild a result from :meth:`to_dict` output (e.g. to re-render a report from saved JSON)."""
-        fmt = data.get("format", FORMAT)
-        if fmt != FORMAT and fmt not in _OLD_FORMATS:
-            raise DatasetError(f"unsupported evaluation format {fmt!r} (expected {FORMAT!r})")
-        plain = {k: v for k, v in data.items() if k not in ("identification", "verification", "open_set", "clustering")}
-        plain["dropped_classes"] = {
-            k: v if isinstance(v, dict) else {"images": v, "reason": f"{v} image(s), fewer than support + 1"}
-            for k, v in (data.get("dropped_classes") or {}).items()
-        }
-        return _from_fields(
-            cls,
-            {
-                **plain,
-                "identification": _from_fields(IdentificationResult, data.get("identification")),
-                "verification": _from_fields(VerificationResult, data.get("verification")),
-                "open_set": _from_fields(OpenSetResult, data.get("open_set")),
-                "clustering": _from_fields(ClusteringResult, data.get("clustering")),
-            },
-        )
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> EvaluationResult:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -232,13 +71,6 @@ def too_small(counts: Mapping[str, int], minimum: int, rule: str) -> dict[str, d
         for label, n in sorted(counts.items())
         if n < minimum
     }
-
-
-def l2_normalize(x: NDArray[Any]) -> NDArray[np.float64]:
-    """Rows scaled to unit L2 norm (all-zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
 
 
 def _int_seed(seq: np.random.SeedSequence) -> int:
@@ -394,21 +226,21 @@ def verification_from_scores(
         return float(np.mean((s >= threshold) == y))
 
     return VerificationResult(
-        auc=_num(M.roc_auc(test_scores, test_same)),
-        auc_ci=_ci(M.bootstrap_ci(M.roc_auc, test_scores, test_same, n_boot=n_boot, seed=_int_seed(ss[0]),
+        auc=num(M.roc_auc(test_scores, test_same)),
+        auc_ci=ci(M.bootstrap_ci(M.roc_auc, test_scores, test_same, n_boot=n_boot, seed=_int_seed(ss[0]),
                                   alpha=alpha, strata=test_same)),
-        eer=_num(eer_rate),
-        eer_threshold=_num(eer_thr),
-        tpr_at_1pct_fpr=_num(M.tpr_at_fpr(test_scores, test_same, 0.01)),
-        accuracy=_num(acc(test_scores, test_same)),
-        accuracy_ci=_ci(M.bootstrap_ci(acc, test_scores, test_same, n_boot=n_boot, seed=_int_seed(ss[1]),
+        eer=num(eer_rate),
+        eer_threshold=num(eer_thr),
+        tpr_at_1pct_fpr=num(M.tpr_at_fpr(test_scores, test_same, 0.01)),
+        accuracy=num(acc(test_scores, test_same)),
+        accuracy_ci=ci(M.bootstrap_ci(acc, test_scores, test_same, n_boot=n_boot, seed=_int_seed(ss[1]),
                                        alpha=alpha, strata=test_same)),
-        threshold=_num(threshold),
-        val_accuracy=_num(acc(val_scores, val_same)),
+        threshold=num(threshold),
+        val_accuracy=num(acc(val_scores, val_same)),
         n_val_pairs=int(val_same.size),
         n_test_pairs=int(test_same.size),
         metrics={  # registered score metrics beyond the built-in fields above
-            k: _num(v)
+            k: num(v)
             for k, v in M.score_metrics(test_scores, test_same).items()
             if k not in {f.name for f in dataclasses.fields(VerificationResult)}
         },
@@ -417,7 +249,158 @@ def verification_from_scores(
     )
 
 
-# ----------------------------------------------------------------------------------------------- protocol
+# ----------------------------------------------------------------------------------------------- protocols
+
+
+@dataclass(frozen=True)
+class SupportSplit:
+    """The identification split every protocol shares: per class, ``support`` rows forming its prototype, and the
+    query rows (all other rows of the class) with their similarities to every prototype."""
+
+    classes: list[str]  # evaluated classes, sorted; class ``c`` is ``classes[c]``
+    codes: NDArray[np.int64]  # class of every row, -1 for rows of dropped classes
+    support_rows: list[NDArray[np.int64]]  # per class
+    prototypes: NDArray[np.float64]  # (k, d), unit norm
+    queries: NDArray[np.int64]  # query rows, grouped by class
+    query_classes: NDArray[np.int64]
+    query_scores: NDArray[np.float64]  # (n_queries, k) cosine to each prototype
+
+
+def split_support(
+    x: NDArray[np.float64], codes: NDArray[np.int64], classes: list[str], support: int, seed: np.random.SeedSequence
+) -> SupportSplit:
+    """Draw ``support`` rows per class of the normalised embeddings ``x`` as its prototype; the rest are queries."""
+    rng = np.random.default_rng(seed)
+    support_rows, query_rows = [], []
+    for c in range(len(classes)):
+        members = rng.permutation(np.flatnonzero(codes == c))
+        support_rows.append(members[:support])
+        query_rows.append(np.sort(members[support:]))
+    protos = l2_normalize(np.stack([x[r].mean(axis=0) for r in support_rows]))
+    queries = np.concatenate(query_rows)
+    return SupportSplit(classes, codes, support_rows, protos, queries, codes[queries], x[queries] @ protos.T)
+
+
+def evaluate_identification(
+    split: SupportSplit, *, n_boot: int, seed: np.random.SeedSequence, paths: Sequence[str] | None = None
+) -> IdentificationResult:
+    """1:N identification of the queries by their most similar prototype, with bootstrap intervals; ``paths``
+    (one per row) name the images in the list of the most confident mistakes."""
+    keep, queries, q_true, q_sims = split.classes, split.queries, split.query_classes, split.query_scores
+    q_pred = np.argmax(q_sims, axis=1)
+    names = np.array(keep)
+    ident = M.identification_metrics(names[q_true], names[q_pred], labels=keep)
+    s_ids = np.random.SeedSequence(_int_seed(seed)).spawn(2)
+    acc_ci = M.bootstrap_ci(M.accuracy, q_true, q_pred, n_boot=n_boot, seed=_int_seed(s_ids[0]), strata=q_true)
+    f1_ci = M.bootstrap_ci(
+        lambda t, p: M.macro_f1(t, p, labels=range(len(keep))), q_true, q_pred,
+        n_boot=n_boot, seed=_int_seed(s_ids[1]), strata=q_true,
+    )
+    wrong = np.flatnonzero(q_pred != q_true)
+    wrong = wrong[np.argsort(-q_sims[wrong, q_pred[wrong]], kind="stable")][:MAX_ERRORS]
+    errors = [
+        {
+            "index": int(queries[i]),
+            **({"path": str(paths[queries[i]])} if paths is not None else {}),
+            "true": keep[q_true[i]],
+            "predicted": keep[q_pred[i]],
+            "score": float(q_sims[i, q_pred[i]]),
+            "score_true": float(q_sims[i, q_true[i]]),
+        }
+        for i in wrong
+    ]
+    return IdentificationResult(
+        accuracy=num(ident["accuracy"]),
+        accuracy_ci=ci(acc_ci),
+        macro_f1=num(ident["macro_f1"]),
+        macro_f1_ci=ci(f1_ci),
+        labels=list(keep),
+        confusion_matrix=ident["confusion_matrix"],
+        per_class_accuracy={c: num(v) for c, v in ident["per_class_accuracy"].items()},
+        n_support=int(len(split.support_rows[0])),
+        n_queries=int(queries.size),
+        errors=errors,
+    )
+
+
+def evaluate_verification(
+    x: NDArray[np.float64],
+    split: SupportSplit,
+    *,
+    pairs: int,
+    val_fraction: float,
+    n_boot: int,
+    pair_seed: np.random.SeedSequence,
+    boot_seed: np.random.SeedSequence,
+) -> VerificationResult:
+    """1:1 verification on balanced pairs of query images (:func:`draw_verification_pairs`), the threshold chosen
+    on the validation side (:func:`verification_from_scores`)."""
+    pair_split = draw_verification_pairs(split.queries, split.query_classes, pairs=pairs, val_fraction=val_fraction,
+                                         seed=pair_seed)
+
+    def pair_scores(p: NDArray[np.int64]) -> NDArray[np.float64]:
+        return np.einsum("ij,ij->i", x[p[:, 0]], x[p[:, 1]]) if len(p) else np.empty(0)
+
+    result = verification_from_scores(
+        pair_scores(pair_split.val_pairs), pair_split.val_same, pair_scores(pair_split.test_pairs),
+        pair_split.test_same, n_boot=n_boot, seed=_int_seed(boot_seed),
+    )
+    result.n_val_images = int(pair_split.val_images.size)
+    result.n_test_images = int(pair_split.test_images.size)
+    return result
+
+
+def evaluate_open_set(
+    x: NDArray[np.float64], split: SupportSplit, *, open_set_fraction: float, seed: np.random.SeedSequence
+) -> OpenSetResult:
+    """Known-vs-unknown detection with ``open_set_fraction`` of the classes held out as unknown, and the operating
+    point of ``modelprint identify`` (the gallery's "unknown" threshold calibrated on the known support images)."""
+    k = len(split.classes)
+    if k < 3:
+        return OpenSetResult(skipped=f"open-set evaluation needs at least 3 models, got {k}")
+    n_unknown = min(max(1, int(round(open_set_fraction * k))), k - 2)
+    unknown = np.sort(np.random.default_rng(seed).choice(k, size=n_unknown, replace=False))
+    known = np.setdiff1d(np.arange(k), unknown)
+    is_known_query = np.isin(split.query_classes, known)
+    known_scores_all = split.query_scores[is_known_query][:, known]
+    known_true = split.query_classes[is_known_query]
+    known_pred = known[np.argmax(known_scores_all, axis=1)]
+    known_max = known_scores_all.max(axis=1)
+    unknown_rows = np.flatnonzero(np.isin(split.codes, unknown))  # all their images: none was used for anything
+    unknown_max = (x[unknown_rows] @ split.prototypes[known].T).max(axis=1)
+    correct = known_pred == known_true
+    enrolled = [split.support_rows[c] for c in known]
+    calib = calibrate(x[np.concatenate(enrolled)], np.cumsum([0] + [len(r) for r in enrolled[:-1]]),
+                      np.array([len(r) for r in enrolled]))
+    t = None if calib is None else calib["unknown_threshold"]
+    return OpenSetResult(
+        auroc=num(M.open_set_auroc(known_max, unknown_max)),
+        oscr=num(M.oscr(correct, known_max, unknown_max)),
+        closed_set_accuracy=num(correct.mean()),
+        known_classes=[split.classes[c] for c in known],
+        unknown_classes=[split.classes[c] for c in unknown],
+        n_known=int(known_max.size),
+        n_unknown=int(unknown_max.size),
+        unknown_threshold=num(t),
+        threshold_rule=(calib["rule"] if calib is not None else
+                        "none: calibration needs at least 2 support images per model; identify never answers "
+                        "unknown without a threshold"),
+        known_accepted=None if t is None else num(np.mean(known_max >= t)),
+        known_correct=None if t is None else num(np.mean(correct & (known_max >= t))),
+        unknown_rejected=None if t is None else num(np.mean(unknown_max < t)),
+    )
+
+
+def evaluate_clustering(
+    x: NDArray[np.float64], split: SupportSplit, *, seed: np.random.SeedSequence
+) -> ClusteringResult:
+    """Silhouette (cosine) and Davies–Bouldin of the query embeddings by true class."""
+    xq, labels = x[split.queries], split.query_classes
+    return ClusteringResult(
+        silhouette=num(M.silhouette_cosine(xq, labels, seed=_int_seed(seed))),
+        davies_bouldin=num(M.davies_bouldin(xq, labels)),
+        n=int(split.queries.size),
+    )
 
 
 def evaluate_embeddings(
@@ -442,6 +425,50 @@ def evaluate_embeddings(
     """
     x = np.asarray(embeddings)
     labels = [str(v) for v in labels]
+    _check_arguments(x, labels, paths, support, val_fraction, open_set_fraction, pairs, n_boot)
+    x = l2_normalize(x, np.float64)
+    names, counts = np.unique(np.array(labels, dtype=str), return_counts=True)
+    keep = [str(n) for n, c in zip(names, counts, strict=True) if c >= support + 1]
+    dropped = {**(dropped or {}), **too_small(dict(zip(names.tolist(), counts.tolist(), strict=True)), support + 1,
+                                              "support + 1")}
+    if len(keep) < 2:
+        raise DatasetError(
+            f"evaluation needs at least 2 models with >= {support + 1} images (support {support} + 1 query); "
+            f"got {len(keep)} (image counts: {dict(zip(names.tolist(), counts.tolist(), strict=True))})"
+        )
+    code_of = {n: i for i, n in enumerate(keep)}
+    codes = np.array([code_of.get(lab, -1) for lab in labels], dtype=np.int64)
+    seq_support, seq_pairs, seq_open, seq_boot, seq_cluster = np.random.SeedSequence(seed).spawn(5)
+    boot_id, boot_ver = seq_boot.spawn(2)
+    split = split_support(x, codes, keep, support, seq_support)
+    return EvaluationResult(
+        method=method,
+        seed=int(seed),
+        support=int(support),
+        n_models=len(keep),
+        n_images=int(np.sum(codes >= 0)),
+        labels=list(keep),
+        identification=evaluate_identification(split, n_boot=n_boot, seed=boot_id, paths=paths),
+        verification=evaluate_verification(x, split, pairs=pairs, val_fraction=val_fraction, n_boot=n_boot,
+                                           pair_seed=seq_pairs, boot_seed=boot_ver),
+        open_set=evaluate_open_set(x, split, open_set_fraction=open_set_fraction, seed=seq_open),
+        clustering=evaluate_clustering(x, split, seed=seq_cluster),
+        dropped_classes=dropped,
+        config={
+            "pairs": int(pairs),
+            "val_fraction": float(val_fraction),
+            "open_set_fraction": float(open_set_fraction),
+            "n_boot": int(n_boot),
+            "similarity": "cosine on L2-normalised embeddings",
+            "threshold_rule": THRESHOLD_RULE,
+        },
+    )
+
+
+def _check_arguments(
+    x: NDArray[Any], labels: list[str], paths: Sequence[str] | None, support: int, val_fraction: float,
+    open_set_fraction: float, pairs: int, n_boot: int,
+) -> None:
     if x.ndim != 2:
         raise ValueError(f"embeddings must be a 2-D (n, d) array, got shape {x.shape}")
     if x.shape[0] != len(labels):
@@ -458,144 +485,3 @@ def evaluate_embeddings(
         raise ValueError(f"open_set_fraction must be in (0, 1), got {open_set_fraction}")
     if pairs < 0 or n_boot < 0:
         raise ValueError("pairs and n_boot must be >= 0")
-
-    x = l2_normalize(x)
-    names, counts = np.unique(np.array(labels, dtype=str), return_counts=True)
-    keep = [str(n) for n, c in zip(names, counts, strict=True) if c >= support + 1]
-    dropped = {**(dropped or {}), **too_small(dict(zip(names.tolist(), counts.tolist(), strict=True)), support + 1,
-                                              "support + 1")}
-    if len(keep) < 2:
-        raise DatasetError(
-            f"evaluation needs at least 2 models with >= {support + 1} images (support {support} + 1 query); "
-            f"got {len(keep)} (image counts: {dict(zip(names.tolist(), counts.tolist(), strict=True))})"
-        )
-    code_of = {n: i for i, n in enumerate(keep)}
-    codes = np.array([code_of.get(lab, -1) for lab in labels], dtype=np.int64)
-    seq_support, seq_pairs, seq_open, seq_boot, seq_cluster = np.random.SeedSequence(seed).spawn(5)
-    boot_id, boot_ver = seq_boot.spawn(2)
-
-    # 1. identification ---------------------------------------------------------------------------------
-    rng = np.random.default_rng(seq_support)
-    support_rows, query_rows = [], []
-    for c in range(len(keep)):
-        members = rng.permutation(np.flatnonzero(codes == c))
-        support_rows.append(members[:support])
-        query_rows.append(np.sort(members[support:]))
-    protos = l2_normalize(np.stack([x[r].mean(axis=0) for r in support_rows]))
-    queries = np.concatenate(query_rows)
-    q_true = codes[queries]
-    q_sims = x[queries] @ protos.T
-    q_pred = np.argmax(q_sims, axis=1)
-
-    k = len(keep)
-    names = np.array(keep)
-    ident = M.identification_metrics(names[q_true], names[q_pred], labels=keep)
-    s_ids = np.random.SeedSequence(_int_seed(boot_id)).spawn(2)
-    acc_ci = M.bootstrap_ci(M.accuracy, q_true, q_pred, n_boot=n_boot, seed=_int_seed(s_ids[0]), strata=q_true)
-    f1_ci = M.bootstrap_ci(
-        lambda t, p: M.macro_f1(t, p, labels=range(k)), q_true, q_pred,
-        n_boot=n_boot, seed=_int_seed(s_ids[1]), strata=q_true,
-    )
-    wrong = np.flatnonzero(q_pred != q_true)
-    wrong = wrong[np.argsort(-q_sims[wrong, q_pred[wrong]], kind="stable")][:MAX_ERRORS]
-    errors = [
-        {
-            "index": int(queries[i]),
-            **({"path": str(paths[queries[i]])} if paths is not None else {}),
-            "true": keep[q_true[i]],
-            "predicted": keep[q_pred[i]],
-            "score": float(q_sims[i, q_pred[i]]),
-            "score_true": float(q_sims[i, q_true[i]]),
-        }
-        for i in wrong
-    ]
-    identification = IdentificationResult(
-        accuracy=_num(ident["accuracy"]),
-        accuracy_ci=_ci(acc_ci),
-        macro_f1=_num(ident["macro_f1"]),
-        macro_f1_ci=_ci(f1_ci),
-        labels=list(keep),
-        confusion_matrix=ident["confusion_matrix"],
-        per_class_accuracy={c: _num(v) for c, v in ident["per_class_accuracy"].items()},
-        n_support=support,
-        n_queries=int(queries.size),
-        errors=errors,
-    )
-
-    # 2. verification -----------------------------------------------------------------------------------
-    split = draw_verification_pairs(queries, q_true, pairs=pairs, val_fraction=val_fraction, seed=seq_pairs)
-
-    def pair_scores(p: NDArray[np.int64]) -> NDArray[np.float64]:
-        return np.einsum("ij,ij->i", x[p[:, 0]], x[p[:, 1]]) if len(p) else np.empty(0)
-
-    verification = verification_from_scores(
-        pair_scores(split.val_pairs), split.val_same, pair_scores(split.test_pairs), split.test_same,
-        n_boot=n_boot, seed=_int_seed(boot_ver),
-    )
-    verification.n_val_images = int(split.val_images.size)
-    verification.n_test_images = int(split.test_images.size)
-
-    # 3. open set ---------------------------------------------------------------------------------------
-    if k < 3:
-        open_set = OpenSetResult(skipped=f"open-set evaluation needs at least 3 models, got {k}")
-    else:
-        n_unknown = min(max(1, int(round(open_set_fraction * k))), k - 2)
-        unknown = np.sort(np.random.default_rng(seq_open).choice(k, size=n_unknown, replace=False))
-        known = np.setdiff1d(np.arange(k), unknown)
-        is_known_query = np.isin(q_true, known)
-        known_scores_all = q_sims[is_known_query][:, known]
-        known_true = q_true[is_known_query]
-        known_pred = known[np.argmax(known_scores_all, axis=1)]
-        known_max = known_scores_all.max(axis=1)
-        unknown_rows = np.flatnonzero(np.isin(codes, unknown))  # all their images: none was used for anything
-        unknown_max = (x[unknown_rows] @ protos[known].T).max(axis=1)
-        correct = known_pred == known_true
-        enrolled = [support_rows[c] for c in known]
-        calib = calibrate(x[np.concatenate(enrolled)], np.cumsum([0] + [len(r) for r in enrolled[:-1]]),
-                          np.array([len(r) for r in enrolled]))
-        t = None if calib is None else calib["unknown_threshold"]
-        open_set = OpenSetResult(
-            auroc=_num(M.open_set_auroc(known_max, unknown_max)),
-            oscr=_num(M.oscr(correct, known_max, unknown_max)),
-            closed_set_accuracy=_num(correct.mean()),
-            known_classes=[keep[c] for c in known],
-            unknown_classes=[keep[c] for c in unknown],
-            n_known=int(known_max.size),
-            n_unknown=int(unknown_max.size),
-            unknown_threshold=_num(t),
-            threshold_rule=(calib["rule"] if calib is not None else
-                            "none: calibration needs at least 2 support images per model; identify never answers "
-                            "unknown without a threshold"),
-            known_accepted=None if t is None else _num(np.mean(known_max >= t)),
-            known_correct=None if t is None else _num(np.mean(correct & (known_max >= t))),
-            unknown_rejected=None if t is None else _num(np.mean(unknown_max < t)),
-        )
-
-    # 4. clustering -------------------------------------------------------------------------------------
-    clustering = ClusteringResult(
-        silhouette=_num(M.silhouette_cosine(x[queries], q_true, seed=_int_seed(seq_cluster))),
-        davies_bouldin=_num(M.davies_bouldin(x[queries], q_true)),
-        n=int(queries.size),
-    )
-
-    return EvaluationResult(
-        method=method,
-        seed=int(seed),
-        support=int(support),
-        n_models=k,
-        n_images=int(np.sum(codes >= 0)),
-        labels=list(keep),
-        identification=identification,
-        verification=verification,
-        open_set=open_set,
-        clustering=clustering,
-        dropped_classes=dropped,
-        config={
-            "pairs": int(pairs),
-            "val_fraction": float(val_fraction),
-            "open_set_fraction": float(open_set_fraction),
-            "n_boot": int(n_boot),
-            "similarity": "cosine on L2-normalised embeddings",
-            "threshold_rule": THRESHOLD_RULE,
-        },
-    )

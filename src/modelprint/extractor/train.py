@@ -21,6 +21,7 @@ from modelprint.atomic import atomic_path, sha256_file, write_text
 from modelprint.extractor.data import SpectraSet
 from modelprint.extractor.losses import fingerprint_loss
 from modelprint.extractor.network import FingerprintNet
+from modelprint.scores import l2_normalize
 
 
 @dataclass
@@ -99,8 +100,7 @@ def zero_shot_accuracy(emb: np.ndarray, labels: np.ndarray, support: int = 5, se
         protos.append(emb[idx[:support]].mean(0))
         q_idx += list(idx[support:])
         q_lab += [len(protos) - 1] * (len(idx) - support)
-    P = np.stack(protos)
-    P /= np.linalg.norm(P, axis=1, keepdims=True)
+    P = l2_normalize(np.stack(protos))
     pred = np.argmax(emb[q_idx] @ P.T, axis=1)
     return float((pred == np.array(q_lab)).mean())
 

@@ -1,17 +1,21 @@
-"""The attribution gallery: enrolled embeddings, per-model prototypes and calibrated thresholds in SQLite."""
+"""The attribution gallery: enrolled embeddings, per-model prototypes and calibrated thresholds in SQLite.
 
-from modelprint.gallery.store import (
-    SCHEMA_VERSION,
+The ground floor of the attribution side: it stores and compares embeddings and imports nothing above
+:mod:`modelprint.io` (path-level enrolment and identification, which embed images, are :class:`modelprint.Gallery`).
+"""
+
+from modelprint.gallery.calibration import calibrate
+from modelprint.gallery.results import (
     UNKNOWN,
     Calibration,
     EnrollResult,
-    Gallery,
     Identification,
     ModelInfo,
     OpenSetThreshold,
     Verification,
-    calibrate,
 )
+from modelprint.gallery.store import Gallery, verify
+from modelprint.gallery.tables import SCHEMA_VERSION
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -24,4 +28,5 @@ __all__ = [
     "OpenSetThreshold",
     "Verification",
     "calibrate",
+    "verify",
 ]

@@ -3,7 +3,7 @@
 A gallery calibrates its unknown threshold on its own models (:func:`modelprint.gallery.calibrate`); with one model,
 or one image per model, it cannot. Identification then uses a threshold measured for its method on held-out
 classes with the gallery's rule (accept ``target_tpr`` of the genuine scores: an image against its own class's
-prototype), by :mod:`modelprint.gallery.measure`, and shipped beside the weights in :data:`FALLBACK_FILE`. The file
+prototype), by :mod:`modelprint.evaluation.fallback`, and shipped beside the weights in :data:`FALLBACK_FILE`. The file
 is keyed by method tag (``name@version``), so changed weights find no stale value, and it leaves the weights' hash
 alone. It holds one threshold per prototype size ``k`` (images per class); a gallery takes the one measured for the
 largest ``k`` not above its smallest model's image count, as prototypes of fewer images give lower genuine scores.
@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from modelprint.errors import CheckpointError
+from modelprint.gallery.results import OpenSetThreshold
+from modelprint.gallery.tables import load_calibration
+from modelprint.gallery.tables import tag as method_tag
 
 FALLBACK_FILE = Path(__file__).resolve().parent.parent / "weights" / "unknown_thresholds.json"
 FORMAT = "modelprint-unknown-thresholds/1"
@@ -51,3 +55,30 @@ def fallback_threshold(tag: str, fewest: int, path: Path = FALLBACK_FILE) -> tup
         f"measured for {name} on {n_classes} held-out classes with {k}-image prototypes "
         f"({path.parent.name}/{path.name})"
     )
+
+
+def open_set_threshold(conn: sqlite3.Connection, method: str, version: str) -> OpenSetThreshold:
+    """The threshold identification uses for ``method@version`` by default: calibrated on the gallery's models,
+    else this fallback, else none (inside the caller's transaction)."""
+    cal = load_calibration(conn, method, version)
+    if cal is not None:
+        return OpenSetThreshold(
+            cal.unknown_threshold, "calibrated",
+            f"calibrated on the gallery's {cal.n_models} models ({cal.n_embeddings} images)",
+        )
+    n_models, fewest = conn.execute(
+        "SELECT count(*), min(n) FROM prototypes WHERE method = ? AND version = ?", (method, version)
+    ).fetchone()
+    why = (
+        f"the gallery cannot calibrate 'unknown' ({n_models} model{'s' * (n_models != 1)}, "
+        f"{'' if n_models == 1 else 'each with '}{fewest} image{'s' * (fewest != 1)}; "
+        "calibrating needs 2 models and one of them with 2 images)"
+    )
+    name = method_tag(method, version)
+    fallback = fallback_threshold(name, int(fewest))
+    if fallback is None:
+        return OpenSetThreshold(
+            None, "none", f"{why}, and no threshold was measured for {name}: identification never answers 'unknown'",
+        )
+    value, measured = fallback
+    return OpenSetThreshold(value, "fallback", f"{why}, so 'unknown' is below {value:.4f}, {measured}")

@@ -1,4 +1,5 @@
-"""Integrity of a gallery file: SQLite's own structural check and per-embedding checksums.
+"""Integrity of a gallery file: SQLite's own structural check, per-embedding checksums, and stored prototypes and
+calibrations checked against the embeddings they were computed from.
 
 Each embedding row stores ``checksum``, a CRC-32 of the fields that decide what it answers (model id, method,
 version, image sha256, dimension and vector bytes). The column was added after schema version 1 shipped, so it is
@@ -10,6 +11,11 @@ from __future__ import annotations
 
 import sqlite3
 import zlib
+
+import numpy as np
+
+from modelprint.gallery.calibration import group_stats
+from modelprint.gallery.tables import held, load_calibration, load_group, load_prototypes, tag
 
 _BATCH = 4096
 
@@ -67,3 +73,44 @@ def checksum_problem(conn: sqlite3.Connection) -> str | None:
     if not bad:
         return None
     return f"{bad} of {total} stored embeddings fail their checksum (first: {first})"
+
+
+def derived_problem(conn: sqlite3.Connection) -> str | None:
+    """Whether stored prototypes and calibrations disagree with the embeddings they were computed from."""
+    for method, version in held(conn):
+        name = tag(method, version)
+        try:
+            _ids, names, x, starts, counts = load_group(conn, method, version)
+            pnames, stored = load_prototypes(conn, method, version)
+        except ValueError:
+            return f"a stored vector of {name} has the wrong length"
+        _sums, protos = group_stats(x, starts, counts)
+        if pnames != names or stored.shape != protos.shape or not np.allclose(stored, protos, atol=1e-4):
+            return f"the stored prototypes of {name} do not match its embeddings"
+        cal = load_calibration(conn, method, version)
+        thresholds = (cal.unknown_threshold, cal.verify_threshold) if cal else ()
+        if cal and (
+            not all(isinstance(t, float) and abs(t) <= 1.001 for t in thresholds)
+            or (cal.n_models, cal.n_embeddings) != (len(names), len(x))
+        ):
+            return f"the stored calibration of {name} does not match its embeddings"
+    return None
+
+
+def problem(conn: sqlite3.Connection) -> str | None:
+    """The first integrity problem of the gallery (structure, checksums, derived tables), or ``None``."""
+    return structure_problem(conn) or checksum_problem(conn) or derived_problem(conn)
+
+
+def add_missing_checksums(conn: sqlite3.Connection) -> None:
+    """Give a gallery made by an older modelprint its embedding checksums, in one transaction of its own."""
+    if has_checksums(conn) and not conn.execute("SELECT 1 FROM embeddings WHERE checksum IS NULL").fetchone():
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        add_checksums(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

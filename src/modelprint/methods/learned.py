@@ -16,6 +16,7 @@ import numpy as np
 from modelprint.atomic import sha256_file
 from modelprint.errors import CheckpointError
 from modelprint.methods.base import METHODS, FingerprintMethod
+from modelprint.scores import l2_normalize
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "extractor.safetensors"
 
@@ -134,4 +135,4 @@ class LearnedMethod(FingerprintMethod):
             e = torch.nn.functional.normalize(self._net(x), dim=1).numpy()
         out = np.zeros((len(images), dim), dtype=np.float32)
         np.add.at(out, owner, e)
-        return out / np.linalg.norm(out, axis=1, keepdims=True), np.stack([s.mean(axis=(0, 1)) for s in spectra])
+        return l2_normalize(out), np.stack([s.mean(axis=(0, 1)) for s in spectra])

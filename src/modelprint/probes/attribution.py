@@ -38,6 +38,7 @@ from modelprint.probes.base import PROBES, Probe, ProbeProgress
 from modelprint.probes.denoisers import Denoiser
 from modelprint.probes.loss import DenoisingLossProbe
 from modelprint.probes.sds import SpectralProbe
+from modelprint.scores import l2_normalize
 
 __all__ = [
     "CLASSIFIERS",
@@ -61,10 +62,6 @@ FEATURES = ("concat", "distances")
 FORMAT = "modelprint-probe-attributor/1"
 
 
-def _normalise_rows(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 class NearestPrototype(ClassifierMixin, BaseEstimator):
     """Assigns the class whose mean feature vector (prototype) has the highest cosine similarity."""
 
@@ -77,7 +74,7 @@ class NearestPrototype(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """Cosine similarity to each prototype, ``(n, n_classes)``."""
-        return _normalise_rows(np.asarray(X, dtype=np.float64)) @ _normalise_rows(self.prototypes_).T
+        return l2_normalize(X, np.float64) @ l2_normalize(self.prototypes_).T
 
     def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         return self.classes_[np.argmax(self.decision_function(X), axis=1)]
@@ -108,8 +105,8 @@ class CandidatePrototypeSimilarity(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        blocks = _normalise_rows(self._blocks(X))  # (n, M, d)
-        sims = np.einsum("nmd,mcd->nmc", blocks, _normalise_rows(self.prototypes_))
+        blocks = l2_normalize(self._blocks(X))  # (n, M, d)
+        sims = np.einsum("nmd,mcd->nmc", blocks, l2_normalize(self.prototypes_))
         return sims.reshape(len(blocks), -1)
 
 

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modelprint import __version__, atomic
+from modelprint.scores import l2_normalize
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from modelprint.evaluation.protocols import EvaluationResult
+    from modelprint.evaluation.results import EvaluationResult
 
 __all__ = ["write_html_report", "embedding_map_2d"]
 
@@ -183,8 +184,7 @@ def embedding_map_2d(embeddings: np.ndarray, seed: int = 0) -> tuple[np.ndarray,
     """
     from sklearn.decomposition import PCA
 
-    x = np.asarray(embeddings, dtype=np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = l2_normalize(embeddings, np.float64)
     n, d = x.shape
     if n < TSNE_MIN_POINTS:
         n_comp = min(2, n, d)

@@ -1,16 +1,19 @@
 """Measure the fallback "unknown" thresholds of :mod:`modelprint.gallery.fallback` on held-out classes.
 
+A measurement of the methods (it embeds images with them), so it lives here, above the gallery that reads its
+result.
+
 The classes are synthetic generators (:mod:`modelprint.synthesis`, trained exactly like the extractor's pool) of
 architectures *outside* the paper's space the shipped extractor was trained on: each has at least one factor of the
 extended space only (pixel-shuffle upsampling, LeakyReLU/GELU/SiLU, group norm, 3 blocks). Each generator is applied
 to its own held-out real photo crops (the real pool's holdout split), quantised to 8 bits like a saved image. For
 every prototype size ``k`` and ``repeats`` seeded splits per class, the genuine scores are each remaining image of a
 class against the prototype of ``k`` of its images (the gallery's prototype: normalised mean of normalised
-embeddings), and the threshold is the gallery's rule (:func:`~modelprint.gallery.store.accept_threshold`) at
+embeddings), and the threshold is the gallery's rule (:func:`~modelprint.gallery.calibration.accept_threshold`) at
 ``target_tpr``. Also recorded: the share of images rejected at that threshold by the other classes' prototypes.
 ``fused`` is measured from its views' embeddings (its default views, combined by :meth:`FusedMethod.combine`).
 
-Rebuild (about 3 minutes of CPU): ``python -m modelprint.gallery.measure --seed 0``.
+Rebuild (about 3 minutes of CPU): ``python -m modelprint.evaluation.fallback --seed 0``.
 """
 
 from __future__ import annotations
@@ -25,14 +28,15 @@ import numpy as np
 
 from modelprint import __version__
 from modelprint.atomic import write_text
+from modelprint.gallery.calibration import DEFAULT_TARGET_TPR, accept_threshold
 from modelprint.gallery.fallback import FALLBACK_FILE, FORMAT
-from modelprint.gallery.store import DEFAULT_TARGET_TPR, accept_threshold
 from modelprint.io.pool import RealPool
 from modelprint.methods import load_method
+from modelprint.scores import l2_normalize
 from modelprint.synthesis import Architecture, all_architectures, model_id
 
 SUPPORTS = (1, 2, 3, 5, 8, 12, 16)
-COMMAND = "python -m modelprint.gallery.measure --seed {seed} --classes {classes} --per-class {per_class}"
+COMMAND = "python -m modelprint.evaluation.fallback --seed {seed} --classes {classes} --per-class {per_class}"
 
 
 def held_out_architectures(n: int, seed: int) -> list[Architecture]:
@@ -51,7 +55,7 @@ def support_thresholds(
     ``impostor_reject_rate`` is the share of images whose best *other* class's prototype falls below the threshold:
     how often an image of a model that is not enrolled would be answered "unknown".
     """
-    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    x = l2_normalize(x)
     classes = np.unique(labels)
     out: dict[str, dict] = {}
     for k in supports:
@@ -59,8 +63,7 @@ def support_thresholds(
         genuine, impostor = [], []
         for _ in range(repeats):
             splits = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
-            protos = np.stack([x[idx[:k]].mean(axis=0) for idx in splits])
-            protos /= np.linalg.norm(protos, axis=1, keepdims=True)
+            protos = l2_normalize(np.stack([x[idx[:k]].mean(axis=0) for idx in splits]))
             for ci, idx in enumerate(splits):
                 sims = x[idx[k:]] @ protos.T
                 genuine.append(sims[:, ci])
