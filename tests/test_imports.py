@@ -27,6 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("extractor",),  # the extractor's network, features, data and training
     ("methods", "probes"),  # black-box fingerprint methods (the extractor among them), white-box probes
     ("evaluation",),  # metrics, protocols, and measurements of methods (the fallback thresholds)
+    ("provenance",),  # member / generated / external and attribution with reject, over the probes' adapters
     ("reports",),
     ("api",),  # the path-level public API
     ("demo",),

@@ -86,12 +86,6 @@ def verify(a: Any, b: Any, threshold: float | None = None) -> Verification:
     return Verification(similarity=sim, same_model=None if thr is None else sim >= thr, threshold=thr)
 
 
-def _storable(text: str) -> str:
-    """``text`` as valid UTF-8 for SQLite: bytes of a non-UTF-8 file name (kept by ``os.fsdecode`` as surrogates)
-    are stored as ``\\xNN``."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def _check_name(name: Any, what: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise GalleryError(f"{what} must be a non-empty string, got {name!r}")
@@ -309,7 +303,7 @@ class Gallery:
         x = _as_matrix(vectors, f"embeddings of {model}")
         n, dim = x.shape
         hashes = [str(h).lower() for h in image_hashes]
-        srcs = [_storable(str(s)) for s in sources]
+        srcs = [tables.storable(str(s)) for s in sources]
         if len(hashes) != n or len(srcs) != n:
             raise GalleryError(
                 f"embeddings of {model}: {n} vectors but {len(hashes)} image hashes and {len(srcs)} sources"

@@ -78,6 +78,12 @@ SCHEMA = (
 )
 
 
+def storable(text: str) -> str:
+    """``text`` as valid UTF-8 for SQLite: bytes of a non-UTF-8 file name (kept by ``os.fsdecode`` as surrogates)
+    are stored as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def now() -> str:
     """The current UTC time as stored in ``created`` columns."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
