@@ -93,7 +93,7 @@ def test_training_changes_weights_lowers_loss_and_resumes_exactly(tiny_sets, tmp
 
 
 def test_fine_tuning_starts_from_the_extractor_and_keeps_its_normalisation(tiny_sets, tmp_path: Path) -> None:
-    from modelprint.methods.learned import load_extractor
+    from modelprint.extractor.checkpoint import load_extractor
 
     train, val = tiny_sets
     train_extractor(train, tmp_path / "base", TrainConfig(steps=5, **TINY))
