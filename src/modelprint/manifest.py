@@ -78,5 +78,5 @@ def check_settings(path: str | Path, wanted: dict[str, Any], what: str) -> None:
         raise ModelprintError(f"{path}: unreadable {what} settings ({' '.join(str(exc).split())})") from None
     differences = list(_differences(have, wanted))
     if differences:
-        raise ModelprintError(f"{path}: this {what} was built with other settings ({'; '.join(differences)}: "
-                              f"existing → requested); use another folder or the same settings")
+        raise ModelprintError(f"{path}: this {what} was built with other settings (existing → requested: "
+                              f"{'; '.join(differences)}); use another folder or the same settings")
