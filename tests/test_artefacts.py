@@ -250,7 +250,7 @@ def test_store_settings_are_written_once_then_checked(tmp_path: Path) -> None:
     check_settings(path, wanted, "pool")
     assert json.loads(path.read_text()) == wanted
     check_settings(path, wanted, "pool")
-    with pytest.raises(ModelprintError, match=r"built with other settings \(existing → requested: settings.crop: 32 → 16\)"):
+    with pytest.raises(ModelprintError, match=r"other settings \(existing → requested: settings.crop: 32 → 16\)"):
         check_settings(path, {**wanted, "settings": {"crop": 16, "steps": 5}}, "pool")
     path.write_text("{")
     with pytest.raises(ModelprintError, match="unreadable pool settings"):

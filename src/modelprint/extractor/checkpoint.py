@@ -61,5 +61,6 @@ def load_extractor(path: str | Path | None = None) -> tuple[Any, np.ndarray, np.
                              config["head_channels"], config["tile"], 0, config["stem_stride"], config["region"])
         net.load_state_dict(tensors, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{art.path}: checkpoint does not match the extractor network ({one_line(exc)})") from None
+        raise CheckpointError(f"{art.path}: checkpoint does not match the extractor network "
+                              f"({one_line(exc)})") from None
     return net.eval().to(memory_format=torch.channels_last), mean, std, {**art.sidecar, "sha256": art.sha256}
