@@ -224,7 +224,7 @@ def stage_losses(work: Path) -> dict:
     from modelprint.synthesis.pool import read_manifest
     from modelprint.synthesis.space import Architecture
 
-    recs = read_manifest(work / "pool")
+    recs = list(read_manifest(work / "pool").values())
     table = {}
     for r in recs:
         a = Architecture.parse(r["arch"])
@@ -313,7 +313,7 @@ def stage_fidelity(work: Path, seed: int) -> dict:
 
     from modelprint.synthesis.pool import read_manifest
 
-    recs = read_manifest(work / "pool")
+    recs = list(read_manifest(work / "pool").values())
     median = float(np.median([r["final_loss"] for r in recs]))
     extra = {f"residual ≤ median ({median:.3f})": [r["model_id"] for r in recs if r["final_loss"] <= median],
              f"residual > median": [r["model_id"] for r in recs if r["final_loss"] > median],

@@ -32,13 +32,13 @@ from modelprint.extractor.data import SpectraSet
 from modelprint.extractor.train import TrainConfig, train_extractor
 from modelprint.io import Dataset, load_image
 from modelprint.methods import load_method
-from modelprint.methods.learned import DEFAULT_WEIGHTS
+from modelprint.extractor.checkpoint import DEFAULT_WEIGHTS
 from modelprint.seeding import seed_everything
 from modelprint.zoo import Zoo
 
 
 def zoo_images(zoo: Zoo) -> dict[str, list[np.ndarray]]:
-    from modelprint.zoo.build import SAMPLES_DIR
+    from modelprint.zoo.store import SAMPLES_DIR
 
     return {name: [load_image(p) for p in sorted((zoo.root / SAMPLES_DIR / name).glob("*.png"))]
             for name, entry in zoo.entries().items() if entry["kind"] != "autoencoder"}

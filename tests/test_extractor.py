@@ -93,7 +93,7 @@ def test_training_changes_weights_lowers_loss_and_resumes_exactly(tiny_sets, tmp
 
 
 def test_fine_tuning_starts_from_the_extractor_and_keeps_its_normalisation(tiny_sets, tmp_path: Path) -> None:
-    from modelprint.methods.learned import load_extractor
+    from modelprint.extractor.checkpoint import load_extractor
 
     train, val = tiny_sets
     train_extractor(train, tmp_path / "base", TrainConfig(steps=5, **TINY))
@@ -174,6 +174,11 @@ def test_checkpoint_errors(tmp_path: Path, tiny_sets) -> None:
     weights.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="does not match"):
         LearnedMethod(weights=weights, residual="highpass")
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])  # a training state cut short
+    with pytest.raises(CheckpointError, match="checkpoint.pt: cannot resume") as err:
+        train_extractor(train, tmp_path, TrainConfig(steps=4, **TINY))
+    assert "\n" not in str(err.value)
 
 
 def test_windowed_residual_equals_whole_image_residual_inside(tiny_sets, tmp_path: Path) -> None:

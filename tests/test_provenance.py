@@ -314,6 +314,7 @@ def test_lowest_loss_normalisation_raw_and_files_written_before_it(tmp_path: Pat
     meta["steps"][0]["params"]["standardise"] = True  # as written before the parameter existed
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     np.savez(path, **arrays)
+    path.with_suffix(".json").unlink()  # files written then had no sidecar
     loaded = ProbeAttributor.load(path, candidates)
     assert loaded.pipeline_.named_steps["clf"].normalisation == "standardised"
     np.testing.assert_allclose(loaded.decision_function(x), model.decision_function(x))

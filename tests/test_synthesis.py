@@ -163,7 +163,7 @@ def test_pool_saves_loads_and_detects_tampering(tmp_path: Path, small_settings: 
     out = tmp_path / "pool"
     summary = synthesize_pool(out, archs, 1, crop=16, max_steps=4, settings=small_settings)
     assert (summary.total, summary.trained, summary.skipped) == (7, 7, 0)
-    records = read_manifest(out)
+    records = list(read_manifest(out).values())
     assert sorted(r["model_id"] for r in records) == sorted(model_id(a, 0) for a in archs)
     assert verify_pool(out) == []
     for rec in records:
@@ -214,7 +214,7 @@ def test_pool_resumes_after_a_kill_without_duplicates(tmp_path: Path, small_sett
     assert resumed.returncode == 0, resumed.stderr
     trained, skipped = map(int, resumed.stdout.split())
     assert (trained, skipped) == (8 - len(partial), len(partial))
-    final = read_manifest(out)
+    final = list(read_manifest(out).values())
     ids = [r["model_id"] for r in final]
     assert len(ids) == len(set(ids)) == 8 and verify_pool(out) == []
     for r in final:
@@ -223,7 +223,7 @@ def test_pool_resumes_after_a_kill_without_duplicates(tmp_path: Path, small_sett
     in_process = tmp_path / "again"
     torch.set_num_threads(1)
     synthesize_pool(in_process, archs, 2, crop=16, max_steps=4, settings=small_settings)
-    assert {r["model_id"]: r["sha256"] for r in read_manifest(in_process)} == {r["model_id"]: r["sha256"] for r in final}
+    assert {k: r["sha256"] for k, r in read_manifest(in_process).items()} == {r["model_id"]: r["sha256"] for r in final}
 
 
 def _settings_kwargs(settings: SynthesisSettings) -> dict:

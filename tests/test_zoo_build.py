@@ -15,7 +15,7 @@ from PIL import Image
 
 from modelprint.errors import CheckpointError, ModelprintError
 from modelprint.zoo import Zoo, build_zoo, load_generator, tier_recipes
-from modelprint.zoo.build import MANIFEST, MODELS_DIR, SAMPLES_DIR, read_manifest
+from modelprint.zoo.store import MODELS_DIR, SAMPLES_DIR, read_manifest
 from modelprint.zoo.data import training_images
 
 pytestmark = pytest.mark.slow
@@ -139,7 +139,7 @@ def test_a_single_unet_checkpoint_loads_with_its_config(tiny_zoo: Path, tmp_path
     for name in ("unet.safetensors", "unet.pth"):
         model = load_generator(tmp_path / name)
         np.testing.assert_array_equal(model.predict_noise(x, t).numpy(), ref.predict_noise(x, t).numpy())
-    from modelprint.zoo.diffusion import DiffusionModel
+    from modelprint.zoo.diffusion_model import DiffusionModel
 
     with pytest.raises(CheckpointError, match="sha256"):
         DiffusionModel.from_checkpoint(tmp_path / "unet.pth", sha256="0" * 64)

@@ -13,7 +13,7 @@ from modelprint.atomic import sha256_file
 from modelprint.errors import CheckpointError, ModelprintError
 from modelprint.seeding import configure_torch_threads
 from modelprint.zoo.base import FAMILIES, DataSpec, Recipe, ZooModel
-from modelprint.zoo.diffusion import DiffusionModel
+from modelprint.zoo.diffusion_model import DiffusionModel
 from modelprint.zoo.families import diffusion as _diffusion  # noqa: F401  (registers the families)
 from modelprint.zoo.families import lineage as _lineage  # noqa: F401
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from modelprint.atomic import write_text
+from modelprint.artefacts import update_sidecar
 from modelprint.errors import ModelprintError
 from modelprint.extractor.data import SpectraSet, render_spectra_set
 from modelprint.extractor.train import TrainConfig, train_extractor
@@ -66,7 +65,7 @@ def train_from_pool(
     from modelprint.synthesis.pool import read_manifest
 
     pool, out = Path(pool_dir), Path(out_dir)
-    ids = sorted(r["model_id"] for r in read_manifest(pool))
+    ids = sorted(read_manifest(pool))
     if len(ids) < 4:
         raise ModelprintError(f"{pool}: a synthetic pool with at least 4 models is needed (found {len(ids)}); run `modelprint synthesize`")
     cfg = config or TrainConfig(seed=seed)
@@ -81,7 +80,5 @@ def train_from_pool(
     recipe = {"command": command, "pool": str(pool), "n_pool_models": len(ids), "n_train_models": len(train_ids),
               "n_val_models": len(val_ids), "val_split": "whole architectures held out", "per_model": per_model,
               "tile": tile, "region": cfg.region, "augment": augment, "seed": seed, "best": history["best"], "seconds": history.get("seconds")}
-    sidecar = out / "extractor.json"
-    meta = json.loads(sidecar.read_text())
-    write_text(sidecar, json.dumps({**meta, "recipe": recipe}, indent=2) + "\n")
+    update_sidecar(out / "extractor.safetensors", {"recipe": recipe})
     return {"recipe": recipe, "history": history}

@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from modelprint.atomic import atomic_path, sha256_file, write_text
+from modelprint.artefacts import one_line
+from modelprint.atomic import atomic_path, write_text
+from modelprint.errors import CheckpointError
+from modelprint.extractor.checkpoint import load_extractor, save_extractor
 from modelprint.extractor.data import SpectraSet
 from modelprint.extractor.losses import fingerprint_loss
 from modelprint.extractor.network import FingerprintNet
@@ -112,20 +115,6 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _save_weights(net: FingerprintNet, mean: np.ndarray, std: np.ndarray, path: Path, meta: dict) -> str:
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().contiguous() for k, v in net.state_dict().items() if not k.startswith("classifier.")}
-    tensors["norm.mean"] = torch.from_numpy(mean)
-    tensors["norm.std"] = torch.from_numpy(std)
-    config = {k: v for k, v in net.config.items() if k != "n_classes"}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"config": json.dumps(config)})
-    sha = sha256_file(path)
-    write_text(path.with_suffix(".json"), json.dumps({"config": config, "sha256": sha, **meta}, indent=2) + "\n")
-    return sha
-
-
 def train_extractor(
     train: SpectraSet,
     out_dir: str | Path,
@@ -155,8 +144,6 @@ def train_extractor(
         net = FingerprintNet(cfg.widths, cfg.blocks_per_stage, cfg.embed_dim, cfg.head_channels, train.spectra.shape[-1],
                              len(train.model_ids), cfg.stem_stride, cfg.region, cfg.cosine_classifier, cfg.scale)
     else:
-        from modelprint.methods.learned import load_extractor
-
         base, mean, std, _ = load_extractor(init)
         c = base.config
         net = FingerprintNet(tuple(c["widths"]), c["blocks_per_stage"], c["embed_dim"], c["head_channels"], c["tile"],
@@ -169,7 +156,11 @@ def train_extractor(
     history: dict = {"config": {**asdict(cfg), "widths": list(cfg.widths)}, "steps": [], "val": [], "best": None}
     start_step, ckpt = 0, out / "checkpoint.pt"
     if resume and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        try:  # written by this function (atomically), so its own pickled training state is trusted
+            state = torch.load(ckpt, weights_only=False)
+        except Exception as exc:  # noqa: BLE001  (pickle and zip errors have no common base)
+            raise CheckpointError(f"{ckpt}: cannot resume from this training checkpoint ({one_line(exc)}); "
+                                  "delete it to start over") from None
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -200,7 +191,7 @@ def train_extractor(
             if acc > best:
                 best = acc
                 history["best"] = {"step": done, "val_accuracy": acc}
-                _save_weights(net, mean, std, out / "extractor.safetensors",
+                save_extractor(net, mean, std, out / "extractor.safetensors",
                               {"selected_by": "zero-shot accuracy on held-out synthetic models", **history["best"]})
         history["seconds"] = time.perf_counter() - started
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
@@ -211,6 +202,6 @@ def train_extractor(
         if progress:
             progress(done, record)
     if val is None:
-        _save_weights(net, mean, std, out / "extractor.safetensors", {"selected_by": "last step", "step": cfg.steps})
+        save_extractor(net, mean, std, out / "extractor.safetensors", {"selected_by": "last step", "step": cfg.steps})
     write_text(out / "history.json", json.dumps(history, indent=1) + "\n")
     return history

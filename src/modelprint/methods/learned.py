@@ -7,52 +7,14 @@ the embeddings averaged; any size ≥ 32 px) → standardised → :class:`~model
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from modelprint.atomic import sha256_file
-from modelprint.errors import CheckpointError
+from modelprint.extractor.checkpoint import load_extractor
 from modelprint.methods.base import METHODS, FingerprintMethod
 from modelprint.scores import l2_normalize
-
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "extractor.safetensors"
-
-
-def load_extractor(path: str | Path | None = None):  # noqa: ANN201
-    """Load a FingerprintNet and its normalisation, verifying the sidecar's sha256; returns (net, mean, std, meta)."""
-    import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from modelprint.extractor.network import FingerprintNet
-
-    path = Path(path) if path is not None else DEFAULT_WEIGHTS
-    if not path.is_file():
-        raise CheckpointError(f"{path}: extractor weights not found")
-    sidecar = path.with_suffix(".json")
-    meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-    sha = sha256_file(path)
-    if meta.get("sha256") and meta["sha256"] != sha:
-        raise CheckpointError(f"{path}: sha256 {sha[:12]}… does not match {sidecar.name} ({meta['sha256'][:12]}…); file corrupt or replaced")
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
-    config = meta.get("config")
-    if config is None:
-        raise CheckpointError(f"{path}: no config sidecar {sidecar.name}; cannot build the network")
-    try:
-        mean, std = tensors.pop("norm.mean").numpy(), tensors.pop("norm.std").numpy()
-        net = FingerprintNet(tuple(config["widths"]), config["blocks_per_stage"], config["embed_dim"],
-                             config["head_channels"], config["tile"], 0, config["stem_stride"], config["region"])
-        net.load_state_dict(tensors, strict=True)
-    except (KeyError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0][:200]
-        raise CheckpointError(f"{path}: checkpoint does not match the extractor network ({first})") from None
-    return net.eval().to(memory_format=torch.channels_last), mean, std, {**meta, "sha256": sha}
 
 
 @METHODS.register("learned")

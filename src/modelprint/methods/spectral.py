@@ -13,17 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
-from modelprint.atomic import atomic_path
+from modelprint.artefacts import read_arrays, shipped_path, write_arrays
 from modelprint.errors import CheckpointError
 from modelprint.methods.base import METHODS, FingerprintMethod
 from modelprint.spectra import welch_power
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 _FORMAT = 1
 
 
 def reference_path(residual: str, tile: int) -> Path:
-    return WEIGHTS_DIR / f"spectral_reference_{residual}_t{tile}.npz"
+    """The shipped (or :func:`build_reference`-built) reference for ``residual`` and ``tile``."""
+    return shipped_path(f"spectral_reference_{residual}_t{tile}.npz")
 
 
 @METHODS.register("spectral")
@@ -52,8 +52,10 @@ class SpectralMethod(FingerprintMethod):
         self._mean: np.ndarray | None = None
         self._std: np.ndarray | None = None
         self._ref_hash = "none"
-        if reference is not None:
-            self._load_reference(reference_path(residual, tile) if reference == "default" else Path(reference))
+        if reference == "default":
+            self._load_reference(reference_path(residual, tile), shipped=True)
+        elif reference is not None:
+            self._load_reference(Path(reference))
 
     @property
     def residual_extractor(self):
@@ -108,17 +110,14 @@ class SpectralMethod(FingerprintMethod):
         self._std = np.maximum(std, 1e-3).astype(np.float32)
         self._ref_hash = hashlib.sha256(self._mean.tobytes() + self._std.tobytes()).hexdigest()[:12]
 
-    def _load_reference(self, path: Path) -> None:
-        if not path.is_file():
-            raise CheckpointError(
-                f"{path}: spectral reference not found; build it with `modelprint spectral-reference` or pass reference=None"
-            )
+    def _load_reference(self, path: Path, shipped: bool = False) -> None:
+        data = read_arrays(path, "spectral reference", shipped=shipped,
+                           hint="; build it with `modelprint spectral-reference` or pass reference=None")
         try:
-            with np.load(path) as data:
-                mean, std = data["mean"], data["std"]
-                residual_version = str(data["residual_version"])
-        except Exception as exc:
-            raise CheckpointError(f"{path}: not a spectral reference file ({exc})") from None
+            mean, std = data["mean"], data["std"]
+            residual_version = str(data["residual_version"])
+        except KeyError as exc:
+            raise CheckpointError(f"{path}: not a spectral reference (no {exc} array)") from None
         expected = (self.tile // 2 + 1) * self.tile
         if mean.shape != (expected,) or std.shape != (expected,):
             raise CheckpointError(f"{path}: reference has {mean.shape[0]} frequencies, tile {self.tile} needs {expected}")
@@ -130,18 +129,15 @@ class SpectralMethod(FingerprintMethod):
         self._set_reference(mean, std)
 
     def save_reference(self, path: str | Path, **provenance: object) -> None:
-        """Write the fitted reference (with the residual version and any provenance fields) atomically."""
+        """Write the fitted reference (with the residual version and any provenance fields, also in its sidecar)
+        atomically."""
         if self._mean is None:
             raise CheckpointError("no reference to save: call fit() on real images first")
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(
-                    fh,
-                    mean=self._mean,
-                    std=self._std,
-                    residual_version=np.array(self.residual_extractor.version),
-                    **{k: np.array(v) for k, v in provenance.items()},
-                )
+        fields = {"residual": self.residual, "residual_version": self.residual_extractor.version, "tile": self.tile,
+                  **provenance}
+        arrays = {"mean": self._mean, "std": self._std, "residual_version": np.array(self.residual_extractor.version),
+                  **{k: np.array(v) for k, v in provenance.items()}}
+        write_arrays(path, arrays, {"format": f"modelprint-spectral-reference/{_FORMAT}", **fields})
 
 
 def build_reference(residual: str = "dncnn", tile: int = 64, n: int = 1000, size: int = 128, seed: int = 0) -> Path:

@@ -32,7 +32,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from modelprint.atomic import atomic_open
+from modelprint.artefacts import read_arrays, write_arrays
 from modelprint.errors import ModelprintError
 from modelprint.probes.base import PROBES, Probe, ProbeProgress
 from modelprint.probes.denoisers import Denoiser
@@ -394,18 +394,16 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
             "steps": steps,
         }
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        with atomic_open(path, "wb") as fh:
-            np.savez(fh, **arrays)
+        write_arrays(path, arrays, {"format": FORMAT, "candidates": self.candidate_names_, "seed": self.seed})
 
     @classmethod
     def load(cls, path: str | Path, candidates: Mapping[str, Denoiser]) -> ProbeAttributor:
         """Read an attributor written by :meth:`save`; ``candidates`` must hold every candidate it was fitted with."""
         path = Path(path)
+        arrays = read_arrays(path, "probe attributor file")
         try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
             meta = json.loads(arrays.pop("meta").tobytes().decode())
-        except (OSError, ValueError, KeyError) as err:
+        except (ValueError, KeyError) as err:
             raise ModelprintError(f"{path}: not a probe attributor file ({err})") from None
         if meta.get("format") != FORMAT:
             raise ModelprintError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")

@@ -4,7 +4,7 @@ A :class:`Denoiser` maps uint8 images into the space its network denoises (``[-1
 latents), predicts the noise ε in a noisy ``x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε`` at integer timesteps ``t``, and exposes
 ``alphas_cumprod`` (ᾱ for every training timestep). Three adapters:
 
-- :class:`DiffusersDenoiser`: modelprint's :class:`~modelprint.zoo.diffusion.DiffusionModel` (a diffusers
+- :class:`DiffusersDenoiser`: modelprint's :class:`~modelprint.zoo.diffusion_model.DiffusionModel` (a diffusers
   ``UNet2DModel``, pixel or latent with its VAE), e.g. any zoo diffusion model or ``DDPMPipeline`` folder;
 - :class:`ConditionalUNetDenoiser`: a text-conditional ``UNet2DConditionModel`` (Stable Diffusion style) run with a
   fixed empty-prompt embedding and no guidance, on the latents of its own VAE or of one shared VAE;
@@ -186,7 +186,7 @@ def _attach_vae(denoiser: Denoiser, vae: Any, scaling_factor: float | None, unet
 
 
 class DiffusersDenoiser(Denoiser):
-    """A modelprint :class:`~modelprint.zoo.diffusion.DiffusionModel` (``UNet2DModel`` + DDPM schedule, with its
+    """A modelprint :class:`~modelprint.zoo.diffusion_model.DiffusionModel` (``UNet2DModel`` + DDPM schedule, with its
     VAE for latent models; ``vae`` replaces that VAE, e.g. by one shared across candidates).
 
     With ``strict_size`` (default) images must have the size the UNet was built for (``unet.config.sample_size``);
@@ -211,7 +211,7 @@ class DiffusersDenoiser(Denoiser):
     def load(cls, name_or_path: str, zoo: str | None = None, name: str | None = None, **kwargs: Any
              ) -> DiffusersDenoiser:
         """Load a zoo model by name (with ``zoo``), a diffusers folder or a UNet checkpoint, via ``load_generator``."""
-        from modelprint.zoo.diffusion import DiffusionModel
+        from modelprint.zoo.diffusion_model import DiffusionModel
         from modelprint.zoo.store import load_generator
 
         model = load_generator(name_or_path, zoo=zoo)

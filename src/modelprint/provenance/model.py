@@ -4,9 +4,9 @@ run.
 :class:`Provenance` extracts trajectory features of the model's training members, its own generations and external
 images, holds out a stratified validation part, fits a :class:`~modelprint.provenance.classifier.ProvenanceClassifier`
 on the rest (calibrated) and chooses its "uncertain" confidence on the validation part. :meth:`Provenance.save`
-writes one ``.npz`` atomically, without pickles: the settings and the fitted features (not the images).
-:meth:`Provenance.load` refits from them, which is deterministic, and checks that the refitted classifier gives
-the probabilities that were saved.
+writes one ``.npz`` atomically, without pickles: the settings and the fitted features (not the images), with its
+sidecar (:mod:`modelprint.artefacts`). :meth:`Provenance.load` refits from them, which is deterministic, and checks
+that the refitted classifier gives the probabilities that were saved.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 
-from modelprint.atomic import atomic_open
+from modelprint.artefacts import read_arrays, write_arrays
 from modelprint.errors import ModelprintError
 from modelprint.probes.base import ProbeProgress
 from modelprint.probes.denoisers import Denoiser
@@ -119,18 +119,16 @@ class Provenance(BaseEstimator):
                 "feature_names": self.feature_names_}
         arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), "features": self.features_,
                   "labels": self.labels_.astype(str), "probabilities": self.classifier_.predict_proba(self.features_)}
-        with atomic_open(path, "wb") as fh:
-            np.savez(fh, **arrays)
+        write_arrays(path, arrays, {"format": FORMAT, "denoiser": self.denoiser_, "seed": self.seed})
 
     @classmethod
     def load(cls, path: str | Path) -> Provenance:
         """Read a file written by :meth:`save` and refit from its features (checked against its probabilities)."""
         path = Path(path)
+        arrays = read_arrays(path, "provenance file")
         try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
             meta = json.loads(arrays["meta"].tobytes().decode())
-        except (OSError, ValueError, KeyError) as err:
+        except (ValueError, KeyError) as err:
             raise ModelprintError(f"{path}: not a provenance file ({err})") from None
         if meta.get("format") != FORMAT:
             raise ModelprintError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")

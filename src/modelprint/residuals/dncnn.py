@@ -23,10 +23,11 @@ size, so the windows of one image (and of same-size images) are batched, at most
 which bounds memory to roughly ``batch_pixels · width · 4 B · 3`` (≈100 MB by default) whatever the image size.
 
 Weights: the default is modelprint's own ``weights/dncnn_s1.safetensors`` (trained from scratch on the real-image
-pool at σ = 1/255, see ``weights/DNCNN_MODEL_CARD.md``), verified against the sha256 in its JSON sidecar. A user
-file may be ``.safetensors`` (with an optional sidecar ``<name>.json``, or a ``config`` metadata entry) or a
-PyTorch ``.pt``/``.pth`` state dict (loaded with ``weights_only=True``); depth and width are then inferred from the
-tensor shapes. Any problem raises :class:`~modelprint.errors.CheckpointError` naming the file and the cause.
+pool at σ = 1/255, see ``weights/DNCNN_MODEL_CARD.md``), verified against the sha256 in its JSON sidecar
+(:mod:`modelprint.artefacts`). A user file may be ``.safetensors`` (with an optional sidecar ``<name>.json``, or a
+``config`` metadata entry) or a PyTorch ``.pt``/``.pth`` state dict (loaded with ``weights_only=True``); depth and
+width are otherwise inferred from the tensor shapes. Any problem raises :class:`~modelprint.errors.CheckpointError`
+naming the file and the cause.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from modelprint.atomic import sha256_file
+from modelprint.artefacts import one_line, open_artefact, read_tensors, shipped_path
 from modelprint.errors import CheckpointError
 from modelprint.residuals.base import RESIDUALS, Residual, as_image
 
@@ -52,18 +53,9 @@ DEFAULT_DEPTH = 10
 DEFAULT_WIDTH = 32
 
 
-def weights_dir() -> Path:
-    """The folder of weights shipped with modelprint (``modelprint/weights``)."""
-    return Path(__file__).resolve().parent.parent / "weights"
-
-
 def default_weights_path() -> Path:
-    return weights_dir() / DEFAULT_WEIGHTS_NAME
-
-
-def sidecar_path(weights: str | Path) -> Path:
-    """The JSON sidecar of a weights file: same name, ``.json`` extension."""
-    return Path(weights).with_suffix(".json")
+    """The shipped DnCNN weights."""
+    return shipped_path(DEFAULT_WEIGHTS_NAME)
 
 
 def default_config(depth: int = DEFAULT_DEPTH, width: int = DEFAULT_WIDTH, sigma: float = 1.0) -> dict[str, Any]:
@@ -203,16 +195,11 @@ def _infer_config(tensors: dict, path: Path, sigma: float | None = None) -> dict
     return default_config(depth=len(convs), width=int(first.shape[0]), sigma=1.0 if sigma is None else sigma)
 
 
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _check_shapes(tensors: dict, config: dict[str, Any], path: Path) -> None:
     try:
         want = expected_shapes(config)
     except Exception as exc:  # a sidecar/metadata config that does not describe a buildable DnCNN
-        raise CheckpointError(f"{path}: invalid DnCNN config {config!r} ({_one_line(exc)})") from None
+        raise CheckpointError(f"{path}: invalid DnCNN config {config!r} ({one_line(exc)})") from None
     have = {k: tuple(v.shape) for k, v in tensors.items() if not k.endswith("num_batches_tracked")}
     problems: list[str] = []
     missing = [k for k in want if k not in have]
@@ -234,85 +221,31 @@ def _check_shapes(tensors: dict, config: dict[str, Any], path: Path) -> None:
         )
 
 
-def _read_sidecar(path: Path) -> dict[str, Any] | None:
-    side = sidecar_path(path)
-    if not side.is_file():
-        return None
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{side}: unreadable weights sidecar ({exc})") from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{side}: weights sidecar is not a JSON object")
-    return meta
-
-
 def load_checkpoint(weights: str | Path | None = None) -> tuple[dict, dict[str, Any], str, Path]:
     """Read and verify a DnCNN checkpoint; returns ``(tensors, config, sha256, path)``.
 
     ``None`` means the shipped default, whose sidecar is mandatory. Raises :class:`CheckpointError` naming the
-    file for a missing file, an unreadable file, a sha256 that differs from the sidecar's, or tensors that do
-    not match the configured architecture.
+    file for a missing file, an unreadable file or sidecar, a sha256 that differs from the sidecar's, or tensors
+    that do not match the configured architecture.
     """
     import torch
 
     shipped = weights is None
-    path = default_weights_path() if shipped else Path(weights).expanduser()
-    if not path.exists():
-        hint = " (the shipped weights are missing: reinstall modelprint or train them, see DNCNN_MODEL_CARD.md)" if shipped else ""
-        raise CheckpointError(f"{path}: weights file not found{hint}")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: is not a file")
-    suffix = path.suffix.lower()
-    if suffix not in (".safetensors", ".pt", ".pth"):
-        raise CheckpointError(f"{path}: unsupported weights format {suffix or '(no extension)'}; use .safetensors, .pt or .pth")
-
-    meta = _read_sidecar(path)
-    if shipped and meta is None:
-        raise CheckpointError(f"{path}: sidecar {sidecar_path(path).name} with the expected sha256 is missing")
+    hint = " (the shipped weights are missing: reinstall modelprint or train them, see DNCNN_MODEL_CARD.md)"
+    art = open_artefact(default_weights_path() if shipped else weights, "weights file", shipped=shipped,
+                        hint=hint if shipped else "")
+    path = art.path
+    tensors, header = read_tensors(path)
     try:
-        sha = sha256_file(path)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read weights ({exc.strerror or exc})") from None
-    if meta is not None and meta.get("sha256"):
-        if meta["sha256"] != sha:
-            raise CheckpointError(
-                f"{path}: sha256 mismatch (file {sha[:12]}…, {sidecar_path(path).name} expects "
-                f"{str(meta['sha256'])[:12]}…): the weights are corrupt or were replaced"
-            )
-    elif shipped:
-        raise CheckpointError(f"{path}: sidecar {sidecar_path(path).name} has no sha256")
-
-    file_config: dict[str, Any] | None = None
-    if suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            tensors = {}
-            with safe_open(str(path), framework="pt", device="cpu") as fh:
-                md = fh.metadata() or {}
-                for k in fh.keys():  # noqa: SIM118
-                    tensors[k] = fh.get_tensor(k)
-            if md.get("modelprint"):
-                file_config = json.loads(md["modelprint"]).get("config")
-            elif md.get("config"):
-                file_config = json.loads(md["config"])
-        except Exception as exc:  # safetensors raises several types on garbage
-            raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from None
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle / zip / weights_only errors
-            raise CheckpointError(f"{path}: not a loadable PyTorch state dict ({_one_line(exc)})") from None
-        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-            obj = obj["state_dict"]
-        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise CheckpointError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
-        tensors = {k.removeprefix("module."): v for k, v in obj.items()}
-
-    if meta is not None and isinstance(meta.get("config"), dict):
-        config = {**default_config(), **meta["config"]}
-    elif file_config is not None:
+        if header.get("modelprint"):
+            file_config = json.loads(header["modelprint"]).get("config")
+        else:
+            file_config = json.loads(header["config"]) if header.get("config") else None
+    except (ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: unreadable config in the safetensors header ({one_line(exc)})") from None
+    if isinstance(art.sidecar.get("config"), dict):
+        config = {**default_config(), **art.sidecar["config"]}
+    elif isinstance(file_config, dict):
         config = {**default_config(), **file_config}
     else:
         config = _infer_config(tensors, path)
@@ -321,7 +254,7 @@ def load_checkpoint(weights: str | Path | None = None) -> tuple[dict, dict[str, 
     bad = [k for k, v in tensors.items() if not bool(torch.isfinite(v).all())]
     if bad:
         raise CheckpointError(f"{path}: non-finite values (NaN/inf) in {', '.join(bad[:3])}")
-    return tensors, config, sha, path
+    return tensors, config, art.sha256, path
 
 
 def load_dncnn(weights: str | Path | None = None):  # noqa: ANN201

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelprint.atomic import atomic_path, sha256_file, write_text
+from modelprint.artefacts import sidecar_path, write_sidecar, write_tensors
 from modelprint.residuals.dncnn import (
     DEFAULT_DEPTH,
     DEFAULT_WIDTH,
@@ -34,7 +34,6 @@ from modelprint.residuals.dncnn import (
     checkpoint_metadata,
     default_config,
     saved_state_dict,
-    sidecar_path,
 )
 
 if TYPE_CHECKING:
@@ -218,13 +217,7 @@ def train_denoiser(
     metrics = evaluate_denoiser(model, val, sigma, seed=seed + 2)
     seconds = time.perf_counter() - t0
 
-    state = saved_state_dict(model)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from safetensors.torch import save_file
-
-    with atomic_path(out) as tmp:
-        save_file(state, str(tmp), metadata=checkpoint_metadata(config))
-    sha = sha256_file(out)
+    write_tensors(out, saved_state_dict(model), checkpoint_metadata(config))
     n_params = int(sum(p.numel() for p in model.parameters()))
     every = max(1, steps // 200)  # keep ≤ ~200 points of the loss curve: means over windows of `every` steps
     curve = [float(np.mean(losses[i : i + every])) for i in range(0, steps, every)]
@@ -243,9 +236,6 @@ def train_denoiser(
     }
     sidecar = {
         "format": FORMAT,
-        "file": out.name,
-        "sha256": sha,
-        "bytes": out.stat().st_size,
         "config": config,
         "command": command,
         "seed": seed,
@@ -269,5 +259,5 @@ def train_denoiser(
         "losses": curve,
         "metrics": result,
     }
-    write_text(sidecar_path(out), json.dumps(sidecar, indent=2) + "\n")
+    sha = write_sidecar(out, sidecar)
     return {**result, "weights": str(out), "sidecar": str(sidecar_path(out)), "sha256": sha}

@@ -128,7 +128,7 @@ def synthetic_spectra(
     from modelprint.synthesis.train import apply_generator
 
     pool_dir = Path(pool_dir)
-    records = read_manifest(pool_dir)
+    records = list(read_manifest(pool_dir).values())
     if len(records) < 2:
         raise DatasetError(f"{pool_dir}: a synthetic pool with at least 2 models is needed")
     res = get_residual(residual)

@@ -3,7 +3,7 @@
 Layout of ``out_dir``::
 
     pool.json                      settings and training data description (a resumed run must match them)
-    manifest.jsonl                 one JSON line per finished model (rewritten atomically after every group)
+    manifest.jsonl                 one JSON line per finished model, by model id (see :mod:`modelprint.manifest`)
     weights/<model id>.safetensors one file per model (written atomically before its manifest line)
 
 A model id is ``<architecture id>-s<seed>`` (:func:`~modelprint.synthesis.space.model_id`). Every manifest line
@@ -38,8 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from modelprint.atomic import atomic_path, sha256_file, write_text
+from modelprint.artefacts import read_tensors, verify_files, write_tensors
 from modelprint.errors import CheckpointError, ModelprintError
+from modelprint.manifest import MANIFEST, check_settings, write_manifest
+from modelprint.manifest import read_manifest as _read_records
 from modelprint.synthesis.space import Architecture, all_architectures, model_id, parse_model_id
 from modelprint.synthesis.defaults import (
     DEFAULT_BATCH,
@@ -52,7 +54,6 @@ from modelprint.synthesis.defaults import (
 )
 
 FORMAT = "modelprint-synthetic-pool/1"
-MANIFEST = "manifest.jsonl"
 SETTINGS = "pool.json"
 WEIGHTS_DIR = "weights"
 
@@ -103,51 +104,27 @@ class PoolSummary:
 
 
 # ----------------------------------------------------------------------------------------------------- manifest
-def read_manifest(out_dir: str | Path) -> list[dict]:
-    """The manifest's records (an unreadable trailing line, impossible with atomic writes, is ignored)."""
-    path = Path(out_dir) / MANIFEST
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
+def read_manifest(out_dir: str | Path) -> dict[str, dict]:
+    """The manifest lines of the pool ``out_dir`` by model id (``{}`` if it has none)."""
+    return _read_records(out_dir, "model_id")
 
 
-def _write_manifest(out_dir: Path, records: dict[str, dict]) -> None:
-    lines = [json.dumps(records[k], sort_keys=True) for k in sorted(records)]
-    write_text(out_dir / MANIFEST, "".join(line + "\n" for line in lines))
-
-
-def _valid(out_dir: Path, rec: dict) -> bool:
-    path = out_dir / rec.get("file", "")
-    return path.is_file() and sha256_file(path) == rec.get("sha256")
+def _problem(out_dir: Path, rec: dict) -> str | None:
+    """``None`` if the model's weights file matches its manifest line, else what is wrong."""
+    file, digest = rec.get("file"), rec.get("sha256")
+    if not isinstance(file, str) or not isinstance(digest, str):
+        return f"{out_dir / MANIFEST}: the line of {rec.get('model_id')!r} names no weights file and sha256"
+    try:
+        verify_files(out_dir, {file: digest})
+    except CheckpointError as err:
+        return str(err)
+    return None
 
 
 def verify_pool(out_dir: str | Path) -> list[str]:
     """Ids of manifest models whose weights file is missing or does not match its sha256."""
     out = Path(out_dir)
-    return [r["model_id"] for r in read_manifest(out) if not _valid(out, r)]
-
-
-def _check_settings(out_dir: Path, settings: SynthesisSettings) -> None:
-    path = out_dir / SETTINGS
-    wanted = {"format": FORMAT, "settings": _jsonable(asdict(settings))}
-    if path.exists():
-        existing = json.loads(path.read_text())
-        if existing != wanted:
-            diff = {k: (existing.get("settings", {}).get(k), v) for k, v in wanted["settings"].items()
-                    if existing.get("settings", {}).get(k) != v}
-            raise ModelprintError(
-                f"{path}: this pool was made with other settings ({diff or existing.get('format')}: existing, "
-                "requested); use a new output folder or the same settings"
-            )
-    else:
-        write_text(path, json.dumps(wanted, indent=2) + "\n")
+    return [mid for mid, r in read_manifest(out).items() if _problem(out, r)]
 
 
 def _jsonable(d: dict) -> dict:
@@ -156,15 +133,8 @@ def _jsonable(d: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------ weights files
 def _save_weights(path: Path, arch: Architecture, seed: int, state: dict) -> str:
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().contiguous() for k, v in state.items()}
-    # One metadata key: safetensors writes its metadata map in arbitrary order, which would make the bytes (and
-    # the sha256) of identical weights differ from run to run.
     meta = {"modelprint": json.dumps({"format": FORMAT, "arch": arch.id, "seed": seed}, sort_keys=True)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-    return sha256_file(path)
+    return write_tensors(path, {k: v.detach().contiguous() for k, v in state.items()}, meta)
 
 
 def load_synthetic(out_dir: str | Path, model_id: str):
@@ -173,27 +143,21 @@ def load_synthetic(out_dir: str | Path, model_id: str):
     The weights file is checked against the manifest's sha256 first; a missing model, a missing or altered file,
     or weights that do not fit the architecture raise :class:`~modelprint.errors.CheckpointError` naming the file.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     from modelprint.synthesis.grouped import load_single
 
     out = Path(out_dir)
-    recs = {r["model_id"]: r for r in read_manifest(out)}
+    recs = read_manifest(out)
     if model_id not in recs:
         raise CheckpointError(f"{out / MANIFEST}: no synthetic model {model_id!r} in this pool ({len(recs)} models)")
-    rec = recs[model_id]
-    path = out / rec["file"]
-    if not path.is_file():
-        raise CheckpointError(f"{path}: weights file of {model_id} is missing")
-    digest = sha256_file(path)
-    if digest != rec["sha256"]:
-        raise CheckpointError(f"{path}: sha256 {digest[:12]}… does not match the manifest ({rec['sha256'][:12]}…)")
+    problem = _problem(out, recs[model_id])
+    if problem:
+        raise CheckpointError(f"synthetic model {model_id!r}: {problem}")
+    path = out / recs[model_id]["file"]
     arch, _ = parse_model_id(model_id)
+    state, _ = read_tensors(path)
     try:
-        state = load_file(str(path))
         return load_single(arch, state)
-    except (SafetensorError, RuntimeError, OSError) as exc:
+    except RuntimeError as exc:
         raise CheckpointError(f"{path}: cannot load into {arch.id}: {str(exc).splitlines()[0]}") from None
 
 
@@ -282,9 +246,9 @@ def synthesize_pool(
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(dict.fromkeys(int(s) for s in seeds))
     if not seed_list or min(seed_list) < 0 or group_size < 1:
         raise ModelprintError("need at least one seed (>= 0) and group_size >= 1")
-    _check_settings(out, settings)
+    check_settings(out / SETTINGS, {"format": FORMAT, "settings": _jsonable(asdict(settings))}, "pool")
 
-    records = {r["model_id"]: r for r in read_manifest(out) if _valid(out, r)}
+    records = {k: r for k, r in read_manifest(out).items() if not _problem(out, r)}
     wanted = [(a, s) for a in arch_list for s in seed_list]
     # Groups are fixed blocks of the requested seed list (not of the seeds still missing): a group's records are
     # written together, so an interrupted run resumes with the same groups and makes the same float32 weights.
@@ -297,7 +261,7 @@ def synthesize_pool(
     done = skipped
     start = time.perf_counter()
     if not tasks:
-        _write_manifest(out, records)
+        write_manifest(out, [records[k] for k in sorted(records)])
         return PoolSummary(str(out), total, skipped, 0, 0.0, list(records.values()), True)
     train, val = settings.training_data()
 
@@ -305,7 +269,7 @@ def synthesize_pool(
         nonlocal done
         for rec in new:
             records[rec["model_id"]] = rec
-        _write_manifest(out, records)
+        write_manifest(out, [records[k] for k in sorted(records)])
         for rec in new:
             done += 1
             if progress is not None:

@@ -1,11 +1,4 @@
-"""Building a zoo on disk: resumable, parallel, verified by sha256.
-
-Layout of ``out_dir``::
-
-    zoo.json                  tier and global seed (a resumed build must match them)
-    manifest.jsonl            one JSON line per finished model, in recipe order (rewritten atomically)
-    models/<name>/            the model's weights (safetensors, or a diffusers folder for diffusion models)
-    samples/<name>/NNNN.png   its samples: one folder per model, so ``samples/`` is a labelled dataset
+"""Building a zoo on disk: resumable, parallel, verified by sha256 (the layout is :mod:`modelprint.zoo.store`'s).
 
 A model folder and its samples are written under temporary names and renamed into place before the manifest line
 is written, so a killed build leaves only complete models. On restart, lines whose files are missing or fail their
@@ -19,8 +12,6 @@ the thread count, so this is what makes a model's weights depend only on its rec
 
 from __future__ import annotations
 
-import hashlib
-import json
 import multiprocessing
 import os
 import shutil
@@ -31,15 +22,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from modelprint.atomic import sha256_file, write_text
-from modelprint.errors import CheckpointError, ModelprintError
+from modelprint.artefacts import file_digests
+from modelprint.errors import ModelprintError
+from modelprint.manifest import check_settings, write_manifest
 from modelprint.zoo.base import Recipe
+from modelprint.zoo.store import (
+    FORMAT,
+    MODELS_DIR,
+    SAMPLES_DIR,
+    SETTINGS,
+    family,
+    load_model,
+    read_manifest,
+    samples_digest,
+    verify_entry,
+)
 
-FORMAT = "modelprint-zoo/1"
-MANIFEST = "manifest.jsonl"
-SETTINGS = "zoo.json"
-MODELS_DIR = "models"
-SAMPLES_DIR = "samples"
 SEED_STRIDE = 1000
 #: Torch threads every model trains and samples with (see the module docstring).
 TRAIN_THREADS = 1
@@ -53,63 +51,9 @@ def seeded(recipe: Recipe, seed: int) -> Recipe:
     return replace(recipe, seed=recipe.seed + SEED_STRIDE * seed) if seed else recipe
 
 
-def folder_digests(folder: Path) -> dict[str, str]:
-    """sha256 of every file under ``folder``, keyed by its path relative to ``folder``."""
-    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def samples_digest(folder: Path) -> str:
-    """One sha256 over the sample files (names and bytes) of a model."""
-    h = hashlib.sha256()
-    for p in sorted(folder.glob("*.png")):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-def read_manifest(out_dir: Path) -> dict[str, dict]:
-    path = Path(out_dir) / MANIFEST
-    if not path.exists():
-        return {}
-    lines: dict[str, dict] = {}
-    for i, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if raw.strip():
-            try:
-                entry = json.loads(raw)
-                lines[entry["name"]] = entry
-            except (json.JSONDecodeError, KeyError):
-                raise ModelprintError(f"{path}:{i}: not a zoo manifest line") from None
-    return lines
-
-
-def verify_entry(out_dir: Path, entry: dict) -> str | None:
-    """``None`` if the model's files and samples match the manifest, else what is wrong."""
-    folder = Path(out_dir) / MODELS_DIR / entry["name"]
-    if not folder.is_dir():
-        return f"{folder}: missing"
-    if folder_digests(folder) != entry["files"]:
-        return f"{folder}: files differ from the manifest (sha256)"
-    samples = Path(out_dir) / SAMPLES_DIR / entry["name"]
-    if entry.get("samples") and (not samples.is_dir() or samples_digest(samples) != entry["samples"]["sha256"]):
-        return f"{samples}: samples differ from the manifest (sha256)"
-    return None
-
-
 def _write_manifest(out_dir: Path, entries: dict[str, dict], order: Sequence[str]) -> None:
-    lines = [json.dumps(entries[n], sort_keys=True) for n in order if n in entries]
-    lines += [json.dumps(entries[n], sort_keys=True) for n in sorted(set(entries) - set(order))]
-    write_text(Path(out_dir) / MANIFEST, "".join(line + "\n" for line in lines))
-
-
-def _settings(out_dir: Path, tier: str, seed: int) -> None:
-    path = Path(out_dir) / SETTINGS
-    want = {"format": FORMAT, "tier": tier, "seed": seed}
-    if path.exists():
-        have = json.loads(path.read_text(encoding="utf-8"))
-        if {k: have.get(k) for k in want} != want:
-            raise ModelprintError(f"{path}: this zoo was built with {have}, not {want}; use another --zoo folder")
-    else:
-        write_text(path, json.dumps(want, indent=2) + "\n")
+    write_manifest(out_dir, [entries[n] for n in order if n in entries]
+                   + [entries[n] for n in sorted(set(entries) - set(order))])
 
 
 def save_samples(images, folder: Path) -> None:  # noqa: ANN001
@@ -144,7 +88,6 @@ def _train_one(out_dir: str, recipe: Recipe, n_samples: int, sample_seed: int) -
     import torch
 
     from modelprint.zoo.data import training_images
-    from modelprint.zoo.store import family, load_model
 
     root = Path(out_dir)
     parent = load_model(root, recipe.parent) if recipe.parent else None
@@ -173,7 +116,7 @@ def _train_one(out_dir: str, recipe: Recipe, n_samples: int, sample_seed: int) -
         "cpu_seconds": round(train_cpu, 2),
         "wall_seconds": round(train_wall, 2),
         "threads": torch.get_num_threads(),
-        "files": folder_digests(folder),
+        "files": file_digests(folder),
     }
     if recipe.holdout is not None:
         entry["splits"] = membership_splits(recipe, images)
@@ -244,7 +187,7 @@ def build_zoo(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _settings(out, tier, seed)
+    check_settings(out / SETTINGS, {"format": FORMAT, "tier": tier, "seed": seed}, "zoo")
     all_recipes = [seeded(r, seed) for r in tier_recipes(tier)]
     order = [r.name for r in all_recipes]
     recipes = _with_parents(all_recipes, only) if only else all_recipes
@@ -275,9 +218,3 @@ def build_zoo(
                     progress(done, len(recipes), entry)
     return [entries[r.name] for r in recipes]
 
-
-def check_entry(out_dir: Path, entry: dict) -> None:
-    """Raise :class:`CheckpointError` if a model's files do not match its manifest line."""
-    problem = verify_entry(out_dir, entry)
-    if problem:
-        raise CheckpointError(f"zoo model {entry['name']!r}: {problem}; rebuild it with `modelprint zoo build --only {entry['name']}`")

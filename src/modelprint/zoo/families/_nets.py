@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelprint.atomic import atomic_path, write_text
+from modelprint.artefacts import read_json, read_tensors, write_tensors
+from modelprint.atomic import write_text
 from modelprint.errors import CheckpointError
 from modelprint.zoo.base import Recipe, TrainProgress, ZooModel
 
@@ -180,14 +181,10 @@ def in_batches(n: int, size: int, make: Callable[[slice], np.ndarray], batch: in
 def save_checkpoint(folder: Path, family: str, params: dict[str, Any], size: int,
                     modules: dict[str, nn.Module]) -> None:
     """Write ``model.safetensors`` (every module's state dict under ``<name>.``) and ``config.json``."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"{name}.{k}": v.detach().contiguous().clone()
-               for name, module in modules.items() for k, v in module.state_dict().items()}
-    with atomic_path(folder / WEIGHTS) as tmp:
-        save_file(tensors, str(tmp))
+    write_tensors(folder / WEIGHTS, {f"{name}.{k}": v.detach().contiguous().clone()
+                                     for name, module in modules.items() for k, v in module.state_dict().items()})
     config = {"family": family, "params": params, "size": size}
     write_text(folder / CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
@@ -197,27 +194,18 @@ def load_checkpoint(folder: Path, family: str, params: dict[str, Any], size: int
     """Load a :func:`save_checkpoint` folder into ``modules``; :class:`CheckpointError` naming the file if the
     folder is incomplete or unreadable, or was written for another family, size, params or architecture."""
     import torch
-    from safetensors.torch import load_file
 
     folder = Path(folder)
     cfg_path, weights_path = folder / CONFIG, folder / WEIGHTS
     for path in (cfg_path, weights_path):
         if not path.is_file():
             raise CheckpointError(f"{path}: file not found")
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{cfg_path}: unreadable config ({exc})") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{cfg_path}: config is not a JSON object")
+    config = read_json(cfg_path, "config")
     want = {"family": family, "params": params, "size": size}
     for key, value in want.items():
         if config.get(key) != value:
             raise CheckpointError(f"{cfg_path}: {key} is {config.get(key)!r}, the recipe needs {value!r}")
-    try:
-        tensors = load_file(str(weights_path))
-    except Exception as exc:  # safetensors raises several error types on a truncated or garbage file
-        raise CheckpointError(f"{weights_path}: not a readable safetensors file ({' '.join(str(exc).split())})") from None
+    tensors, _ = read_tensors(weights_path)
     expected = {f"{name}.{k}": v for name, module in modules.items() for k, v in module.state_dict().items()}
     problems = []
     missing = sorted(set(expected) - set(tensors))

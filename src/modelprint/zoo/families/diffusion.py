@@ -1,7 +1,7 @@
 """Diffusion zoo families: pixel DDPM (``ddpm``), the KL autoencoder latent models share (``autoencoder``) and
 latent diffusion on its frozen latents (``ldm``).
 
-Every diffusion family exposes ``.diffusion`` (a :class:`~modelprint.zoo.diffusion.DiffusionModel`) and saves a
+Every diffusion family exposes ``.diffusion`` (a :class:`~modelprint.zoo.diffusion_model.DiffusionModel`) and saves a
 standard diffusers folder. UNets are ``UNet2DModel`` with one ``DownBlock2D``/``UpBlock2D`` per entry of ``widths``
 (attention blocks at the lowest resolution and in the mid block when ``attention`` is set), trained with the ε-MSE
 objective on uniformly drawn timesteps and sampled with deterministic DDIM.
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from modelprint.errors import CheckpointError
 from modelprint.zoo.base import FAMILIES, Recipe, TrainProgress, ZooModel, batches, to_uint8, to_unit
-from modelprint.zoo.diffusion import DiffusionModel, load_component
+from modelprint.zoo.diffusion_model import DiffusionModel, load_component
 
 #: Hyper-parameters of a UNet family (``ddpm``, ``ldm``) and their defaults.
 UNET_DEFAULTS: dict[str, Any] = {

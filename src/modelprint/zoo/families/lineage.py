@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from modelprint.artefacts import one_line, read_tensors, write_tensors
 from modelprint.errors import CheckpointError
 from modelprint.zoo.base import FAMILIES, Recipe, TrainProgress, ZooModel
-from modelprint.zoo.diffusion import DiffusionModel
+from modelprint.zoo.diffusion_model import DiffusionModel
 from modelprint.zoo.families.diffusion import DiffusionFamily, check_same_model, merged_params
 
 #: Modules of a ``UNet2DModel`` a LoRA adapts by default (those present): resnet convolutions, attention projections.
@@ -115,20 +116,17 @@ class LoRA(DiffusionFamily):
     def save(self, folder: Path) -> None:
         """The fused diffusers folder plus ``lora/adapter.safetensors`` and ``lora/adapter_config.json``."""
         from peft import get_peft_model_state_dict
-        from safetensors.torch import save_file
 
         super().save(folder)
         lora = Path(folder) / "lora"
         self.lora_config.save_pretrained(lora)
-        weights = {k: v.contiguous() for k, v in get_peft_model_state_dict(self.lora_unet).items()}
-        save_file(weights, lora / "adapter.safetensors")
+        write_tensors(lora / "adapter.safetensors",
+                      {k: v.contiguous() for k, v in get_peft_model_state_dict(self.lora_unet).items()})
 
     @classmethod
     def load(cls, folder: Path, recipe: Recipe, parent: ZooModel | None = None) -> LoRA:
         """Rebuild the adapter on the parent and check that, fused, it reproduces the saved UNet."""
         from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
 
         folder = Path(folder)
         model = cls(recipe, parent)
@@ -139,9 +137,9 @@ class LoRA(DiffusionFamily):
             raise CheckpointError(f"{folder}: lora/ lacks adapter_config.json or adapter.safetensors")
         try:
             config = LoraConfig.from_pretrained(lora)
-            weights = load_file(lora / "adapter.safetensors")
-        except (OSError, ValueError, SafetensorError) as err:
-            raise CheckpointError(f"{folder}: cannot read the LoRA adapter in lora/: {err}") from None
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{folder}: cannot read the LoRA adapter in lora/: {one_line(err)}") from None
+        weights, _ = read_tensors(lora / "adapter.safetensors")
         for key in ("r", "lora_alpha", "target_modules"):
             got, want = getattr(config, key), getattr(model.lora_config, key)
             if got != want:

@@ -23,24 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from modelprint.atomic import sha256_file
+from modelprint.atomic import write_text
+from modelprint.artefacts import file_sha256, read_json, read_tensors, verify_files
 from modelprint.errors import CheckpointError, ModelprintError
 from modelprint.zoo.base import to_uint8, to_unit
 
 #: ε-prediction parameterisations :meth:`DiffusionModel.predict_noise` can convert from.
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 _CHUNK = 64
-
-
-def verify_sha256(folder: Path, expected: dict[str, str]) -> None:
-    """Check the sha256 of each listed file (paths relative to ``folder``); raise CheckpointError on a mismatch."""
-    for rel, digest in expected.items():
-        path = folder / rel
-        if not path.is_file():
-            raise CheckpointError(f"{folder}: listed file {rel} is missing")
-        actual = sha256_file(path)
-        if actual != digest.lower():
-            raise CheckpointError(f"{folder}: sha256 of {rel} is {actual}, expected {digest}")
 
 
 def load_component(cls: type, folder: Path, subfolder: str) -> Any:
@@ -52,10 +42,7 @@ def load_component(cls: type, folder: Path, subfolder: str) -> Any:
     if not sub.is_dir():
         raise CheckpointError(f"{folder}: no {subfolder}/ folder")
     config_name = "scheduler_config.json" if subfolder == "scheduler" else "config.json"
-    try:
-        config = json.loads((sub / config_name).read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{folder}: {subfolder}/{config_name} is missing or not JSON ({err})") from None
+    config = read_json(sub / config_name, f"{subfolder} config")
     if subfolder != "scheduler" and config.get("_class_name") != cls.__name__:
         found = config.get("_class_name")
         raise CheckpointError(f"{folder}: {subfolder}/ holds a {found}, expected a {cls.__name__}")
@@ -101,7 +88,7 @@ class DiffusionModel:
         if not folder.is_dir():
             raise CheckpointError(f"{folder}: not a folder (expected a diffusers folder with unet/ and scheduler/)")
         if expected_sha256:
-            verify_sha256(folder, expected_sha256)
+            verify_files(folder, expected_sha256)
         unet = load_component(UNet2DModel, folder, "unet")
         scheduler = load_component(DDPMScheduler, folder, "scheduler")
         vae = load_component(AutoencoderKL, folder, "vae") if (folder / "vae").is_dir() else None
@@ -130,35 +117,22 @@ class DiffusionModel:
         path = Path(weights)
         if not path.is_file():
             raise CheckpointError(f"{path}: no such checkpoint file")
-        if path.suffix not in (".safetensors", ".pth", ".pt", ".bin"):
-            raise CheckpointError(f"{path}: unsupported checkpoint type {path.suffix!r} (use .safetensors or .pth)")
-        if sha256 and sha256_file(path) != sha256.lower():
-            raise CheckpointError(f"{path}: sha256 is {sha256_file(path)}, expected {sha256}")
+        if sha256 and (actual := file_sha256(path)) != sha256.lower():
+            raise CheckpointError(f"{path}: sha256 is {actual}, expected {sha256}")
         config_path = Path(unet_config) if unet_config else path.with_name("config.json")
+        config = read_json(config_path, "UNet config")
         try:
-            config = json.loads(config_path.read_text())
             unet = UNet2DModel.from_config(config)
-        except (OSError, ValueError, TypeError) as err:
-            raise CheckpointError(f"{path}: UNet config {config_path} is missing or invalid ({err})") from None
-        try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                state = load_file(str(path))
-            else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                state = state.get("state_dict", state) if isinstance(state, dict) else state
-        except Exception as err:  # noqa: BLE001  (safetensors, pickle and zip errors have no common base)
-            raise CheckpointError(f"{path}: not a readable state dict ({str(err).strip()[:200]})") from None
-        if not isinstance(state, dict):
-            raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict")
+        except (ValueError, TypeError) as err:
+            raise CheckpointError(f"{config_path}: invalid UNet config ({err})") from None
+        state, _ = read_tensors(path)
         try:
             unet.load_state_dict(state, strict=True)
         except RuntimeError as err:
             raise CheckpointError(f"{path}: weights do not match {config_path.name} ({str(err).strip().splitlines()[0][:200]})") from None
         sched_path = Path(scheduler_config) if scheduler_config else path.with_name("scheduler_config.json")
         try:
-            scheduler = (DDPMScheduler.from_config(json.loads(sched_path.read_text())) if sched_path.is_file()
+            scheduler = (DDPMScheduler.from_config(read_json(sched_path, "scheduler config")) if sched_path.is_file()
                          else DDPMScheduler())
         except ValueError as err:
             raise CheckpointError(f"{sched_path}: not a scheduler config ({err})") from None
@@ -185,7 +159,7 @@ class DiffusionModel:
             self.vae.register_to_config(scaling_factor=float(self.scaling_factor))
             self.vae.save_pretrained(folder / "vae", safe_serialization=True)
             index["vae"] = ["diffusers", type(self.vae).__name__]
-        (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        write_text(folder / "model_index.json", json.dumps(index, indent=2) + "\n")
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
