@@ -12,28 +12,25 @@ largest ``k`` not above its smallest model's image count, as prototypes of fewer
 from __future__ import annotations
 
 import functools
-import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+from modelprint.artefacts import read_json, shipped_path
 from modelprint.errors import CheckpointError
 from modelprint.gallery.results import OpenSetThreshold
 from modelprint.gallery.tables import load_calibration
 from modelprint.gallery.tables import tag as method_tag
 
-FALLBACK_FILE = Path(__file__).resolve().parent.parent / "weights" / "unknown_thresholds.json"
+FALLBACK_FILE = shipped_path("unknown_thresholds.json")
 FORMAT = "modelprint-unknown-thresholds/1"
 
 
 @functools.lru_cache(maxsize=4)
 def load_fallbacks(path: Path = FALLBACK_FILE) -> dict[str, Any]:
     """The parsed fallback file; :class:`~modelprint.errors.CheckpointError` if it is missing or malformed."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot read the fallback unknown thresholds ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("methods"), dict):
+    doc = read_json(path, "fallback unknown thresholds")
+    if doc.get("format") != FORMAT or not isinstance(doc.get("methods"), dict):
         raise CheckpointError(f"{path}: not a {FORMAT} file")
     return doc
 
