@@ -34,7 +34,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from modelprint.config import DEFAULT_MAX_PIXELS, max_pixels
+from modelprint.config import max_pixels
 from modelprint.errors import ImageError
 
 # We enforce our own limit from the header; Pillow's bomb check would fire with a less useful message.
