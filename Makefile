@@ -1,10 +1,10 @@
-# `make demo` and `make test` each set up what they need (idempotently), then run.
+# `make demo`, `make test`, `make test-fast` and `make lint` each set up what they need (idempotently), then run.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -20,6 +20,14 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# ruff (rules and the files' recorded exceptions in pyproject.toml), then the import-graph test when present.
+lint: install
+	$(BIN)/ruff check .
+	$(if $(wildcard tests/test_imports.py),$(BIN)/python -m pytest -q tests/test_imports.py)
 
 bench: install
 	$(BIN)/python benchmarks/bench_spectral_realworld.py --seed 0

@@ -9,6 +9,7 @@ import re
 import time
 from pathlib import Path
 
+from modelprint import config
 from modelprint.atomic import write_text
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -18,7 +19,7 @@ README = BENCH_DIR / "README.md"
 
 def shared_dir() -> Path:
     """``../shared`` beside the repository (or ``MODELPRINT_SHARED``)."""
-    env = os.environ.get("MODELPRINT_SHARED")
+    env = config.shared_dir()
     path = Path(env) if env else BENCH_DIR.parent.parent / "shared"
     if not path.is_dir():
         raise SystemExit(f"{path}: shared data folder not found; set MODELPRINT_SHARED")

@@ -66,7 +66,8 @@ def test_enroll_identify_verify_gallery_and_evaluate(workspace: Path) -> None:
     correct = sum(Path(r["path"]).parent.name == r["prediction"] for r in payload["results"])
     assert correct / len(queries) >= 0.9
 
-    res = run("verify", "--gallery", str(gallery), "--json", str(ds / "nearest/5.png"), str(ds / "nearest/6.png"), cwd=workspace)
+    res = run("verify", "--gallery", str(gallery), "--json", str(ds / "nearest/5.png"), str(ds / "nearest/6.png"),
+              cwd=workspace)
     assert res.returncode == 0, res.stderr
     assert set(json.loads(res.stdout)) >= {"similarity", "same_model", "threshold"}
 
@@ -88,7 +89,8 @@ def test_enroll_identify_verify_gallery_and_evaluate(workspace: Path) -> None:
     lines = res.stderr.splitlines()  # off a terminal: one line per phase and per model left out, nothing else
     assert [line.split(":")[0] for line in lines] == ["evaluate"] * 4 + ["dropped"]
     assert lines[0].startswith("evaluate: embedding 24 images of 3 models") and lines[2].startswith("evaluate: report")
-    assert lines[3].startswith("evaluate: done in") and lines[4] == f"dropped: tiny: {result['dropped_classes']['tiny']['reason']}"
+    assert lines[3].startswith("evaluate: done in")
+    assert lines[4] == f"dropped: tiny: {result['dropped_classes']['tiny']['reason']}"
     assert "identification.accuracy" in res.stdout  # the summary table
     for section, key in (("identification", "accuracy"), ("identification", "macro_f1"), ("verification", "auc"),
                          ("verification", "eer"), ("verification", "accuracy")):
@@ -117,13 +119,15 @@ def test_same_seed_same_numbers_and_json_on_stdout_or_in_a_file(workspace: Path)
     assert written.returncode == 0, written.stderr
     assert "read as --json-out" in written.stderr and "identification.accuracy" in written.stdout
     outs = [json.loads(printed.stdout), json.loads(path.read_text())]
-    assert [(d["identification"], d["verification"]) for d in outs] == [(outs[0]["identification"], outs[0]["verification"])] * 2
+    first = (outs[0]["identification"], outs[0]["verification"])
+    assert [(d["identification"], d["verification"]) for d in outs] == [first] * 2
 
 
+@pytest.mark.slow  # trains (2 steps) in a subprocess
 def test_denoiser_train_command_writes_loadable_weights(tmp_path: Path) -> None:
     out = tmp_path / "dn.safetensors"
-    res = run("denoiser", "train", "--out", str(out), "--steps", "2", "--batch-size", "2", "--crop", "32", "--depth", "3",
-              "--width", "8", "--seed", "1", cwd=tmp_path)
+    res = run("denoiser", "train", "--out", str(out), "--steps", "2", "--batch-size", "2", "--crop", "32",
+              "--depth", "3", "--width", "8", "--seed", "1", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["params"] > 0
     from modelprint.residuals import get_residual
@@ -132,26 +136,28 @@ def test_denoiser_train_command_writes_loadable_weights(tmp_path: Path) -> None:
     assert residual(np.zeros((40, 40, 3), np.float32)).shape == (40, 40, 3)
 
 
+@pytest.mark.slow  # trains two synthetic generators in a subprocess, twice
 def test_synthesize_list_and_a_tiny_pool(tmp_path: Path) -> None:
     res = run("synthesize", "--list", cwd=tmp_path)
     assert res.returncode == 0 and len(res.stdout.split()) == 288 and "288 architectures" in res.stderr
     archs = "b1-c1-post-up_nearest-act_relu-norm_none,b1-c1-pre-up_transposed-act_tanh-norm_batch"
-    res = run("synthesize", "--out", str(tmp_path / "pool"), "--archs", archs, "--seeds", "1", "--max-steps", "3", cwd=tmp_path)
+    res = run("synthesize", "--out", str(tmp_path / "pool"), "--archs", archs, "--seeds", "1", "--max-steps", "3",
+              cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["trained"] == 2
-    again = json.loads(run("synthesize", "--out", str(tmp_path / "pool"), "--archs", archs, "--seeds", "1", "--max-steps", "3",
-                           cwd=tmp_path).stdout)
+    again = json.loads(run("synthesize", "--out", str(tmp_path / "pool"), "--archs", archs, "--seeds", "1",
+                           "--max-steps", "3", cwd=tmp_path).stdout)
     assert again["trained"] == 0 and again["already_done"] == 2  # resumes: nothing to redo
 
 
 def test_names_print_literally_on_one_line_and_json_keeps_them(workspace: Path) -> None:
     """Brackets are not Rich markup, control characters and undecodable bytes are shown escaped, names are not cut."""
     ds, gallery = workspace / "dataset", workspace / "names.sqlite"
-    res = run("enroll", "--gallery", str(gallery), "--model", "sd[/x]", *(str(ds / "nearest" / f"{i}.png") for i in range(3)),
-              cwd=workspace)
+    res = run("enroll", "--gallery", str(gallery), "--model", "sd[/x]",
+              *(str(ds / "nearest" / f"{i}.png") for i in range(3)), cwd=workspace)
     assert res.returncode == 0 and "as sd[/x] (" in res.stdout, res.stderr
-    res = run("enroll", "--gallery", str(gallery), "--model", "bl{x}[/b]", *(str(ds / "bilinear" / f"{i}.png") for i in range(3)),
-              cwd=workspace, env={"TTY_COMPATIBLE": "1"})  # a terminal: the name is in the progress bar's label too
+    res = run("enroll", "--gallery", str(gallery), "--model", "bl{x}[/b]",  # a terminal: the name is in the bar's label
+              *(str(ds / "bilinear" / f"{i}.png") for i in range(3)), cwd=workspace, env={"TTY_COMPATIBLE": "1"})
     assert res.returncode == 0 and "enrolling bl{x}[/b] " in res.stderr, res.stderr
     res = run("gallery", "list", "--gallery", str(gallery), cwd=workspace)
     assert res.returncode == 0 and "sd[/x]" in res.stdout and "bl{x}[/b]" in res.stdout, res.stderr
@@ -188,9 +194,9 @@ def test_a_missing_input_is_a_bad_input_for_identify_and_verify_alike(workspace:
 
 
 def test_version_and_help_texts_without_artefacts() -> None:
-    import modelprint
     from typer.testing import CliRunner
 
+    import modelprint
     from modelprint.cli.main import app
 
     res = run("--version", cwd=Path.cwd())
@@ -203,6 +209,48 @@ def test_version_and_help_texts_without_artefacts() -> None:
         assert "Usage:" in text and "{" not in text and "<bool>" not in text and "list[" not in text, (prefix, text)
         seen += 1
         section = text.split("Commands")[1] if "Commands" in text else ""
-        names = [line.split()[1] for line in section.splitlines() if line.startswith("│ ") and line.split()[1][0].isalpha()]
+        names = [line.split()[1] for line in section.splitlines()
+                 if line.startswith("│ ") and line.split()[1][0].isalpha()]
         groups += [[*prefix, name] for name in names]
     assert seen >= 25  # every command and group
+
+
+SEEDED = {"evaluate", "demo", "synthesize", "fidelity", "spectral-reference", "denoiser train", "extractor train",
+          "zoo build", "zoo sample", "probe prototypes"}
+SEEDLESS = {"enroll", "identify", "verify", "probe identify"}  # no random draw: an old --seed is accepted, noted
+
+
+def test_seed_only_where_it_changes_something(workspace: Path, small_gallery: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from modelprint.cli.main import app
+
+    for command in SEEDED | SEEDLESS:
+        text = CliRunner().invoke(app, [*command.split(), "--help"], terminal_width=200).output
+        assert ("--seed" in text) == (command in SEEDED), command
+    gallery = tmp_path / "g.sqlite"
+    gallery.write_bytes(small_gallery.read_bytes())
+    images = [str(workspace / "dataset" / "nearest" / f"{i}.png") for i in range(3)]
+    res = run("enroll", "--gallery", str(gallery), "--model", "nearest", "--seed", "5", *images, cwd=workspace)
+    assert res.returncode == 0 and res.stderr == (
+        "note: --seed changes nothing in modelprint enroll (its output depends on no random draw); ignored\n")
+    command = ["identify", "--gallery", str(gallery), "--json", str(workspace / "dataset" / "nearest" / "6.png")]
+    plain, seeded = run(*command, cwd=workspace), run(*command, "--seed", "9", cwd=workspace)
+    assert plain.returncode == seeded.returncode == 0 and plain.stdout == seeded.stdout, seeded.stderr
+    assert plain.stderr == "" and seeded.stderr.startswith("note: --seed changes nothing in modelprint identify ")
+
+
+def test_extractor_train_and_its_old_name_run_one_command(tmp_path: Path) -> None:
+    new = run("extractor", "train", "--pool", "no-pool", "--out", "out", cwd=tmp_path)
+    old = run("train", "--pool", "no-pool", "--out", "out", cwd=tmp_path)
+    assert new.returncode == old.returncode == 2 and "a synthetic pool with at least 4 models" in new.stderr
+    assert old.stderr == "DeprecationWarning: The command 'train' is deprecated. Use 'modelprint extractor train'.\n" \
+        + new.stderr
+
+
+def test_help_imports_nothing_heavy() -> None:
+    """``modelprint --help`` stays fast: the command modules defer torch, numpy, PIL and the API to their commands."""
+    code = ("import sys, modelprint.cli.main; print(sorted(m for m in ('torch', 'numpy', 'PIL', 'diffusers', "
+            "'modelprint.api', 'modelprint.gallery', 'modelprint.io') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout == "[]\n", res.stderr

@@ -227,6 +227,16 @@ def test_expand_paths_keeps_named_files_and_finds_images_in_folders(tmp_path: Pa
     assert [p.name for p in found] == ["0.png", "1.png", "2.png", "explicit.txt"]
 
 
+def test_a_collected_batch_is_not_scanned_again(tmp_path: Path) -> None:
+    """The CLI counts a batch for its progress bar, then the API reads it: one scan, so the count is what is read."""
+    Image.fromarray(natural_like(40, 40)).save(tmp_path / "a.png")
+    found = expand_paths([tmp_path])
+    (tmp_path / "a.png").unlink()
+    (tmp_path / "a.png").mkdir()  # a second scan would find the folder's images instead of the file counted
+    Image.fromarray(natural_like(40, 40)).save(tmp_path / "a.png" / "b.png")
+    assert expand_paths(found) == [tmp_path / "a.png"]
+
+
 def _reason(item: Path | ImageError) -> str:
     if isinstance(item, ImageError):
         return item.reason

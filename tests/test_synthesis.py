@@ -183,6 +183,7 @@ def test_pool_saves_loads_and_detects_tampering(tmp_path: Path, small_settings: 
         synthesize_pool(out, archs, 1, crop=16, max_steps=5, settings=small_settings)
 
 
+@pytest.mark.slow  # trains pools in processes it kills, then resumes (about 20 s)
 def test_pool_resumes_after_a_kill_without_duplicates(tmp_path: Path, small_settings: SynthesisSettings) -> None:
     out = tmp_path / "pool"
     archs = [a.id for a in _covering_archs()[:4]]

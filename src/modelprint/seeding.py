@@ -7,6 +7,8 @@ import random
 
 import numpy as np
 
+from modelprint.config import torch_threads
+
 
 def seed_everything(seed: int) -> np.random.Generator:
     """Seed Python, NumPy and (if imported) torch; return a NumPy generator for local use."""
@@ -26,6 +28,6 @@ def configure_torch_threads() -> None:
     """Use all cores in one process (the measured best on 2 cores); honour MODELPRINT_THREADS."""
     import torch
 
-    threads = int(os.environ.get("MODELPRINT_THREADS", "0")) or os.cpu_count() or 1
+    threads = torch_threads() or os.cpu_count() or 1
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)

@@ -11,6 +11,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from modelprint.config import realworld_dir
 from modelprint.demo.build import DEMO_SET_DIR
 from modelprint.io.datasets import Dataset, Sample
 
@@ -25,7 +26,7 @@ def _fmt(value: float | None) -> str:
 
 
 def default_realworld() -> Path | None:
-    env = os.environ.get("MODELPRINT_REALWORLD")
+    env = realworld_dir()
     candidates = [Path(env)] if env else [Path.cwd().parent / "shared" / "realworld", Path(__file__).resolve().parents[4] / "shared" / "realworld"]
     return next((p for p in candidates if p.is_dir()), None)
 

@@ -111,10 +111,19 @@ def _folder_inputs(folder: Path) -> list[Input]:
     return _scan_folder(folder) or [ImageError(folder, "no images found in this folder")]
 
 
-def expand_paths(paths: Iterable[str | Path | ImageError]) -> list[Input]:
+class Inputs(list[Input]):
+    """The inputs of a batch as :func:`expand_paths` found them; expanding them again returns them as they are."""
+
+
+def expand_paths(paths: Iterable[str | Path | ImageError]) -> Inputs:
     """Inputs of a batch: files as given (kept even if they are not images, so the error names them), what the
-    scan of each folder given finds (see the module docstring), and any :class:`ImageError` given, in order."""
-    out: list[Input] = []
+    scan of each folder given finds (see the module docstring), and any :class:`ImageError` given, in order.
+
+    Given the :class:`Inputs` it returned, it returns them without a second look at the disk: a batch is scanned
+    once, so a count taken from the scan (a progress bar's) is the count of what is read."""
+    if isinstance(paths, Inputs):
+        return paths
+    out = Inputs()
     for raw in paths:
         if isinstance(raw, ImageError):
             out.append(raw)

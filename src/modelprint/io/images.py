@@ -34,6 +34,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from modelprint.config import max_pixels
 from modelprint.errors import ImageError
 
 # We enforce our own limit from the header; Pillow's bomb check would fire with a less useful message.
@@ -44,7 +45,6 @@ PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, 32 << 20)
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "MPO")
 _OPENERS = SUPPORTED_FORMATS[:-1]  # Pillow opens MPO through its JPEG plugin
-DEFAULT_MAX_PIXELS = 64_000_000
 MIN_SIDE = 32
 #: The most bytes a supported file spends per pixel (uncompressed four-channel float32 TIFF) …
 MAX_BYTES_PER_PIXEL = 16
@@ -56,12 +56,6 @@ _NOT_REGULAR = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character 
                 stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
 
 
-def default_max_pixels() -> int:
-    """The pixel limit: ``MODELPRINT_MAX_PIXELS`` if set, else 64 megapixels."""
-    value = os.environ.get("MODELPRINT_MAX_PIXELS")
-    return int(value) if value else DEFAULT_MAX_PIXELS
-
-
 @dataclass(frozen=True)
 class ImageLimits:
     """Size limits checked before an image is decoded."""
@@ -71,7 +65,7 @@ class ImageLimits:
 
     @property
     def pixel_limit(self) -> int:
-        return self.max_pixels if self.max_pixels is not None else default_max_pixels()
+        return self.max_pixels if self.max_pixels is not None else max_pixels()
 
     @property
     def byte_limit(self) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from modelprint.atomic import atomic_path
+from modelprint.config import cache_dir
 from modelprint.errors import DatasetError
 
 SPLITS = ("train", "holdout", "all")
@@ -40,11 +40,6 @@ _OPENCV_PHOTOS = (
 )
 _DEBIAN_PHOTO_DIRS = ("/usr/share/backgrounds", "/usr/share/backgrounds/mate/nature")
 _OPENCV_DIR = "/usr/share/doc/opencv-doc/examples/data"
-
-
-def cache_dir() -> Path:
-    """``MODELPRINT_CACHE`` if set, else ``~/.cache/modelprint``."""
-    return Path(os.environ.get("MODELPRINT_CACHE", Path.home() / ".cache" / "modelprint"))
 
 
 def package_photos() -> list[Path]:
