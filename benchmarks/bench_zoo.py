@@ -28,11 +28,11 @@ import numpy as np
 from bench_extractor_realworld import embed_all, protocol
 from common import fmt_ci, machine, shared_dir, update_readme_section, write_result
 from modelprint.evaluation import evaluate_embeddings
+from modelprint.extractor.checkpoint import DEFAULT_WEIGHTS
 from modelprint.extractor.data import SpectraSet
 from modelprint.extractor.train import TrainConfig, train_extractor
 from modelprint.io import Dataset, load_image
 from modelprint.methods import load_method
-from modelprint.extractor.checkpoint import DEFAULT_WEIGHTS
 from modelprint.seeding import seed_everything
 from modelprint.zoo import Zoo
 

@@ -15,8 +15,8 @@ from PIL import Image
 
 from modelprint.errors import CheckpointError, ModelprintError
 from modelprint.zoo import Zoo, build_zoo, load_generator, tier_recipes
-from modelprint.zoo.store import MODELS_DIR, SAMPLES_DIR, read_manifest
 from modelprint.zoo.data import training_images
+from modelprint.zoo.store import MODELS_DIR, SAMPLES_DIR, read_manifest
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +135,7 @@ def measure(
             "real_photos": [p.name for p in RealPool().sources("holdout")],
         },
         "modelprint_version": __version__,
-        "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "measured": datetime.now(UTC).isoformat(timespec="seconds"),
         "methods": {
             tag: {"by_support": support_thresholds(x, labels, SUPPORTS, repeats, target_tpr, seed)}
             for tag, x in embeddings.items()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -86,7 +86,7 @@ def storable(text: str) -> str:
 
 def now() -> str:
     """The current UTC time as stored in ``created`` columns."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def tag(method: str, version: str) -> str:

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from modelprint.atomic import write_text
 from modelprint.artefacts import file_sha256, read_json, read_tensors, verify_files
+from modelprint.atomic import write_text
 from modelprint.errors import CheckpointError, ModelprintError
 from modelprint.zoo.base import to_uint8, to_unit
 
@@ -129,7 +129,8 @@ class DiffusionModel:
         try:
             unet.load_state_dict(state, strict=True)
         except RuntimeError as err:
-            raise CheckpointError(f"{path}: weights do not match {config_path.name} ({str(err).strip().splitlines()[0][:200]})") from None
+            first = str(err).strip().splitlines()[0][:200]
+            raise CheckpointError(f"{path}: weights do not match {config_path.name} ({first})") from None
         sched_path = Path(scheduler_config) if scheduler_config else path.with_name("scheduler_config.json")
         try:
             scheduler = (DDPMScheduler.from_config(read_json(sched_path, "scheduler config")) if sched_path.is_file()
