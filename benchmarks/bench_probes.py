@@ -58,12 +58,12 @@ def _probe_task(zoo: str, candidate: str, grid: str, images_path: str, out_path:
 
     torch.set_num_threads(1)
     from modelprint.atomic import atomic_path
-    from modelprint.probes import DenoisingLossProbe, DiffusersDenoiser, SpectralProbe
+    from modelprint.probes import DenoisingLossProbe, DiffusersCandidate, SpectralProbe
 
     if Path(out_path).exists():
         return out_path
     images = np.load(images_path)
-    denoiser = DiffusersDenoiser.load(candidate, zoo=zoo, name=candidate)
+    denoiser = DiffusersCandidate.load(candidate, zoo=zoo, name=candidate)
     if grid == "L":
         energies = DenoisingLossProbe(**LOSS_GRID, seed=seed, batch_size=96).repeat_losses(denoiser, images)
     else:
@@ -319,7 +319,7 @@ def main() -> None:
     from modelprint.io import load_image
     from modelprint.io.images import to_uint8
     from modelprint.methods import load_method
-    from modelprint.probes import DiffusersDenoiser, unknown_origin_signatures
+    from modelprint.probes import DiffusersCandidate, unknown_origin_signatures
     from modelprint.seeding import seed_everything
     from modelprint.zoo import Zoo
     from modelprint.zoo.data import faces
@@ -451,7 +451,7 @@ def main() -> None:
 
     # cost: real probes through all candidates, timed here; the cut signatures must equal them
     torch.set_num_threads(2)
-    candidates = {n: DiffusersDenoiser.load(n, zoo=args.zoo, name=n) for n in names}
+    candidates = {n: DiffusersCandidate.load(n, zoo=args.zoo, name=n) for n in names}
     timing_idx = idx["test"][:: max(1, len(idx["test"]) // args.timing_images)][: args.timing_images]
     cost = {}
     for label, v in settings.items():

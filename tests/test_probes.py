@@ -16,11 +16,11 @@ from PIL import Image
 
 from modelprint.errors import ModelprintError
 from modelprint.probes import (
-    CallableDenoiser,
+    CallableCandidate,
     CascadeAttributor,
-    ConditionalUNetDenoiser,
+    ConditionalUNetCandidate,
     DenoisingLossProbe,
-    DiffusersDenoiser,
+    DiffusersCandidate,
     ProbeAttributor,
     SpectralProbe,
     coupling,
@@ -53,8 +53,8 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def candidates(zoo: Path) -> dict[str, DiffusersDenoiser]:
-    return {name: DiffusersDenoiser(load_generator(name, zoo=zoo), name=name) for name in MODELS}
+def candidates(zoo: Path) -> dict[str, DiffusersCandidate]:
+    return {name: DiffusersCandidate(load_generator(name, zoo=zoo), name=name) for name in MODELS}
 
 
 @pytest.fixture(scope="module")
@@ -302,23 +302,23 @@ def test_plain_pytorch_ddpm_through_the_callable_adapter(samples: dict) -> None:
         loss.backward()
         optimizer.step()
     net.eval()
-    denoiser = CallableDenoiser(net, alphas_cumprod, name="plain-ddpm")
+    denoiser = CallableCandidate(net, alphas_cumprod, name="plain-ddpm")
     probe = SpectralProbe(**SMALL)
     images = samples["tiny-ddpm"][:3]
     sig = probe.signature(denoiser, images)
     assert sig.shape == (3, probe.n_features) and np.all(np.isfinite(sig))
     assert denoiser.n_forward == 3 * probe.calls_per_image
-    other = CallableDenoiser(EpsNet(), alphas_cumprod.numpy(), name="untrained")
+    other = CallableCandidate(EpsNet(), alphas_cumprod.numpy(), name="untrained")
     assert not np.allclose(probe.signature(other, images), sig)
 
 
 def test_callable_adapter_matches_the_diffusers_adapter(zoo: Path, samples: dict) -> None:
     model = load_generator("tiny-ddpm", zoo=zoo)
-    wrapped = CallableDenoiser(lambda x, t: model.unet(x, t).sample, model.scheduler.alphas_cumprod, name="fn")
+    wrapped = CallableCandidate(lambda x, t: model.unet(x, t).sample, model.scheduler.alphas_cumprod, name="fn")
     probe = SpectralProbe(**SMALL)
     images = samples["tiny-ddpm"][:2]
     np.testing.assert_array_equal(probe.signature(wrapped, images),
-                                  probe.signature(DiffusersDenoiser(model, name="tiny-ddpm"), images))
+                                  probe.signature(DiffusersCandidate(model, name="tiny-ddpm"), images))
 
 
 def test_conditional_unet_with_a_shared_vae(zoo: Path, samples: dict) -> None:
@@ -330,19 +330,19 @@ def test_conditional_unet_with_a_shared_vae(zoo: Path, samples: dict) -> None:
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
                                 cross_attention_dim=8, attention_head_dim=2, norm_num_groups=4)
     vae = load_generator("tiny-ldm", zoo=zoo).vae  # 4-channel latents at half resolution
-    denoiser = ConditionalUNetDenoiser(unet, DDIMScheduler(), vae, name="cond")
+    denoiser = ConditionalUNetCandidate(unet, DDIMScheduler(), vae, name="cond")
     assert denoiser.input_shape(32, 32) == (4, 16, 16)
     probe = SpectralProbe(**SMALL)
     sig = probe.signature(denoiser, samples["tiny-ldm"][:2])
     assert sig.shape == (2, probe.n_features) and np.all(np.isfinite(sig))
     prompt = torch.randn(1, 5, 8)
-    other = ConditionalUNetDenoiser(unet, DDIMScheduler(), vae, name="cond", encoder_hidden_states=prompt)
+    other = ConditionalUNetCandidate(unet, DDIMScheduler(), vae, name="cond", encoder_hidden_states=prompt)
     assert not np.allclose(probe.signature(other, samples["tiny-ldm"][:2]), sig)
     with pytest.raises(ModelprintError, match=r"'cond'.*\(1, L, 8\)"):
-        ConditionalUNetDenoiser(unet, DDIMScheduler(), vae, name="cond", encoder_hidden_states=torch.zeros(1, 77, 4))
+        ConditionalUNetCandidate(unet, DDIMScheduler(), vae, name="cond", encoder_hidden_states=torch.zeros(1, 77, 4))
     ddpm_like = load_generator("tiny-ddpm", zoo=zoo)
     with pytest.raises(ModelprintError, match="'cond3'.*4-channel latents but the UNet takes 3"):
-        CallableDenoiser(ddpm_like.unet, ddpm_like.scheduler.alphas_cumprod, name="cond3", space="latent",
+        CallableCandidate(ddpm_like.unet, ddpm_like.scheduler.alphas_cumprod, name="cond3", space="latent",
                          vae=vae, channels=3)
 
 
@@ -352,7 +352,7 @@ def test_size_and_shape_errors_name_the_candidate(candidates: dict, samples: dic
     small = samples["tiny-ddpm"][:1, :30, :30]
     with pytest.raises(ModelprintError, match="'tiny-ddpm': takes 32x32 images, got 30x30"):
         probe.signature(ddpm, small)
-    loose = DiffusersDenoiser(ddpm.model, name="loose", strict_size=False)
+    loose = DiffusersCandidate(ddpm.model, name="loose", strict_size=False)
     with pytest.raises(ModelprintError, match="'loose': image size 31x31 is not divisible by 2"):
         probe.signature(loose, samples["tiny-ddpm"][:1, :31, :31])
     assert loose.input_shape(64, 48) == (3, 64, 48)
@@ -367,7 +367,7 @@ def test_size_and_shape_errors_name_the_candidate(candidates: dict, samples: dic
     with pytest.raises(ModelprintError, match="'tiny-ldm': its 16x16 model space is too small for 32"):
         SpectralProbe(rings=32).signature(ldm, samples["tiny-ldm"][:1])
     with pytest.raises(ModelprintError, match="'odd': image size 30x30 is not divisible by 4"):
-        CallableDenoiser(ddpm.model.unet, ddpm.alphas_cumprod, name="odd", multiple=4).input_shape(30, 30)
+        CallableCandidate(ddpm.model.unet, ddpm.alphas_cumprod, name="odd", multiple=4).input_shape(30, 30)
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

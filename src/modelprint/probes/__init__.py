@@ -1,7 +1,7 @@
-"""White-box attribution probes for diffusion models: Spectral Denoising Signatures through candidate denoisers.
+"""White-box attribution probes for diffusion models: Spectral Denoising Signatures through candidate models.
 
-- :mod:`~modelprint.probes.denoisers`: one :class:`Denoiser` interface (ε prediction + ᾱ schedule + model space)
-  for diffusers UNets, conditional UNets with an empty prompt, and any user callable.
+- :mod:`~modelprint.probes.candidates`: one :class:`DiffusionCandidate` interface (ε prediction + ᾱ schedule + model
+  space) for diffusers UNets, conditional UNets with an empty prompt, and any user callable.
 - :mod:`~modelprint.probes.base`: the :class:`Probe` interface, the registry of probe kinds and their presets.
 - :mod:`~modelprint.probes.sds`: the :class:`SpectralProbe` that turns a denoiser's response to band-limited noise
   into a signature vector.
@@ -28,11 +28,11 @@ from modelprint.probes.attribution import (
 )
 from modelprint.probes.base import PROBES, Probe, preset_names, probe_from_preset
 from modelprint.probes.cascade import CascadeAttributor, CascadeDecision, choose_margin, score_margin
-from modelprint.probes.denoisers import (
-    CallableDenoiser,
-    ConditionalUNetDenoiser,
-    Denoiser,
-    DiffusersDenoiser,
+from modelprint.probes.candidates import (
+    CallableCandidate,
+    ConditionalUNetCandidate,
+    DiffusionCandidate,
+    DiffusersCandidate,
     VaeEncoder,
 )
 from modelprint.probes.loss import LOSS_PRESETS, DenoisingLossProbe
@@ -47,15 +47,15 @@ __all__ = [
     "PROBES",
     "TIMESTEPS_1",
     "TIMESTEPS_5",
-    "CallableDenoiser",
+    "CallableCandidate",
     "CascadeAttributor",
     "CascadeDecision",
     "CandidatePrototypeSimilarity",
-    "ConditionalUNetDenoiser",
+    "ConditionalUNetCandidate",
     "DenoisingLossProbe",
-    "Denoiser",
+    "DiffusionCandidate",
     "LowestLoss",
-    "DiffusersDenoiser",
+    "DiffusersCandidate",
     "NearestPrototype",
     "Probe",
     "ProbeAttributor",

@@ -35,7 +35,7 @@ from sklearn.svm import LinearSVC
 from modelprint.atomic import atomic_open
 from modelprint.errors import ModelprintError
 from modelprint.probes.base import PROBES, Probe, ProbeProgress
-from modelprint.probes.denoisers import Denoiser
+from modelprint.probes.candidates import DiffusionCandidate
 from modelprint.probes.loss import DenoisingLossProbe
 from modelprint.probes.sds import SpectralProbe
 
@@ -220,7 +220,7 @@ def ranking_metrics(y_true: Sequence[Any], scores: np.ndarray, classes: Sequence
             "n": int(len(col))}
 
 
-def true_model_signatures(probe: Probe, candidates: Mapping[str, Denoiser], images: np.ndarray,
+def true_model_signatures(probe: Probe, candidates: Mapping[str, DiffusionCandidate], images: np.ndarray,
                           labels: Sequence[str]) -> np.ndarray:
     """The reference protocol: image ``i`` probed only through ``candidates[labels[i]]``; ``(n, d)``."""
     labels = np.asarray(labels).astype(str)
@@ -236,7 +236,7 @@ def true_model_signatures(probe: Probe, candidates: Mapping[str, Denoiser], imag
     return out
 
 
-def unknown_origin_signatures(probe: Probe, candidates: Mapping[str, Denoiser], images: np.ndarray,
+def unknown_origin_signatures(probe: Probe, candidates: Mapping[str, DiffusionCandidate], images: np.ndarray,
                               progress: ProbeProgress | None = None) -> np.ndarray:
     """Every image probed through every candidate: ``(n, M, d)`` in ``candidates`` order.
 
@@ -272,7 +272,7 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
     weights in one ``.npz``.
     """
 
-    def __init__(self, candidates: Mapping[str, Denoiser], probe: Probe | None = None,
+    def __init__(self, candidates: Mapping[str, DiffusionCandidate], probe: Probe | None = None,
                  features: Literal["concat", "distances"] = "concat",
                  classifier: Literal["prototype", "logreg", "svm", "lowest-loss"] = "logreg",
                  pca_components: int = 64, C: float = 0.1, seed: int = 0) -> None:  # noqa: N803
@@ -289,7 +289,7 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
 
     @property
     def calls_per_image(self) -> int:
-        """Denoiser calls (forward images) per attributed image, over all candidates."""
+        """DiffusionCandidate calls (forward images) per attributed image, over all candidates."""
         return self._probe().calls_per_image * len(self.candidates)
 
     def signatures(self, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
@@ -401,7 +401,7 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
             np.savez(fh, **arrays)
 
     @classmethod
-    def load(cls, path: str | Path, candidates: Mapping[str, Denoiser]) -> ProbeAttributor:
+    def load(cls, path: str | Path, candidates: Mapping[str, DiffusionCandidate]) -> ProbeAttributor:
         """Read an attributor written by :meth:`save`; ``candidates`` must hold every candidate it was fitted with."""
         path = Path(path)
         try:

@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from modelprint.errors import ModelprintError
-from modelprint.probes.denoisers import Denoiser
+from modelprint.probes.candidates import DiffusionCandidate
 from modelprint.registry import Registry
 
 __all__ = ["PROBES", "Probe", "ProbeProgress", "probe_from_preset", "preset_names"]
@@ -50,7 +50,7 @@ class Probe(BaseEstimator, ABC):
     @property
     @abstractmethod
     def calls_per_image(self) -> int:
-        """Denoiser calls (forward images) per probed image."""
+        """DiffusionCandidate calls (forward images) per probed image."""
 
     @property
     @abstractmethod
@@ -58,11 +58,11 @@ class Probe(BaseEstimator, ABC):
         """Length of the signature vector."""
 
     @abstractmethod
-    def signature(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None
+    def signature(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
                   ) -> np.ndarray:
         """float64 ``(n, n_features)`` signatures of uint8 ``images`` ``(n, H, W, 3)`` through ``denoiser``."""
 
-    def _check_timesteps(self, denoiser: Denoiser, timesteps: Any) -> None:
+    def _check_timesteps(self, denoiser: DiffusionCandidate, timesteps: Any) -> None:
         if not len(timesteps):
             raise ModelprintError(f"{self.name} probe: needs at least one timestep")
         bad = [t for t in timesteps if not 0 <= int(t) < denoiser.num_timesteps]

@@ -24,7 +24,7 @@ import torch
 
 from modelprint.errors import ModelprintError
 from modelprint.probes.base import PROBES, Probe, ProbeProgress
-from modelprint.probes.denoisers import Denoiser
+from modelprint.probes.candidates import DiffusionCandidate
 
 __all__ = ["DenoisingLossProbe", "LOSS_PRESETS"]
 
@@ -66,7 +66,7 @@ class DenoisingLossProbe(Probe):
         generator = torch.Generator().manual_seed(int(self.seed))
         return torch.randn((int(self.repeats), *shape), generator=generator, dtype=torch.float64).float()
 
-    def repeat_losses(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None
+    def repeat_losses(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
                       ) -> np.ndarray:
         """Loss of every (image, timestep, repeat): float64 ``(n, T, R)``."""
         if int(self.repeats) < 1 or int(self.batch_size) < 1:
@@ -105,6 +105,6 @@ class DenoisingLossProbe(Probe):
         index = [grid_steps.index(int(t)) for t in self.timesteps]
         return np.asarray(repeat_losses)[:, index, : int(self.repeats)].mean(axis=2)
 
-    def signature(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None
+    def signature(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
                   ) -> np.ndarray:
         return np.log(self.repeat_losses(denoiser, images, progress).mean(axis=2))

@@ -40,7 +40,7 @@ import torch
 
 from modelprint.errors import ModelprintError
 from modelprint.probes.base import PROBES, Probe, ProbeProgress
-from modelprint.probes.denoisers import Denoiser
+from modelprint.probes.candidates import DiffusionCandidate
 
 __all__ = ["SpectralProbe", "PRESETS", "ring_masks", "coupling", "TIMESTEPS_1", "TIMESTEPS_5"]
 
@@ -100,7 +100,7 @@ class SpectralProbe(Probe):
 
     @property
     def calls_per_image(self) -> int:
-        """Denoiser calls (forward images) per probed image: scales × timesteps × rings × repeats."""
+        """DiffusionCandidate calls (forward images) per probed image: scales × timesteps × rings × repeats."""
         return len(self.noise_scales) * len(self.timesteps) * int(self.rings) * int(self.repeats)
 
     @property
@@ -109,7 +109,7 @@ class SpectralProbe(Probe):
         s, t, k = len(self.noise_scales), len(self.timesteps), int(self.rings)
         return s * t * k * (k + int(bool(self.log_energy)))
 
-    def _validate(self, denoiser: Denoiser) -> None:
+    def _validate(self, denoiser: DiffusionCandidate) -> None:
         if int(self.rings) < 1 or int(self.repeats) < 1 or int(self.batch_size) < 1:
             raise ModelprintError(f"probe: rings, repeats and batch_size must be >= 1, got {self.rings}, "
                                   f"{self.repeats}, {self.batch_size}")
@@ -131,7 +131,7 @@ class SpectralProbe(Probe):
         scales = torch.tensor([float(s) for s in self.noise_scales], dtype=torch.float64)
         return (scales.view(-1, 1, 1, 1, 1, 1) * band[None]).float()
 
-    def repeat_energies(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None
+    def repeat_energies(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
                         ) -> np.ndarray:
         """Mean residual energy per (input ring, output ring) for every repeat: float64 ``(n, S, T, K, R, K)``."""
         self._validate(denoiser)
@@ -166,7 +166,7 @@ class SpectralProbe(Probe):
         s, r = len(self.noise_scales), int(self.repeats)
         return out.reshape(n, len(steps), s, k, r, k).permute(0, 2, 1, 3, 4, 5).numpy()
 
-    def energies(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None
+    def energies(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
                  ) -> np.ndarray:
         """Mean residual energy per (input ring, output ring): float64 ``(n, S, T, K, K)``, averaged over repeats."""
         return self.repeat_energies(denoiser, images, progress).mean(axis=4)
@@ -191,7 +191,7 @@ class SpectralProbe(Probe):
         e = np.asarray(repeat_energies)[:, s_index][:, :, t_index][:, :, :, :, : int(self.repeats)]
         return e.mean(axis=4)
 
-    def signature(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None
+    def signature(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
                   ) -> np.ndarray:
         """The SDS signature of each image through ``denoiser``: float64 ``(n, n_features)``."""
         return self.signature_from_energies(self.energies(denoiser, images, progress))

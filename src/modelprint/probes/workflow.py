@@ -1,7 +1,7 @@
 """File-level workflows of the white-box probes, as the ``modelprint probe`` commands run them.
 
 - :func:`load_candidates`: ``NAME=SOURCE`` specs (a zoo model name, a diffusers folder, or a UNet checkpoint file
-  with its ``config.json``) → named :class:`~modelprint.probes.denoisers.Denoiser` objects;
+  with its ``config.json``) → named :class:`~modelprint.probes.candidates.DiffusionCandidate` objects;
 - :func:`load_probe_images`: image files → one uint8 batch every candidate can take, with each unusable file
   reported (named, with the reason) instead of stopping the run;
 - :func:`fit_prototypes` / :func:`identify_files`: fit a :class:`~modelprint.probes.attribution.ProbeAttributor`
@@ -20,7 +20,7 @@ from modelprint.errors import ImageError, ModelprintError
 from modelprint.io.datasets import expand_paths
 from modelprint.io.images import ImageLimits, load_image_file, to_uint8
 from modelprint.probes.attribution import ProbeAttributor
-from modelprint.probes.denoisers import Denoiser, DiffusersDenoiser
+from modelprint.probes.candidates import DiffusionCandidate, DiffusersCandidate
 from modelprint.probes.base import Probe, ProbeProgress
 
 __all__ = ["ProbeImages", "load_candidates", "parse_named", "load_probe_images", "fit_prototypes", "identify_files"]
@@ -40,18 +40,18 @@ def parse_named(spec: str, what: str) -> tuple[str, str]:
     return name, value
 
 
-def load_candidates(specs: Sequence[str], zoo: str | Path | None = None) -> dict[str, Denoiser]:
+def load_candidates(specs: Sequence[str], zoo: str | Path | None = None) -> dict[str, DiffusionCandidate]:
     """Load every candidate of ``NAME=SOURCE`` specs (``SOURCE``: zoo model name with ``zoo``, diffusers folder,
     or UNet ``.safetensors``/``.pth`` with ``config.json`` beside it); a bare ``SOURCE`` is named after itself."""
     if not specs:
         raise ModelprintError("no candidates given (use --candidates NAME=PATH, once per candidate model)")
-    out: dict[str, Denoiser] = {}
+    out: dict[str, DiffusionCandidate] = {}
     for spec in specs:
         name, source = parse_named(spec, "candidate")
         if name in out:
             raise ModelprintError(f"candidate {name!r} is given twice")
         try:
-            out[name] = DiffusersDenoiser.load(source, zoo=zoo, name=name)
+            out[name] = DiffusersCandidate.load(source, zoo=zoo, name=name)
         except ModelprintError as err:
             raise ModelprintError(f"candidate {name!r} ({source}): {err}") from None
     return out
@@ -66,7 +66,7 @@ class ProbeImages:
     errors: list[ImageError] = field(default_factory=list)
 
 
-def load_probe_images(paths: Sequence[str | Path], candidates: dict[str, Denoiser],
+def load_probe_images(paths: Sequence[str | Path], candidates: dict[str, DiffusionCandidate],
                       limits: ImageLimits = PROBE_LIMITS) -> ProbeImages:
     """Decode image files (folders are expanded) and check each against every candidate's input size."""
     files = expand_paths(paths)
@@ -97,7 +97,7 @@ def load_probe_images(paths: Sequence[str | Path], candidates: dict[str, Denoise
     return ProbeImages(batch, kept, errors)
 
 
-def fit_prototypes(candidates: dict[str, Denoiser], refs: Sequence[str], probe: Probe,
+def fit_prototypes(candidates: dict[str, DiffusionCandidate], refs: Sequence[str], probe: Probe,
                    features: str = "concat", classifier: str = "logreg", seed: int = 0,
                    progress: ProbeProgress | None = None) -> tuple[ProbeAttributor, dict]:
     """Fit an unknown-origin attributor on reference folders (``CLASS=DIR`` or ``DIR``, class = folder name).

@@ -26,7 +26,7 @@ from sklearn.exceptions import NotFittedError
 from modelprint.errors import ModelprintError
 from modelprint.evaluation.metrics import roc_auc
 from modelprint.probes.base import ProbeProgress
-from modelprint.probes.denoisers import Denoiser
+from modelprint.probes.candidates import DiffusionCandidate
 from modelprint.registry import Registry
 
 __all__ = ["ATTACKS", "EXTERNAL", "GENERATED", "MEMBER", "PROVENANCE_CLASSES", "UNCERTAIN", "CallMeter",
@@ -50,7 +50,7 @@ def check_fitted(estimator: BaseEstimator, attribute: str) -> None:
         raise NotFittedProvenanceError(f"this {type(estimator).__name__} is not fitted yet; call fit() first")
 
 
-def check_timesteps(denoiser: Denoiser, timesteps: Sequence[int], what: str) -> list[int]:
+def check_timesteps(denoiser: DiffusionCandidate, timesteps: Sequence[int], what: str) -> list[int]:
     """``timesteps`` as ints; ModelprintError naming the candidate if any is outside its schedule."""
     steps = [int(t) for t in timesteps]
     if not steps:
@@ -78,7 +78,8 @@ class CallMeter:
         self.forward = 0
         self.backward = 0
 
-    def eps(self, denoiser: Denoiser, x_t: torch.Tensor, t: int | torch.Tensor, grad: bool = False) -> torch.Tensor:
+    def eps(self, denoiser: DiffusionCandidate, x_t: torch.Tensor, t: int | torch.Tensor, grad: bool = False
+            ) -> torch.Tensor:
         """``denoiser.predict_noise``, counted."""
         out = denoiser.predict_noise(x_t, t, grad=grad)
         self.forward += int(x_t.shape[0])
@@ -107,14 +108,15 @@ class MembershipAttack(BaseEstimator, ABC):
     learned: ClassVar[bool] = False
 
     @abstractmethod
-    def measure(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
+    def measure(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
+                ) -> np.ndarray:
         """float64 ``(n, S)`` measurements of uint8 ``images`` through ``denoiser``."""
 
     @abstractmethod
-    def calls_per_image(self, denoiser: Denoiser) -> int:
-        """Denoiser calls (forward images) that :meth:`measure` spends per image."""
+    def calls_per_image(self, denoiser: DiffusionCandidate) -> int:
+        """DiffusionCandidate calls (forward images) that :meth:`measure` spends per image."""
 
-    def backwards_per_image(self, denoiser: Denoiser) -> int:
+    def backwards_per_image(self, denoiser: DiffusionCandidate) -> int:
         """Backward passes (images) that :meth:`measure` spends per image."""
         return 0
 

@@ -1,7 +1,7 @@
-"""Membership-inference baselines on the same :class:`~modelprint.probes.denoisers.Denoiser` and images as the
-trajectory features (``docs``: the provenance anchors). Each measures one score per candidate timestep; ``fit`` on a
-validation split keeps the timestep with the best AUC (never the test split: the anchors' PIA and SimA code picks
-it on test), and the protocol picks the threshold on validation too.
+"""Membership-inference baselines on the same :class:`~modelprint.probes.candidates.DiffusionCandidate` and images
+as the trajectory features (``docs``: the provenance anchors). Each measures one score per candidate timestep; ``fit``
+on a validation split keeps the timestep with the best AUC (never the test split: the anchors' PIA and SimA code
+picks it on test), and the protocol picks the threshold on validation too.
 
 - ``naive-loss``: minus the log denoising loss at one ``t`` (``repeats`` noises): ``T·R`` calls.
 - ``secmi``: SecMI's statistical version, minus the log t-error after a deterministic DDIM inversion to ``t − k``
@@ -27,7 +27,7 @@ from sklearn.preprocessing import StandardScaler
 
 from modelprint.errors import ModelprintError
 from modelprint.probes.base import ProbeProgress
-from modelprint.probes.denoisers import Denoiser
+from modelprint.probes.candidates import DiffusionCandidate
 from modelprint.probes.loss import DenoisingLossProbe
 from modelprint.provenance.base import (ATTACKS, CallMeter, MembershipAttack, check_fitted, check_timesteps,
                                         fit_rows, log_positive)
@@ -52,10 +52,11 @@ class NaiveLoss(MembershipAttack):
     def _probe(self) -> DenoisingLossProbe:
         return DenoisingLossProbe(self.timesteps, self.repeats, self.seed, self.batch_size)
 
-    def calls_per_image(self, denoiser: Denoiser) -> int:
+    def calls_per_image(self, denoiser: DiffusionCandidate) -> int:
         return self._probe().calls_per_image
 
-    def measure(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
+    def measure(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
+                ) -> np.ndarray:
         return -self._probe().signature(denoiser, images, progress)
 
 
@@ -69,18 +70,19 @@ class SecMI(MembershipAttack):
         self.k = k
         self.batch_size = batch_size
 
-    def _chain(self, denoiser: Denoiser) -> tuple[list[int], list[int]]:
+    def _chain(self, denoiser: DiffusionCandidate) -> tuple[list[int], list[int]]:
         steps, k = check_timesteps(denoiser, self.timesteps, "secmi"), int(self.k)
         if k < 1 or min(steps) < k:
             raise ModelprintError(f"secmi: every timestep must be >= k = {k} >= 1, got {steps}")
         points = [t - k for t in steps]
         return sorted(set(range(k, max(steps) - k + 1, k)) | set(points) - {0}), points
 
-    def calls_per_image(self, denoiser: Denoiser) -> int:
+    def calls_per_image(self, denoiser: DiffusionCandidate) -> int:
         chain, points = self._chain(denoiser)
         return len(chain) + 2 * len(points)
 
-    def measure(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
+    def measure(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
+                ) -> np.ndarray:
         chain, points = self._chain(denoiser)
         z0 = denoiser.to_model_space(images)
         meter = CallMeter(len(z0) * self.calls_per_image(denoiser), progress)
@@ -97,10 +99,11 @@ class PIA(MembershipAttack):
         self.timesteps = timesteps
         self.batch_size = batch_size
 
-    def calls_per_image(self, denoiser: Denoiser) -> int:
+    def calls_per_image(self, denoiser: DiffusionCandidate) -> int:
         return 1 + len(check_timesteps(denoiser, self.timesteps, self.name))
 
-    def measure(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
+    def measure(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
+                ) -> np.ndarray:
         steps = check_timesteps(denoiser, self.timesteps, self.name)
         z0 = denoiser.to_model_space(images)
         meter = CallMeter(len(z0) * (1 + len(steps)), progress)
@@ -122,10 +125,11 @@ class SimA(MembershipAttack):
         self.timesteps = timesteps
         self.batch_size = batch_size
 
-    def calls_per_image(self, denoiser: Denoiser) -> int:
+    def calls_per_image(self, denoiser: DiffusionCandidate) -> int:
         return len(check_timesteps(denoiser, self.timesteps, "sima"))
 
-    def measure(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
+    def measure(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
+                ) -> np.ndarray:
         steps = check_timesteps(denoiser, self.timesteps, "sima")
         z0 = denoiser.to_model_space(images)
         meter = CallMeter(len(z0) * len(steps), progress)
@@ -151,21 +155,22 @@ class GSA(MembershipAttack):
         self.seed = seed
         self.batch_size = batch_size
 
-    def _steps(self, denoiser: Denoiser) -> list[int]:
+    def _steps(self, denoiser: DiffusionCandidate) -> list[int]:
         total = denoiser.num_timesteps
         steps = self.timesteps if self.timesteps is not None else [total * i // 10 - 1 for i in range(1, 11)]
         return check_timesteps(denoiser, steps, self.name)
 
-    def calls_per_image(self, denoiser: Denoiser) -> int:
+    def calls_per_image(self, denoiser: DiffusionCandidate) -> int:
         return len(self._steps(denoiser))
 
-    def backwards_per_image(self, denoiser: Denoiser) -> int:
+    def backwards_per_image(self, denoiser: DiffusionCandidate) -> int:
         return 1 if self.variant == 1 else len(self._steps(denoiser))
 
     def settings(self) -> list[str]:
         return []
 
-    def measure(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
+    def measure(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
+                ) -> np.ndarray:
         steps = self._steps(denoiser)
         z0 = denoiser.to_model_space(images)
         meter = CallMeter(len(z0) * len(steps), progress)

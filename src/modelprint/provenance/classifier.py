@@ -26,7 +26,7 @@ from sklearn.preprocessing import StandardScaler
 
 from modelprint.errors import ModelprintError
 from modelprint.probes.base import ProbeProgress
-from modelprint.probes.denoisers import Denoiser
+from modelprint.probes.candidates import DiffusionCandidate
 from modelprint.provenance.base import (ATTACKS, EXTERNAL, MEMBER, UNCERTAIN, MembershipAttack, check_fitted,
                                         fit_rows)
 from modelprint.provenance.features import TrajectoryExtractor
@@ -170,16 +170,17 @@ class TrajectoryAttack(MembershipAttack):
     def _extractor(self) -> TrajectoryExtractor:
         return self.extractor if self.extractor is not None else TrajectoryExtractor(seed=self.seed)
 
-    def calls_per_image(self, denoiser: Denoiser) -> int:
+    def calls_per_image(self, denoiser: DiffusionCandidate) -> int:
         return self._extractor().calls_per_image(denoiser)
 
-    def backwards_per_image(self, denoiser: Denoiser) -> int:
+    def backwards_per_image(self, denoiser: DiffusionCandidate) -> int:
         return self._extractor().backwards_per_image(denoiser)
 
     def settings(self) -> list[Any]:
         return []
 
-    def measure(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
+    def measure(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
+                ) -> np.ndarray:
         return self._extractor().extract(denoiser, images, progress).values
 
     def fit(self, X: np.ndarray, y: Sequence[bool]) -> TrajectoryAttack:  # noqa: N803

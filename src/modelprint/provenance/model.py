@@ -23,7 +23,7 @@ from sklearn.model_selection import train_test_split
 from modelprint.atomic import atomic_open
 from modelprint.errors import ModelprintError
 from modelprint.probes.base import ProbeProgress
-from modelprint.probes.denoisers import Denoiser
+from modelprint.probes.candidates import DiffusionCandidate
 from modelprint.provenance.base import EXTERNAL, GENERATED, MEMBER, check_fitted
 from modelprint.provenance.classifier import ProvenanceClassifier, ProvenanceDecisions
 from modelprint.provenance.features import TrajectoryExtractor
@@ -57,7 +57,7 @@ class Provenance(BaseEstimator):
     def _classifier(self) -> ProvenanceClassifier:
         return self.classifier if self.classifier is not None else ProvenanceClassifier(seed=self.seed)
 
-    def fit(self, denoiser: Denoiser, members: np.ndarray, generated: np.ndarray, external: np.ndarray,
+    def fit(self, denoiser: DiffusionCandidate, members: np.ndarray, generated: np.ndarray, external: np.ndarray,
             progress: ProbeProgress | None = None) -> Provenance:
         """Extract the features of the three image sets (uint8 ``(n, H, W, 3)`` each) and fit on them."""
         parts = [(MEMBER, members), (GENERATED, generated), (EXTERNAL, external)]
@@ -92,7 +92,7 @@ class Provenance(BaseEstimator):
         self.features_, self.labels_, self.feature_names_, self.denoiser_ = x, labels, list(names), str(denoiser)
         return self
 
-    def score(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None
+    def score(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
               ) -> ProvenanceDecisions:
         """Calibrated class probabilities and decisions (``uncertain`` below the validated confidence)."""
         check_fitted(self, "classifier_")

@@ -1,19 +1,20 @@
 """One interface to every candidate diffusion model a white-box probe calls: ε prediction plus its noise schedule.
 
-A :class:`Denoiser` maps uint8 images into the space its network denoises (``[-1, 1]`` pixels or scaled VAE
+(Candidates, not "denoisers": that name belongs to the DnCNN of :mod:`modelprint.residuals`.) A
+:class:`DiffusionCandidate` maps uint8 images into the space its network denoises (``[-1, 1]`` pixels or scaled VAE
 latents), predicts the noise ε in a noisy ``x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε`` at integer timesteps ``t``, and exposes
 ``alphas_cumprod`` (ᾱ for every training timestep). Three adapters:
 
-- :class:`DiffusersDenoiser`: modelprint's :class:`~modelprint.zoo.diffusion.DiffusionModel` (a diffusers
+- :class:`DiffusersCandidate`: modelprint's :class:`~modelprint.zoo.diffusion.DiffusionModel` (a diffusers
   ``UNet2DModel``, pixel or latent with its VAE), e.g. any zoo diffusion model or ``DDPMPipeline`` folder;
-- :class:`ConditionalUNetDenoiser`: a text-conditional ``UNet2DConditionModel`` (Stable Diffusion style) run with a
+- :class:`ConditionalUNetCandidate`: a text-conditional ``UNet2DConditionModel`` (Stable Diffusion style) run with a
   fixed empty-prompt embedding and no guidance, on the latents of its own VAE or of one shared VAE;
-- :class:`CallableDenoiser`: any callable ``eps(x_t, t)`` with its ᾱ schedule. A plain PyTorch DDPM checkpoint
+- :class:`CallableCandidate`: any callable ``eps(x_t, t)`` with its ᾱ schedule. A plain PyTorch DDPM checkpoint
   takes a few lines::
 
       net = MyEpsNet(); net.load_state_dict(torch.load("ddpm.pth")); net.eval()
       betas = torch.linspace(1e-4, 0.02, 1000)
-      denoiser = CallableDenoiser(net, torch.cumprod(1 - betas, 0), name="my-ddpm")
+      candidate = CallableCandidate(net, torch.cumprod(1 - betas, 0), name="my-ddpm")
 
 Every image-size problem (size not divisible by the network's or VAE's downsampling, a VAE whose latents do not fit
 the UNet, a size other than the one the network was trained at) is a :class:`~modelprint.errors.ModelprintError`
@@ -32,7 +33,7 @@ import torch
 from modelprint.errors import ModelprintError
 from modelprint.zoo.base import to_unit
 
-__all__ = ["Denoiser", "DiffusersDenoiser", "ConditionalUNetDenoiser", "CallableDenoiser", "VaeEncoder"]
+__all__ = ["DiffusionCandidate", "DiffusersCandidate", "ConditionalUNetCandidate", "CallableCandidate", "VaeEncoder"]
 
 _CHUNK = 64
 
@@ -66,7 +67,7 @@ class VaeEncoder:
         return (z - self.shift_factor) * self.scaling_factor
 
 
-class Denoiser(ABC):
+class DiffusionCandidate(ABC):
     """A candidate diffusion model as a white-box probe sees it.
 
     Subclasses set ``name``, ``alphas_cumprod`` (float64 ``(T,)``), ``channels`` (of the model space), ``factor``
@@ -176,7 +177,7 @@ def _sample_size(unet: Any) -> tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def _attach_vae(denoiser: Denoiser, vae: Any, scaling_factor: float | None, unet_channels: int) -> VaeEncoder:
+def _attach_vae(denoiser: DiffusionCandidate, vae: Any, scaling_factor: float | None, unet_channels: int) -> VaeEncoder:
     encoder = VaeEncoder(vae, scaling_factor)
     if encoder.latent_channels != unet_channels:
         raise ModelprintError(f"candidate {denoiser.name!r}: its VAE gives {encoder.latent_channels}-channel latents "
@@ -185,7 +186,7 @@ def _attach_vae(denoiser: Denoiser, vae: Any, scaling_factor: float | None, unet
     return encoder
 
 
-class DiffusersDenoiser(Denoiser):
+class DiffusersCandidate(DiffusionCandidate):
     """A modelprint :class:`~modelprint.zoo.diffusion.DiffusionModel` (``UNet2DModel`` + DDPM schedule, with its
     VAE for latent models; ``vae`` replaces that VAE, e.g. by one shared across candidates).
 
@@ -209,7 +210,7 @@ class DiffusersDenoiser(Denoiser):
 
     @classmethod
     def load(cls, name_or_path: str, zoo: str | None = None, name: str | None = None, **kwargs: Any
-             ) -> DiffusersDenoiser:
+             ) -> DiffusersCandidate:
         """Load a zoo model by name (with ``zoo``), a diffusers folder or a UNet checkpoint, via ``load_generator``."""
         from modelprint.zoo.diffusion import DiffusionModel
         from modelprint.zoo.store import load_generator
@@ -229,7 +230,7 @@ class DiffusersDenoiser(Denoiser):
         return list(self.model.unet.named_parameters())
 
 
-class ConditionalUNetDenoiser(Denoiser):
+class ConditionalUNetCandidate(DiffusionCandidate):
     """A diffusers ``UNet2DConditionModel`` run unconditionally: every call gets the same prompt embedding.
 
     ``encoder_hidden_states`` ``(1, L, D)`` is the precomputed embedding of the empty prompt (compute it once with
@@ -279,7 +280,7 @@ class ConditionalUNetDenoiser(Denoiser):
         return _eps_from_output(out, x_t, t, self.alphas_cumprod, self.prediction_type)
 
 
-class CallableDenoiser(Denoiser):
+class CallableCandidate(DiffusionCandidate):
     """Any ε-prediction callable ``eps_fn(x_t, t)`` (``x_t`` float32 ``(n, C, h, w)``, ``t`` long ``(n,)``).
 
     ``alphas_cumprod`` is ᾱ for every training timestep. With ``space="pixel"`` the model sees RGB in ``[-1, 1]``;
