@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from modelprint.errors import ModelprintError
+from modelprint.errors import ModelprintError, RegistryError
 from modelprint.probes import (
     CallableCandidate,
     CascadeAttributor,
@@ -269,7 +269,7 @@ def test_ranking_metrics_and_classifiers() -> None:
     y = np.repeat(["p", "q"], 20)
     for name in ("prototype", "logreg", "svm"):
         assert fit_classifier(make_classifier(name), x, y).score(x, y) > 0.9
-    with pytest.raises(ModelprintError, match="unknown classifier"):
+    with pytest.raises(RegistryError, match="unknown probe classifier 'knn'; known: logreg, lowest-loss"):
         make_classifier("knn")
 
 
@@ -362,7 +362,7 @@ def test_size_and_shape_errors_name_the_candidate(candidates: dict, samples: dic
         probe.signature(ldm, np.zeros((1, 64, 64, 3), np.uint8))
     with pytest.raises(ModelprintError, match="'tiny-ddpm': expected uint8 RGB images"):
         probe.signature(ddpm, samples["tiny-ddpm"][:1].astype(np.float32))
-    with pytest.raises(ModelprintError, match="'tiny-ddpm': timesteps \\[1000\\] are outside"):
+    with pytest.raises(ModelprintError, match="'tiny-ddpm': sds probe timesteps \\[1000\\] are outside"):
         SpectralProbe(timesteps=(1000,)).signature(ddpm, samples["tiny-ddpm"][:1])
     with pytest.raises(ModelprintError, match="'tiny-ldm': its 16x16 model space is too small for 32"):
         SpectralProbe(rings=32).signature(ldm, samples["tiny-ldm"][:1])

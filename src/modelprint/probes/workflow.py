@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelprint.errors import ImageError, ModelprintError
+from modelprint.errors import ImageError, ModelprintError, ProbeError
 from modelprint.io.datasets import expand_paths
 from modelprint.io.images import ImageLimits, load_image_file, to_uint8
 from modelprint.probes.attribution import ProbeAttributor
@@ -36,7 +36,7 @@ def parse_named(spec: str, what: str) -> tuple[str, str]:
         value = spec
         name = Path(spec.rstrip("/")).stem or spec
     if not name or not value:
-        raise ModelprintError(f"{what} {spec!r}: expected NAME=PATH")
+        raise ProbeError(f"{what} {spec!r}: expected NAME=PATH")
     return name, value
 
 
@@ -44,16 +44,16 @@ def load_candidates(specs: Sequence[str], zoo: str | Path | None = None) -> dict
     """Load every candidate of ``NAME=SOURCE`` specs (``SOURCE``: zoo model name with ``zoo``, diffusers folder,
     or UNet ``.safetensors``/``.pth`` with ``config.json`` beside it); a bare ``SOURCE`` is named after itself."""
     if not specs:
-        raise ModelprintError("no candidates given (use --candidates NAME=PATH, once per candidate model)")
+        raise ProbeError("no candidates given (use --candidates NAME=PATH, once per candidate model)")
     out: dict[str, DiffusionCandidate] = {}
     for spec in specs:
         name, source = parse_named(spec, "candidate")
         if name in out:
-            raise ModelprintError(f"candidate {name!r} is given twice")
+            raise ProbeError(f"candidate {name!r} is given twice")
         try:
             out[name] = DiffusersCandidate.load(source, zoo=zoo, name=name)
         except ModelprintError as err:
-            raise ModelprintError(f"candidate {name!r} ({source}): {err}") from None
+            raise ProbeError(f"candidate {name!r} ({source}): {err}") from None
     return out
 
 
@@ -105,19 +105,19 @@ def fit_prototypes(candidates: dict[str, DiffusionCandidate], refs: Sequence[str
     Returns the attributor and a summary (images per class, files skipped with reasons)."""
     classes: list[tuple[str, str]] = [parse_named(spec, "reference folder") for spec in refs]
     if len({c for c, _ in classes}) != len(classes):
-        raise ModelprintError("a reference class is given twice")
+        raise ProbeError("a reference class is given twice")
     for cls, folder in classes:
         if not Path(folder).is_dir():
-            raise ModelprintError(f"reference folder {folder}: not a folder (class {cls!r})")
+            raise ProbeError(f"reference folder {folder}: not a folder (class {cls!r})")
     loaded = {cls: load_probe_images([folder], candidates) for cls, folder in classes}
     errors = [e for batch in loaded.values() for e in batch.errors]
     empty = [cls for cls, batch in loaded.items() if not len(batch.paths)]
     if empty:
-        raise ModelprintError(f"no usable reference images for class(es) {', '.join(empty)}"
-                              + (f" (first problem: {errors[0]})" if errors else ""))
+        raise ProbeError(f"no usable reference images for class(es) {', '.join(empty)}"
+                         + (f" (first problem: {errors[0]})" if errors else ""))
     sizes = {batch.images.shape[1:3] for batch in loaded.values()}
     if len(sizes) > 1:
-        raise ModelprintError(f"reference classes have different image sizes {sorted(sizes)}; use one size")
+        raise ProbeError(f"reference classes have different image sizes {sorted(sizes)}; use one size")
     images = np.concatenate([batch.images for batch in loaded.values()])
     labels = [cls for cls, batch in loaded.items() for _ in batch.paths]
     attributor = ProbeAttributor(candidates, probe=probe, features=features, classifier=classifier, seed=seed)  # type: ignore[arg-type]

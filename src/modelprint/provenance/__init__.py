@@ -23,7 +23,6 @@ from modelprint.provenance.base import (
     PROVENANCE_CLASSES,
     UNCERTAIN,
     MembershipAttack,
-    NotFittedProvenanceError,
 )
 from modelprint.provenance.baselines import GSA, GSA2, PIA, PIAN, NaiveLoss, SecMI, SimA
 from modelprint.provenance.classifier import ProvenanceClassifier, ProvenanceDecisions, TrajectoryAttack
@@ -58,7 +57,6 @@ __all__ = [
     "MembershipResult",
     "MembershipTestBed",
     "NaiveLoss",
-    "NotFittedProvenanceError",
     "Provenance",
     "ProvenanceClassifier",
     "ProvenanceDecisions",

@@ -25,12 +25,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from modelprint.errors import ModelprintError
-from modelprint.probes.base import ProbeProgress
+from modelprint.errors import ProbeError
+from modelprint.probes.base import ProbeProgress, check_fitted, check_timesteps, validated
 from modelprint.probes.candidates import DiffusionCandidate
 from modelprint.probes.loss import DenoisingLossProbe
-from modelprint.provenance.base import (ATTACKS, CallMeter, MembershipAttack, check_fitted, check_timesteps,
-                                        fit_rows, log_positive)
+from modelprint.provenance.base import ATTACKS, CallMeter, MembershipAttack, fit_rows, log_positive
 from modelprint.provenance.measures import clean_norms, gradient_norms, proximal_errors, t_errors
 
 __all__ = ["GSA", "GSA2", "PIA", "PIAN", "NaiveLoss", "SecMI", "SimA"]
@@ -73,7 +72,7 @@ class SecMI(MembershipAttack):
     def _chain(self, denoiser: DiffusionCandidate) -> tuple[list[int], list[int]]:
         steps, k = check_timesteps(denoiser, self.timesteps, "secmi"), int(self.k)
         if k < 1 or min(steps) < k:
-            raise ModelprintError(f"secmi: every timestep must be >= k = {k} >= 1, got {steps}")
+            raise ProbeError(f"secmi: every timestep must be >= k = {k} >= 1, got {steps}")
         points = [t - k for t in steps]
         return sorted(set(range(k, max(steps) - k + 1, k)) | set(points) - {0}), points
 
@@ -184,18 +183,17 @@ class GSA(MembershipAttack):
             return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
         if self.classifier == "boosted":
             return HistGradientBoostingClassifier(random_state=self.seed)
-        raise ModelprintError(f"{self.name}: unknown classifier {self.classifier!r}; known: linear, boosted")
+        raise ProbeError(f"{self.name}: unknown classifier {self.classifier!r}; known: linear, boosted")
 
     def fit(self, X: np.ndarray, y: Sequence[bool]) -> GSA:  # noqa: N803
-        x, member = fit_rows(X, y, self.name)
+        x, member = fit_rows(self, X, y)
         self.model_ = self._model().fit(x, member)
-        self.n_features_in_ = x.shape[1]
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """Probability of membership of each row, ``(n,)``."""
         check_fitted(self, "model_")
-        return self.model_.predict_proba(np.asarray(X, dtype=np.float64))[:, 1]
+        return self.model_.predict_proba(validated(self, X, reset=False, dtype=np.float64))[:, 1]
 
 
 @ATTACKS.register("gsa2")

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from modelprint.errors import ModelprintError
-from modelprint.probes.base import ProbeProgress
+from modelprint.errors import ProbeError
+from modelprint.probes.base import ProbeProgress, check_timesteps
 from modelprint.probes.candidates import DiffusionCandidate
 from modelprint.probes.loss import DenoisingLossProbe
-from modelprint.provenance.base import CallMeter, check_timesteps, log_positive
+from modelprint.provenance.base import CallMeter, log_positive
 from modelprint.provenance.measures import clean_norms, gradient_norms, parameter_groups, proximal_errors, t_errors
 
 __all__ = ["DEFAULT_FRACTIONS", "KINDS", "Trajectory", "TrajectoryExtractor", "trajectory_timesteps"]
@@ -66,8 +66,8 @@ class Trajectory:
         """Indices of the columns of one kind (e.g. ``loss``), in timestep order."""
         cols = [j for j, name in enumerate(self.names) if name.split("@")[0].split("[")[0] == kind]
         if not cols:
-            raise ModelprintError(f"trajectory features hold no {kind!r} columns; they hold "
-                                  f"{', '.join(dict.fromkeys(n.split('@')[0].split('[')[0] for n in self.names))}")
+            raise ProbeError(f"trajectory features hold no {kind!r} columns; they hold "
+                             f"{', '.join(dict.fromkeys(n.split('@')[0].split('[')[0] for n in self.names))}")
         return np.asarray(cols)
 
     def kind(self, kind: str) -> np.ndarray:
@@ -110,12 +110,12 @@ class TrajectoryExtractor(BaseEstimator):
     def _kinds(self) -> list[str]:
         unknown = [k for k in self.kinds if k not in KINDS]
         if unknown or not len(self.kinds) or int(self.repeats) < 1:
-            raise ModelprintError(f"trajectory features: unknown kinds {unknown} (known: {', '.join(KINDS)}) or no "
-                                  f"kinds or repeats < 1 (got {self.repeats})")
+            raise ProbeError(f"trajectory features: unknown kinds {unknown} (known: {', '.join(KINDS)}) or no "
+                             f"kinds or repeats < 1 (got {self.repeats})")
         return [k for k in KINDS if k in self.kinds]
 
     def calls_per_image(self, denoiser: DiffusionCandidate) -> int:
-        """DiffusionCandidate calls (forward images) per image."""
+        """Denoiser calls (forward images) per image."""
         t, kinds = len(self.steps(denoiser)), self._kinds()
         calls = {"loss": t * int(self.repeats), "pia": 1 + t, "sima": t, "secmi": 3 * t}
         grads = t if {"grad_input", "grad_params"} & set(kinds) else 0

@@ -27,7 +27,7 @@ from typing import Literal
 
 import torch
 
-from modelprint.errors import ModelprintError
+from modelprint.errors import ProbeError
 from modelprint.probes.candidates import DiffusionCandidate
 from modelprint.provenance.base import CallMeter
 
@@ -40,7 +40,7 @@ GROUPINGS = ("tensor", "block")
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
     if int(size) < 1:
-        raise ModelprintError(f"batch_size must be >= 1, got {size}")
+        raise ProbeError(f"batch_size must be >= 1, got {size}")
     for start in range(0, n, int(size)):
         yield slice(start, min(start + int(size), n))
 
@@ -96,8 +96,8 @@ def t_errors(denoiser: DiffusionCandidate, z0: torch.Tensor, chain: Sequence[int
     steps = sorted({int(c) for c in chain} - {0})
     visits = [0, *steps]
     if int(k) < 1 or any(int(p) not in visits or int(p) + int(k) >= denoiser.num_timesteps for p in points):
-        raise ModelprintError(f"candidate {denoiser.name!r}: t-error points {list(points)} must lie on the inversion "
-                              f"chain and below {denoiser.num_timesteps - int(k)} (k = {k})")
+        raise ProbeError(f"candidate {denoiser.name!r}: t-error points {list(points)} must lie on the inversion "
+                         f"chain and below {denoiser.num_timesteps - int(k)} (k = {k})")
     col = {int(p): j for j, p in enumerate(points)}
     out = torch.zeros(len(z0), len(points), dtype=torch.float64)
     for rows in _chunks(len(z0), batch_size):
@@ -115,7 +115,7 @@ def parameter_groups(names: Sequence[str], grouping: Literal["tensor", "block"])
     """The group of each parameter: itself (``tensor``) or its top-level block (``block``: the name up to its first
     index, e.g. ``down_blocks.0``, or its first component, e.g. ``conv_in``)."""
     if grouping not in GROUPINGS:
-        raise ModelprintError(f"unknown parameter grouping {grouping!r}; known: {', '.join(GROUPINGS)}")
+        raise ProbeError(f"unknown parameter grouping {grouping!r}; known: {', '.join(GROUPINGS)}")
     if grouping == "tensor":
         return list(names)
     out = []
@@ -150,13 +150,13 @@ def gradient_norms(denoiser: DiffusionCandidate, z0: torch.Tensor, timesteps: Se
     (``T' = 1``, no input norms: an empty ``(n, 0)``). Without ``grouping`` only input norms are computed, batched.
     """
     if mode == "mean_loss" and grouping is None:
-        raise ModelprintError("gradient norms: mode 'mean_loss' needs a parameter grouping")
+        raise ProbeError("gradient norms: mode 'mean_loss' needs a parameter grouping")
     n, steps = len(z0), [int(t) for t in timesteps]
     a = torch.tensor([_alpha(denoiser, t) for t in steps], dtype=torch.float32).view(-1, 1, 1, 1)
     named = denoiser.named_parameters() if grouping is not None else []
     if grouping is not None and not named:
-        raise ModelprintError(f"candidate {denoiser.name!r}: has no parameters to take gradients of (its eps_fn is "
-                              "not a torch Module); leave out parameter-gradient features")
+        raise ProbeError(f"candidate {denoiser.name!r}: has no parameters to take gradients of (its eps_fn is "
+                         "not a torch Module); leave out parameter-gradient features")
     groups = parameter_groups([name for name, _ in named], grouping) if named else []
     group_names = list(dict.fromkeys(groups))
     index = torch.tensor([group_names.index(g) for g in groups], dtype=torch.long)
