@@ -5,7 +5,7 @@
 - :func:`load_probe_images`: image files → one uint8 batch every candidate can take, with each unusable file
   reported (named, with the reason) instead of stopping the run;
 - :func:`fit_prototypes` / :func:`identify_files`: fit a :class:`~modelprint.probes.attribution.ProbeAttributor`
-  on reference folders, and rank the candidates for new images.
+  on reference folders, and rank the candidates for new images (a :class:`ProbeReport`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,10 +21,11 @@ from modelprint.errors import ImageError, ModelprintError, ProbeError
 from modelprint.io.datasets import expand_paths
 from modelprint.io.images import ImageLimits, load_image_file, to_uint8
 from modelprint.probes.attribution import ProbeAttributor
-from modelprint.probes.candidates import DiffusionCandidate, DiffusersCandidate
 from modelprint.probes.base import Probe, ProbeProgress
+from modelprint.probes.candidates import DiffusionCandidate, DiffusersCandidate
 
-__all__ = ["ProbeImages", "load_candidates", "parse_named", "load_probe_images", "fit_prototypes", "identify_files"]
+__all__ = ["ProbeAttribution", "ProbeImages", "ProbeReport", "RankedCandidate", "fit_prototypes", "identify_files",
+           "load_candidates", "load_probe_images", "parse_named"]
 
 #: Probe inputs are checked against each candidate's own size, not the fingerprinting minimum.
 PROBE_LIMITS = ImageLimits(min_side=1)
@@ -128,9 +130,56 @@ def fit_prototypes(candidates: dict[str, DiffusionCandidate], refs: Sequence[str
     return attributor, summary
 
 
+@dataclass(frozen=True)
+class RankedCandidate:
+    """One class of an attribution ranking: its decision score and, for ``logreg``, its probability."""
+
+    model: str
+    score: float
+    probability: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model, "score": self.score}
+        if self.probability is not None:
+            out["probability"] = self.probability
+        return out
+
+
+@dataclass
+class ProbeAttribution:
+    """The ranking of one image (most likely first)."""
+
+    path: str
+    top_k: list[RankedCandidate]
+
+    @property
+    def prediction(self) -> str:
+        return self.top_k[0].model
+
+
+@dataclass
+class ProbeReport:
+    """What :func:`identify_files` found: the attributor's settings, one ranking per usable image (``results``) and
+    the files that could not be used (``errors``, each naming the file and the reason)."""
+
+    classifier: str
+    features: str
+    candidates: list[str]
+    calls_per_image: int
+    results: list[ProbeAttribution]
+    errors: list[ImageError] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"classifier": self.classifier, "features": self.features, "candidates": list(self.candidates),
+                "calls_per_image": self.calls_per_image,
+                "results": [{"path": r.path, "prediction": r.prediction, "top_k": [c.to_dict() for c in r.top_k]}
+                            for r in self.results],
+                "failed": [str(e) for e in self.errors]}
+
+
 def identify_files(attributor: ProbeAttributor, paths: Sequence[str | Path], top_k: int = 3,
-                   progress: ProbeProgress | None = None) -> dict:
-    """Rank the attributor's classes for every usable image; unusable files are listed under ``failed``."""
+                   progress: ProbeProgress | None = None) -> ProbeReport:
+    """Rank the attributor's classes for every usable image; unusable files are reported, not fatal."""
     batch = load_probe_images(paths, dict(attributor.candidates))
     results = []
     if len(batch.paths):
@@ -139,13 +188,9 @@ def identify_files(attributor: ProbeAttributor, paths: Sequence[str | Path], top
         probs = attributor.predict_proba(sigs) if attributor.classifier == "logreg" else None
         for i, path in enumerate(batch.paths):
             order = np.argsort(-scores[i], kind="stable")[:top_k]
-            row = {"path": path, "prediction": str(attributor.classes_[order[0]]),
-                   "top_k": [{"model": str(attributor.classes_[j]), "score": float(scores[i, j])} for j in order]}
-            if probs is not None:
-                for entry, j in zip(row["top_k"], order):
-                    entry["probability"] = float(probs[i, j])
-            results.append(row)
-    return {"classifier": attributor.classifier, "features": attributor.features,
-            "candidates": list(attributor.candidates), "calls_per_image": attributor.calls_per_image,
-            "results": results, "failed": [str(e) for e in batch.errors]}
+            results.append(ProbeAttribution(path, [
+                RankedCandidate(str(attributor.classes_[j]), float(scores[i, j]),
+                                None if probs is None else float(probs[i, j])) for j in order]))
+    return ProbeReport(attributor.classifier, attributor.features, list(attributor.candidates),
+                       attributor.calls_per_image, results, batch.errors)
 
