@@ -192,7 +192,8 @@ def test_metrics(pipe, x: np.ndarray, y: np.ndarray, seed: int, labels: list[str
     return m
 
 
-def evaluate_cascade(stages: list[tuple[np.ndarray, str, int]], y: dict, idx: dict, names: list[str], seed: int) -> dict:
+def evaluate_cascade(stages: list[tuple[np.ndarray, str, int]], y: dict, idx: dict, names: list[str],
+                     seed: int) -> dict:
     """Early exit from stage 1 (cheap) to stage 2: ``stages`` are (flattened ``samples`` signatures, ``features/
     classifier``, calls per image per candidate); :func:`modelprint.probes.evaluate_cascade` on the dev/test split."""
     from modelprint.probes import CascadeStage, evaluate_cascade as evaluate

@@ -249,7 +249,7 @@ def ranking_metrics(y_true: Sequence[Any], scores: np.ndarray, classes: Sequence
     s = np.asarray(scores, dtype=np.float64)
     missing = sorted({str(y) for y in y_true} - {str(c) for c in classes})
     if missing:
-        raise ValueError(f"true labels {missing} are not among the scored classes")
+        raise ProbeError(f"true labels {missing} are not among the scored classes")
     col = np.array([classes.index(y) for y in y_true])
     true = s[np.arange(len(col)), col]
     rank = (s >= true[:, None]).sum(axis=1)
