@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sklearn.exceptions import NotFittedError
 
 from modelprint.errors import ImageError, ModelprintError, ProbeError, RegistryError
 from modelprint.probes import (
@@ -359,6 +360,19 @@ def test_the_benchmark_runs_its_protocols_through_the_library() -> None:
     stages = [(sig["samples"].reshape(20, -1), "concat/prototype", 16), (sig["samples"].reshape(20, -1),
                                                                           "concat/logreg", 720)]
     assert bench.evaluate_cascade(stages, y, idx, names, seed=0)["stage_calls"] == [16, 736]
+
+
+def test_an_attributor_refuses_unfitted_use_and_signatures_that_are_not_finite() -> None:
+    schedule = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), dim=0)
+    fine = CallableCandidate(lambda x, t: torch.zeros_like(x), schedule, name="fine")
+    broken = CallableCandidate(lambda x, t: torch.full_like(x, float("nan")), schedule, name="broken")
+    images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    attributor = ProbeAttributor({"fine": fine, "broken": broken}, DenoisingLossProbe(timesteps=(1,), repeats=1),
+                                 classifier="prototype")
+    with pytest.raises(NotFittedError, match="ProbeAttributor is not fitted yet"):
+        attributor.predict(images)
+    with pytest.raises(ProbeError, match="through candidate\\(s\\) broken are not all finite"):
+        attributor.fit(images, ["fine", "fine", "broken", "broken"])
 
 
 def test_probe_report_as_json() -> None:
