@@ -47,7 +47,6 @@ GRIDS = {
 }
 LOSS_GRID = {"timesteps": (1, 6, 11, 21, 51, 101, 201, 401), "repeats": 6}
 REFERENCE_CALLS = 720
-COMBOS = [(f, c) for f in ("concat", "distances") for c in ("prototype", "logreg", "svm")]
 LOSS_COMBOS = [("concat", c) for c in ("lowest-loss", "prototype", "logreg", "svm")]
 
 
@@ -58,12 +57,12 @@ def _probe_task(zoo: str, candidate: str, grid: str, images_path: str, out_path:
 
     torch.set_num_threads(1)
     from modelprint.atomic import atomic_path
-    from modelprint.probes import DenoisingLossProbe, DiffusersDenoiser, SpectralProbe
+    from modelprint.probes import DenoisingLossProbe, DiffusersCandidate, SpectralProbe
 
     if Path(out_path).exists():
         return out_path
     images = np.load(images_path)
-    denoiser = DiffusersDenoiser.load(candidate, zoo=zoo, name=candidate)
+    denoiser = DiffusersCandidate.load(candidate, zoo=zoo, name=candidate)
     if grid == "L":
         energies = DenoisingLossProbe(**LOSS_GRID, seed=seed, batch_size=96).repeat_losses(denoiser, images)
     else:
@@ -170,118 +169,67 @@ def cut(v: dict, grid_features: np.ndarray, seed: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------ evaluation
 
-def _fit(features: str, clf: str, names: list[str], x: np.ndarray, y: np.ndarray, seed: int):
-    from modelprint.probes import CandidatePrototypeSimilarity, fit_classifier, make_classifier
-
-    pipe = make_classifier(clf, seed=seed, candidates=names)
-    if features == "distances":
-        pipe.steps.insert(0, ("sim", CandidatePrototypeSimilarity(len(names))))
-    return fit_classifier(pipe, x, y)
-
-
-def _scores(pipe, x: np.ndarray) -> np.ndarray:
-    from modelprint.probes.attribution import scores
-
-    return scores(pipe, x)
-
-
 def cv_accuracy(x: np.ndarray, y: np.ndarray, features: str, clf: str, names: list[str], seed: int) -> float:
-    from sklearn.model_selection import StratifiedKFold
+    """Dev 4-fold cross-validated accuracy of one pipeline (:func:`modelprint.probes.select_pipeline`)."""
+    from modelprint.probes import select_pipeline
 
-    correct = 0
-    for train, val in StratifiedKFold(4, shuffle=True, random_state=seed).split(x, y):
-        pipe = _fit(features, clf, names, x[train], y[train], seed)
-        correct += int((pipe.classes_[np.argmax(_scores(pipe, x[val]), 1)] == y[val]).sum())
-    return correct / len(y)
-
-
-def bootstrap_ci(correct: np.ndarray, seed: int, n_boot: int = 2000) -> list[float]:
-    rng = np.random.default_rng(seed)
-    means = correct[rng.integers(0, len(correct), (n_boot, len(correct)))].mean(1)
-    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+    return select_pipeline(x, y, names, [(features, clf)], seed).accuracy[f"{features}/{clf}"]
 
 
 def test_metrics(pipe, x: np.ndarray, y: np.ndarray, seed: int, labels: list[str] | None = None) -> dict:
     from sklearn.metrics import confusion_matrix
 
+    from modelprint.evaluation.metrics import bootstrap_ci
     from modelprint.probes import ranking_metrics
+    from modelprint.probes.attribution import scores
 
-    s = _scores(pipe, x)
+    s = scores(pipe, x)
     m = ranking_metrics(y, s, pipe.classes_)
     pred = pipe.classes_[np.argmax(s, 1)]
-    m["top1_ci"] = bootstrap_ci((pred == y).astype(float), seed)
+    m["top1_ci"] = list(bootstrap_ci(np.mean, (pred == y).astype(float), n_boot=2000, seed=seed))
     if labels is not None:
         m["confusion"] = confusion_matrix(y, pred, labels=labels).tolist()
     return m
 
 
-def select(x_dev: np.ndarray, y_dev: np.ndarray, names: list[str], seed: int, combos=COMBOS) -> tuple[tuple, dict]:
-    """The (features, classifier) with the best dev CV accuracy (ties → the earlier, simpler one)."""
-    cv = {f"{f}/{c}": cv_accuracy(x_dev, y_dev, f, c, names, seed) for f, c in combos}
-    best = max(combos, key=lambda fc: cv[f"{fc[0]}/{fc[1]}"])
-    return best, cv
-
-
-def scores_in(pipe, x: np.ndarray, names: list[str]) -> np.ndarray:
-    """``(n, M)`` decision scores with columns in ``names`` order."""
-    s = _scores(pipe, x)
-    cols = [list(map(str, pipe.classes_)).index(n) for n in names]
-    return s[:, cols]
-
-
-def oof_scores(x: np.ndarray, y: np.ndarray, features: str, clf: str, names: list[str], seed: int) -> np.ndarray:
-    """Out-of-fold dev scores (the same 4 folds as :func:`cv_accuracy`), columns in ``names`` order."""
-    from sklearn.model_selection import StratifiedKFold
-
-    out = np.zeros((len(y), len(names)))
-    for train, val in StratifiedKFold(4, shuffle=True, random_state=seed).split(x, y):
-        out[val] = scores_in(_fit(features, clf, names, x[train], y[train], seed), x[val], names)
-    return out
-
-
-def evaluate_cascade(stages: list[tuple[np.ndarray, str, int]], y: dict, idx: dict, names: list[str], seed: int) -> dict:
+def evaluate_cascade(stages: list[tuple[np.ndarray, str, int]], y: dict, idx: dict, names: list[str],
+                     seed: int) -> dict:
     """Early exit from stage 1 (cheap) to stage 2: ``stages`` are (flattened ``samples`` signatures, ``features/
-    classifier``, calls per image per candidate). The margin is chosen on out-of-fold dev scores, then both stages
-    are fitted on dev and the cascade is tested."""
-    from modelprint.probes import choose_margin, score_margin
+    classifier``, calls per image per candidate); :func:`modelprint.probes.evaluate_cascade` on the dev/test split."""
+    from modelprint.probes import CascadeStage
+    from modelprint.probes import evaluate_cascade as evaluate
 
-    y_dev, y_test = y["samples"][idx["dev"]], y["samples"][idx["test"]]
-    dev = [oof_scores(x[idx["dev"]], y_dev, *combo.split("/"), names, seed) for x, combo, _ in stages]
-    margin = choose_margin(dev[0], dev[1], y_dev, names)
-    test = [scores_in(_fit(*combo.split("/"), names, x[idx["dev"]], y_dev, seed), x[idx["test"]], names)
-            for x, combo, _ in stages]
-    early = score_margin(test[0]) >= margin
-    pred = np.asarray(names)[np.argmax(np.where(early[:, None], test[0], test[1]), axis=1)]
-    correct = (pred == y_test).astype(float)
-    calls = stages[0][2] + (~early) * stages[1][2]
-    return {"margin": margin, "exit_early_fraction": float(early.mean()), "top1": float(correct.mean()),
-            "top1_ci": bootstrap_ci(correct, seed), "mean_calls_per_image_per_candidate": float(calls.mean()),
-            "stage_calls": [stages[0][2], stages[0][2] + stages[1][2]],
-            "stage1_alone_top1": float((np.asarray(names)[np.argmax(test[0], 1)] == y_test).mean()),
-            "stage2_alone_top1": float((np.asarray(names)[np.argmax(test[1], 1)] == y_test).mean())}
+    cheap, final = (CascadeStage(x[idx["dev"]], x[idx["test"]], *combo.split("/"), calls) for x, combo, calls in stages)
+    return evaluate(cheap, final, y["samples"][idx["dev"]], y["samples"][idx["test"]], names, seed).to_dict()
 
 
 def evaluate_setting(sig: dict[str, np.ndarray], y: dict[str, np.ndarray], idx: dict, names: list[str], seed: int,
-                     combos=COMBOS) -> dict:
-    """Both protocols for one setting's signatures: dev-CV selection, then in-domain and cross-domain test."""
+                     combos=None) -> dict:
+    """Both protocols for one setting's signatures: dev-CV selection (among ``combos``, default every trained
+    pipeline), then in-domain and cross-domain test."""
+    from modelprint.probes import COMBINATIONS, fit_pipeline, select_pipeline
+
+    combos = COMBINATIONS if combos is None else combos
     col = {n: i for i, n in enumerate(names)}
     s_dev, s_test, s_faces = sig["samples"][idx["dev"]], sig["samples"][idx["test"]], sig["faces"]
     y_dev, y_test, y_faces = y["samples"][idx["dev"]], y["samples"][idx["test"]], y["faces"]
     flat = lambda s: s.reshape(len(s), -1)  # noqa: E731
-    (f, c), cv = select(flat(s_dev), y_dev, names, seed, combos)
-    pipe = _fit(f, c, names, flat(s_dev), y_dev, seed)
-    res = {"unknown_origin": {"selected": f"{f}/{c}", "dev_cv": cv,
+    chosen = select_pipeline(flat(s_dev), y_dev, names, combos, seed)
+    pipe = fit_pipeline(flat(s_dev), y_dev, chosen.features, chosen.classifier, names, seed)
+    res = {"unknown_origin": {"selected": chosen.name, "dev_cv": chosen.accuracy,
                               "in_domain": test_metrics(pipe, flat(s_test), y_test, seed, names),
                               "cross_domain": test_metrics(pipe, flat(s_faces), y_faces, seed, names)}}
     if len(combos) > 1:
         res["unknown_origin"]["all_classifiers_in_domain"] = {
-            f"{ff}/{cc}": test_metrics(_fit(ff, cc, names, flat(s_dev), y_dev, seed), flat(s_test), y_test, seed)["top1"]
+            f"{ff}/{cc}": test_metrics(fit_pipeline(flat(s_dev), y_dev, ff, cc, names, seed), flat(s_test), y_test,
+                                       seed)["top1"]
             for ff, cc in combos}
     own = lambda s, labels: s[np.arange(len(s)), [col[v] for v in labels]]  # noqa: E731
     tm_combos = [("concat", c) for c in ("prototype", "logreg", "svm")]
-    (f, c), cv = select(own(s_dev, y_dev), y_dev, ["own"], seed, tm_combos)
-    pipe = _fit(f, c, ["own"], own(s_dev, y_dev), y_dev, seed)
-    res["true_model"] = {"selected": c, "dev_cv": cv, "in_domain": test_metrics(pipe, own(s_test, y_test), y_test, seed),
+    chosen = select_pipeline(own(s_dev, y_dev), y_dev, ["own"], tm_combos, seed)
+    pipe = fit_pipeline(own(s_dev, y_dev), y_dev, chosen.features, chosen.classifier, ["own"], seed)
+    res["true_model"] = {"selected": chosen.classifier, "dev_cv": chosen.accuracy,
+                         "in_domain": test_metrics(pipe, own(s_test, y_test), y_test, seed),
                          "cross_domain": test_metrics(pipe, own(s_faces, y_faces), y_faces, seed)}
     return res
 
@@ -319,7 +267,7 @@ def main() -> None:
     from modelprint.io import load_image
     from modelprint.io.images import to_uint8
     from modelprint.methods import load_method
-    from modelprint.probes import DiffusersDenoiser, unknown_origin_signatures
+    from modelprint.probes import DiffusersCandidate, unknown_origin_signatures
     from modelprint.seeding import seed_everything
     from modelprint.zoo import Zoo
     from modelprint.zoo.data import faces
@@ -438,20 +386,23 @@ def main() -> None:
                 for name, stage in stage_sets.items()}
 
     # baselines: same splits, same classifiers, chosen by the same dev CV
+    from modelprint.probes import fit_pipeline, select_pipeline
+
     learned = load_method("learned")
     base = {}
     for kind in ("pixels", "fft", "learned"):
         feats = {s: baseline_features(im, kind, learned) for s, im in (("samples", samples), ("faces", face_images))}
         combos = [("concat", c) for c in ("prototype", "logreg", "svm")]
-        (f, c), cv = select(feats["samples"][idx["dev"]], y_samples[idx["dev"]], ["image"], args.seed, combos)
-        pipe = _fit(f, c, ["image"], feats["samples"][idx["dev"]], y_samples[idx["dev"]], args.seed)
-        base[kind] = {"selected": c, "dev_cv": cv,
+        chosen = select_pipeline(feats["samples"][idx["dev"]], y_samples[idx["dev"]], ["image"], combos, args.seed)
+        pipe = fit_pipeline(feats["samples"][idx["dev"]], y_samples[idx["dev"]], chosen.features, chosen.classifier,
+                            ["image"], args.seed)
+        base[kind] = {"selected": chosen.classifier, "dev_cv": chosen.accuracy,
                       "in_domain": test_metrics(pipe, feats["samples"][idx["test"]], y_samples[idx["test"]], args.seed, names),
                       "cross_domain": test_metrics(pipe, feats["faces"], y_faces, args.seed, names)}
 
     # cost: real probes through all candidates, timed here; the cut signatures must equal them
     torch.set_num_threads(2)
-    candidates = {n: DiffusersDenoiser.load(n, zoo=args.zoo, name=n) for n in names}
+    candidates = {n: DiffusersCandidate.load(n, zoo=args.zoo, name=n) for n in names}
     timing_idx = idx["test"][:: max(1, len(idx["test"]) // args.timing_images)][: args.timing_images]
     cost = {}
     for label, v in settings.items():

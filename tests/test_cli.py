@@ -254,3 +254,16 @@ def test_help_imports_nothing_heavy() -> None:
             "'modelprint.api', 'modelprint.gallery', 'modelprint.io') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and res.stdout == "[]\n", res.stderr
+
+
+def test_list_names_every_registry_and_its_entries(tmp_path: Path) -> None:
+    from modelprint.registry import all_registries
+
+    res = run("list", "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    listing = json.loads(res.stdout)
+    expected = {kind: sorted(reg.names()) for kind, reg in all_registries().items()}
+    assert {kind: sorted(entries) for kind, entries in listing.items()} == expected
+    assert {"residual", "fingerprint method", "metric", "probe", "zoo family", "membership attack"} <= set(listing)
+    table = run("list", cwd=tmp_path)
+    assert table.returncode == 0 and "learned" in table.stdout and "dncnn" in table.stdout

@@ -1,8 +1,10 @@
 """White-box probes: SDS signatures through two tiny zoo diffusion models, a plain PyTorch DDPM, a conditional UNet;
-both attribution protocols; determinism; persistence; clear errors."""
+both attribution protocols; determinism; persistence; clear errors; pipeline selection and cascade evaluation on
+precomputed signatures (also as the benchmark runs them); typed identification reports."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -13,14 +15,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sklearn.exceptions import NotFittedError
 
-from modelprint.errors import ModelprintError
+from modelprint.errors import ImageError, ModelprintError, ProbeError, RegistryError
 from modelprint.probes import (
-    CallableDenoiser,
+    CallableCandidate,
     CascadeAttributor,
-    ConditionalUNetDenoiser,
+    CascadeStage,
+    ConditionalUNetCandidate,
     DenoisingLossProbe,
-    DiffusersDenoiser,
+    DiffusersCandidate,
     ProbeAttributor,
     SpectralProbe,
     coupling,
@@ -30,14 +34,18 @@ from modelprint.probes import (
     ranking_metrics,
     ring_masks,
     choose_margin,
+    cross_validated_scores,
+    evaluate_cascade,
+    fit_pipeline,
     score_margin,
+    select_pipeline,
     true_model_signatures,
     unknown_origin_signatures,
 )
+from modelprint.probes.workflow import ProbeAttribution, ProbeReport, RankedCandidate
 from modelprint.zoo.build import build_zoo
 from modelprint.zoo.store import load_generator
 
-pytestmark = pytest.mark.slow
 torch.set_num_threads(1)
 
 MODELS = ("tiny-ddpm", "tiny-ldm")
@@ -53,8 +61,8 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def candidates(zoo: Path) -> dict[str, DiffusersDenoiser]:
-    return {name: DiffusersDenoiser(load_generator(name, zoo=zoo), name=name) for name in MODELS}
+def candidates(zoo: Path) -> dict[str, DiffusersCandidate]:
+    return {name: DiffusersCandidate(load_generator(name, zoo=zoo), name=name) for name in MODELS}
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +92,7 @@ def test_probe_noise_is_band_limited_and_rescaled() -> None:
     assert abs(float(noise[0].std(dim=(2, 3, 4)).mean()) - 1.0) < 0.1
 
 
+@pytest.mark.slow
 def test_signatures_of_two_zoo_models(candidates: dict, samples: dict) -> None:
     probe = SpectralProbe(**SMALL, batch_size=48)
     assert probe.calls_per_image == 32 and probe.n_features == 2 * 2 * 16
@@ -102,6 +111,7 @@ def test_signatures_of_two_zoo_models(candidates: dict, samples: dict) -> None:
     assert not np.allclose(ddpm, ldm)  # the same images respond differently through the two models
 
 
+@pytest.mark.slow
 def test_same_seed_same_signature(candidates: dict, samples: dict) -> None:
     images = samples["tiny-ldm"][:4]
     denoiser = candidates["tiny-ldm"]
@@ -116,6 +126,7 @@ def test_same_seed_same_signature(candidates: dict, samples: dict) -> None:
     np.testing.assert_array_equal(d[:, : a.shape[1]], a)
 
 
+@pytest.mark.slow
 def test_a_cheaper_setting_cut_from_a_larger_grid_equals_probing_with_it(candidates: dict, samples: dict) -> None:
     images = samples["tiny-ddpm"][:3]
     denoiser = candidates["tiny-ddpm"]
@@ -130,6 +141,7 @@ def test_a_cheaper_setting_cut_from_a_larger_grid_equals_probing_with_it(candida
         SpectralProbe(rings=2, timesteps=(1,), repeats=1, seed=5).energies_within(grid, full)
 
 
+@pytest.mark.slow
 def test_unknown_origin_attribution_beats_chance(candidates: dict, samples: dict, tmp_path: Path) -> None:
     probe = SpectralProbe.preset("fast", batch_size=128)
     train = np.concatenate([samples[n][:8] for n in MODELS])
@@ -162,6 +174,7 @@ def test_unknown_origin_attribution_beats_chance(candidates: dict, samples: dict
         ProbeAttributor(candidates, probe, classifier="svm").fit(sig_train, y_train).predict_proba(sig_test)
 
 
+@pytest.mark.slow
 def test_denoising_loss_probe_is_deterministic_and_cuts_from_a_grid(candidates: dict, samples: dict) -> None:
     images = samples["tiny-ddpm"][:3]
     denoiser = candidates["tiny-ddpm"]
@@ -187,6 +200,7 @@ def test_denoising_loss_probe_is_deterministic_and_cuts_from_a_grid(candidates: 
         probe_from_preset("nope")
 
 
+@pytest.mark.slow
 def test_lowest_loss_attribution_through_every_candidate(candidates: dict, samples: dict, tmp_path: Path) -> None:
     probe = probe_from_preset("loss-fast", batch_size=128)
     refs = np.concatenate([samples[n][:8] for n in MODELS])
@@ -227,6 +241,7 @@ def test_choose_margin_keeps_the_final_stages_accuracy() -> None:
     assert choose_margin(final, cheap, y, classes) == 1.0  # a perfect cheap stage exits everything
 
 
+@pytest.mark.slow
 def test_cascade_exits_early_only_where_the_cheap_stage_is_sure(candidates: dict, samples: dict) -> None:
     refs = np.concatenate([samples[n][:8] for n in MODELS])
     test = np.concatenate([samples[n][8:12] for n in MODELS])
@@ -248,6 +263,7 @@ def test_cascade_exits_early_only_where_the_cheap_stage_is_sure(candidates: dict
         CascadeAttributor([cheap, final], [])
 
 
+@pytest.mark.slow
 def test_true_model_protocol_probes_each_image_through_its_own_generator(candidates: dict, samples: dict) -> None:
     probe = SpectralProbe(rings=2, timesteps=(1,), noise_scales=(1.0,), repeats=1)
     images = np.concatenate([samples[n][:2] for n in MODELS])
@@ -269,8 +285,107 @@ def test_ranking_metrics_and_classifiers() -> None:
     y = np.repeat(["p", "q"], 20)
     for name in ("prototype", "logreg", "svm"):
         assert fit_classifier(make_classifier(name), x, y).score(x, y) > 0.9
-    with pytest.raises(ModelprintError, match="unknown classifier"):
+    with pytest.raises(RegistryError, match="unknown probe classifier 'knn'; known: logreg, lowest-loss"):
         make_classifier("knn")
+
+
+def _signatures(n_per: int, seed: int, spread: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened unknown-origin signatures ``(n, 2·4)`` of two candidates: each class's images respond through
+    their own candidate with an offset of ``1 / spread``."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(["a", "b"], n_per)
+    x = rng.normal(scale=spread, size=(2 * n_per, 2, 4))
+    x[y == "a", 0] += 1.0
+    x[y == "b", 1] += 1.0
+    return x.reshape(len(x), -1), y
+
+
+def test_cross_validated_scores_never_come_from_a_model_that_saw_the_row() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 60)), np.repeat(["a", "b"], 20)  # labels carry no signal
+    assert np.mean(fit_pipeline(x, y, "concat", "svm", ["a", "b"]).predict(x) == y) == 1.0  # memorised in sample
+    oof = cross_validated_scores(x, y, "concat", "svm", ["a", "b"], seed=0)
+    assert oof.shape == (40, 2) and np.mean(np.array(["a", "b"])[oof.argmax(axis=1)] == y) < 0.75
+    np.testing.assert_array_equal(cross_validated_scores(x, y, "concat", "svm", ["a", "b"], seed=0), oof)
+
+
+def test_select_pipeline_keeps_the_best_cross_validated_pair() -> None:
+    x, y = _signatures(12, 0)
+    chosen = select_pipeline(x, y, ["a", "b"], seed=0)
+    assert set(chosen.accuracy) == {f"{f}/{c}" for f in ("concat", "distances") for c in ("prototype", "logreg", "svm")}
+    best = max(chosen.accuracy.values())
+    assert chosen.accuracy[chosen.name] == best > 0.8
+    assert chosen.name == next(k for k, v in chosen.accuracy.items() if v == best)  # ties go to the earlier pair
+    with pytest.raises(ProbeError, match="unknown features 'pixels'"):
+        select_pipeline(x, y, ["a", "b"], [("pixels", "svm")])
+    with pytest.raises(RegistryError, match="unknown probe classifier 'knn'"):
+        select_pipeline(x, y, ["a", "b"], [("concat", "knn")])
+
+
+def test_cascade_evaluation_chooses_its_margin_on_the_development_split_only() -> None:
+    (cheap_dev, y_dev), (cheap_test, y_test) = _signatures(12, 1, spread=1.5), _signatures(10, 2, spread=1.5)
+    (final_dev, _), (final_test, _) = _signatures(12, 3, spread=0.3), _signatures(10, 4, spread=0.3)
+    cheap = CascadeStage(cheap_dev, cheap_test, "concat", "prototype", 16)
+    final = CascadeStage(final_dev, final_test, "concat", "logreg", 720)
+    result = evaluate_cascade(cheap, final, y_dev, y_test, ["a", "b"], seed=0)
+    assert 0 < result.exit_early_fraction < 1 and result.final_top1 >= result.cheap_top1
+    assert result.mean_calls == pytest.approx(16 + (1 - result.exit_early_fraction) * 720)
+    assert result.top1_ci[0] <= result.top1 <= result.top1_ci[1]
+    assert set(result.to_dict()) == {"margin", "exit_early_fraction", "top1", "top1_ci",
+                                     "mean_calls_per_image_per_candidate", "stage_calls", "stage1_alone_top1",
+                                     "stage2_alone_top1"}
+    noise = np.random.default_rng(5).normal(size=cheap_test.shape)
+    other = evaluate_cascade(CascadeStage(cheap_dev, noise, "concat", "prototype", 16), final, y_dev, y_test,
+                             ["a", "b"], seed=0)
+    assert other.margin == result.margin  # test rows never move the threshold
+
+
+def test_the_benchmark_runs_its_protocols_through_the_library() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        bench = importlib.import_module("bench_probes")
+    finally:
+        sys.path.pop(0)
+    names = ["a", "b"]
+    sig, y = {}, {}
+    for split, seed in (("samples", 0), ("faces", 1)):
+        flat, y[split] = _signatures(10 if split == "samples" else 3, seed, spread=0.5)
+        sig[split] = flat.reshape(len(flat), 2, 4)
+    pos = np.tile(np.arange(10), 2)
+    idx = {"dev": np.flatnonzero(pos < 6), "test": np.flatnonzero(pos >= 6)}
+    res = bench.evaluate_setting(sig, y, idx, names, seed=0)
+    chosen = select_pipeline(sig["samples"][idx["dev"]].reshape(12, -1), y["samples"][idx["dev"]], names, seed=0)
+    assert res["unknown_origin"]["selected"] == chosen.name and res["unknown_origin"]["dev_cv"] == chosen.accuracy
+    assert res["unknown_origin"]["in_domain"]["n"] == 8 and res["true_model"]["cross_domain"]["n"] == 6
+    stages = [(sig["samples"].reshape(20, -1), "concat/prototype", 16), (sig["samples"].reshape(20, -1),
+                                                                          "concat/logreg", 720)]
+    assert bench.evaluate_cascade(stages, y, idx, names, seed=0)["stage_calls"] == [16, 736]
+
+
+def test_an_attributor_refuses_unfitted_use_and_signatures_that_are_not_finite() -> None:
+    schedule = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), dim=0)
+    fine = CallableCandidate(lambda x, t: torch.zeros_like(x), schedule, name="fine")
+    broken = CallableCandidate(lambda x, t: torch.full_like(x, float("nan")), schedule, name="broken")
+    images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    attributor = ProbeAttributor({"fine": fine, "broken": broken}, DenoisingLossProbe(timesteps=(1,), repeats=1),
+                                 classifier="prototype")
+    with pytest.raises(NotFittedError, match="ProbeAttributor is not fitted yet"):
+        attributor.predict(images)
+    with pytest.raises(ProbeError, match="through candidate\\(s\\) broken are not all finite"):
+        attributor.fit(images, ["fine", "fine", "broken", "broken"])
+
+
+def test_probe_report_as_json() -> None:
+    report = ProbeReport("logreg", "concat", ["a", "b"], 32, [
+        ProbeAttribution("q.png", [RankedCandidate("b", 1.5, 0.8), RankedCandidate("a", -1.5, 0.2)])],
+        [ImageError("broken.png", "not an image")])
+    assert report.results[0].prediction == "b"
+    assert report.to_dict() == {
+        "classifier": "logreg", "features": "concat", "candidates": ["a", "b"], "calls_per_image": 32,
+        "results": [{"path": "q.png", "prediction": "b", "top_k": [{"model": "b", "score": 1.5, "probability": 0.8},
+                                                                  {"model": "a", "score": -1.5, "probability": 0.2}]}],
+        "failed": ["broken.png: not an image"]}
+    assert "probability" not in RankedCandidate("a", 0.3).to_dict()
 
 
 class EpsNet(torch.nn.Module):
@@ -287,6 +402,7 @@ class EpsNet(torch.nn.Module):
         return self.net(torch.cat([x, plane], dim=1))
 
 
+@pytest.mark.slow
 def test_plain_pytorch_ddpm_through_the_callable_adapter(samples: dict) -> None:
     torch.manual_seed(0)
     net = EpsNet()
@@ -302,25 +418,27 @@ def test_plain_pytorch_ddpm_through_the_callable_adapter(samples: dict) -> None:
         loss.backward()
         optimizer.step()
     net.eval()
-    denoiser = CallableDenoiser(net, alphas_cumprod, name="plain-ddpm")
+    denoiser = CallableCandidate(net, alphas_cumprod, name="plain-ddpm")
     probe = SpectralProbe(**SMALL)
     images = samples["tiny-ddpm"][:3]
     sig = probe.signature(denoiser, images)
     assert sig.shape == (3, probe.n_features) and np.all(np.isfinite(sig))
     assert denoiser.n_forward == 3 * probe.calls_per_image
-    other = CallableDenoiser(EpsNet(), alphas_cumprod.numpy(), name="untrained")
+    other = CallableCandidate(EpsNet(), alphas_cumprod.numpy(), name="untrained")
     assert not np.allclose(probe.signature(other, images), sig)
 
 
+@pytest.mark.slow
 def test_callable_adapter_matches_the_diffusers_adapter(zoo: Path, samples: dict) -> None:
     model = load_generator("tiny-ddpm", zoo=zoo)
-    wrapped = CallableDenoiser(lambda x, t: model.unet(x, t).sample, model.scheduler.alphas_cumprod, name="fn")
+    wrapped = CallableCandidate(lambda x, t: model.unet(x, t).sample, model.scheduler.alphas_cumprod, name="fn")
     probe = SpectralProbe(**SMALL)
     images = samples["tiny-ddpm"][:2]
     np.testing.assert_array_equal(probe.signature(wrapped, images),
-                                  probe.signature(DiffusersDenoiser(model, name="tiny-ddpm"), images))
+                                  probe.signature(DiffusersCandidate(model, name="tiny-ddpm"), images))
 
 
+@pytest.mark.slow
 def test_conditional_unet_with_a_shared_vae(zoo: Path, samples: dict) -> None:
     from diffusers import DDIMScheduler, UNet2DConditionModel
 
@@ -330,29 +448,30 @@ def test_conditional_unet_with_a_shared_vae(zoo: Path, samples: dict) -> None:
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
                                 cross_attention_dim=8, attention_head_dim=2, norm_num_groups=4)
     vae = load_generator("tiny-ldm", zoo=zoo).vae  # 4-channel latents at half resolution
-    denoiser = ConditionalUNetDenoiser(unet, DDIMScheduler(), vae, name="cond")
+    denoiser = ConditionalUNetCandidate(unet, DDIMScheduler(), vae, name="cond")
     assert denoiser.input_shape(32, 32) == (4, 16, 16)
     probe = SpectralProbe(**SMALL)
     sig = probe.signature(denoiser, samples["tiny-ldm"][:2])
     assert sig.shape == (2, probe.n_features) and np.all(np.isfinite(sig))
     prompt = torch.randn(1, 5, 8)
-    other = ConditionalUNetDenoiser(unet, DDIMScheduler(), vae, name="cond", encoder_hidden_states=prompt)
+    other = ConditionalUNetCandidate(unet, DDIMScheduler(), vae, name="cond", encoder_hidden_states=prompt)
     assert not np.allclose(probe.signature(other, samples["tiny-ldm"][:2]), sig)
     with pytest.raises(ModelprintError, match=r"'cond'.*\(1, L, 8\)"):
-        ConditionalUNetDenoiser(unet, DDIMScheduler(), vae, name="cond", encoder_hidden_states=torch.zeros(1, 77, 4))
+        ConditionalUNetCandidate(unet, DDIMScheduler(), vae, name="cond", encoder_hidden_states=torch.zeros(1, 77, 4))
     ddpm_like = load_generator("tiny-ddpm", zoo=zoo)
     with pytest.raises(ModelprintError, match="'cond3'.*4-channel latents but the UNet takes 3"):
-        CallableDenoiser(ddpm_like.unet, ddpm_like.scheduler.alphas_cumprod, name="cond3", space="latent",
+        CallableCandidate(ddpm_like.unet, ddpm_like.scheduler.alphas_cumprod, name="cond3", space="latent",
                          vae=vae, channels=3)
 
 
+@pytest.mark.slow
 def test_size_and_shape_errors_name_the_candidate(candidates: dict, samples: dict) -> None:
     probe = SpectralProbe(**SMALL)
     ddpm, ldm = candidates["tiny-ddpm"], candidates["tiny-ldm"]
     small = samples["tiny-ddpm"][:1, :30, :30]
     with pytest.raises(ModelprintError, match="'tiny-ddpm': takes 32x32 images, got 30x30"):
         probe.signature(ddpm, small)
-    loose = DiffusersDenoiser(ddpm.model, name="loose", strict_size=False)
+    loose = DiffusersCandidate(ddpm.model, name="loose", strict_size=False)
     with pytest.raises(ModelprintError, match="'loose': image size 31x31 is not divisible by 2"):
         probe.signature(loose, samples["tiny-ddpm"][:1, :31, :31])
     assert loose.input_shape(64, 48) == (3, 64, 48)
@@ -362,12 +481,12 @@ def test_size_and_shape_errors_name_the_candidate(candidates: dict, samples: dic
         probe.signature(ldm, np.zeros((1, 64, 64, 3), np.uint8))
     with pytest.raises(ModelprintError, match="'tiny-ddpm': expected uint8 RGB images"):
         probe.signature(ddpm, samples["tiny-ddpm"][:1].astype(np.float32))
-    with pytest.raises(ModelprintError, match="'tiny-ddpm': timesteps \\[1000\\] are outside"):
+    with pytest.raises(ModelprintError, match="'tiny-ddpm': sds probe timesteps \\[1000\\] are outside"):
         SpectralProbe(timesteps=(1000,)).signature(ddpm, samples["tiny-ddpm"][:1])
     with pytest.raises(ModelprintError, match="'tiny-ldm': its 16x16 model space is too small for 32"):
         SpectralProbe(rings=32).signature(ldm, samples["tiny-ldm"][:1])
     with pytest.raises(ModelprintError, match="'odd': image size 30x30 is not divisible by 4"):
-        CallableDenoiser(ddpm.model.unet, ddpm.alphas_cumprod, name="odd", multiple=4).input_shape(30, 30)
+        CallableCandidate(ddpm.model.unet, ddpm.alphas_cumprod, name="odd", multiple=4).input_shape(30, 30)
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -375,6 +494,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_probe_cli_prototypes_then_identify(zoo: Path, tmp_path: Path) -> None:
     refs, queries = tmp_path / "refs", tmp_path / "queries"
     for name in MODELS:

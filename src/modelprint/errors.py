@@ -36,3 +36,9 @@ class GalleryError(ModelprintError):
 
 class RegistryError(ModelprintError):
     """A name was looked up in a registry that does not hold it."""
+
+
+class ProbeError(ModelprintError, ValueError):
+    """A white-box probe, candidate model or attribution/provenance estimator cannot use what it was given.
+
+    Also a ``ValueError``, as scikit-learn expects of an estimator refusing its input."""

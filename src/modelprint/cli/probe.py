@@ -112,7 +112,7 @@ def probe_identify(
         models = load_candidates(candidates, zoo=zoo)
         fitted = ProbeAttributor.load(attributor, models)
         with _probe_bar("probing") as progress:
-            res = identify_files(fitted, paths, top_k=top_k, progress=progress)
+            res = identify_files(fitted, paths, top_k=top_k, progress=progress).to_dict()
         report_input_errors(res["failed"])
         emit_json(res, as_json, json_out)
         if not as_json:

@@ -7,13 +7,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from modelprint.registry import Registry
+from modelprint.registry import Parametrised, Registry
 
 
-class FingerprintMethod(ABC):
+class FingerprintMethod(Parametrised, ABC):
     """Maps images to fixed-length fingerprint embeddings.
 
-    Follows scikit-learn's conventions: parameters in ``__init__``, optional learning in :meth:`fit`,
+    Follows scikit-learn's conventions: parameters in ``__init__`` (``get_params``/``set_params``, see
+    :class:`~modelprint.registry.Parametrised`), optional learning in :meth:`fit`,
     :meth:`embed` (alias :meth:`transform`) returns an ``(n, d)`` float32 array. Embeddings are compared by
     cosine similarity; two embeddings are comparable only if ``name`` and ``version`` agree.
     """

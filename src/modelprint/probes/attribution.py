@@ -33,11 +33,12 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from modelprint.artefacts import read_arrays, write_arrays
-from modelprint.errors import ModelprintError
-from modelprint.probes.base import PROBES, Probe, ProbeProgress
-from modelprint.probes.denoisers import Denoiser
+from modelprint.errors import ProbeError
+from modelprint.probes.base import PROBES, Probe, ProbeProgress, check_fitted, validated
+from modelprint.probes.candidates import DiffusionCandidate
 from modelprint.probes.loss import DenoisingLossProbe
 from modelprint.probes.sds import SpectralProbe
+from modelprint.registry import Registry
 from modelprint.scores import l2_normalize
 
 __all__ = [
@@ -55,7 +56,8 @@ __all__ = [
     "unknown_origin_signatures",
 ]
 
-CLASSIFIERS = ("prototype", "logreg", "svm", "lowest-loss")
+#: Probe classifiers by name: factories ``(pca_components, C, seed, candidates) -> Pipeline`` (:func:`make_classifier`).
+CLASSIFIERS: Registry[Any] = Registry("probe classifier")
 #: :class:`LowestLoss` normalisations.
 NORMALISATIONS = ("raw", "standardised")
 FEATURES = ("concat", "distances")
@@ -66,18 +68,20 @@ class NearestPrototype(ClassifierMixin, BaseEstimator):
     """Assigns the class whose mean feature vector (prototype) has the highest cosine similarity."""
 
     def fit(self, X: np.ndarray, y: Sequence[Any]) -> NearestPrototype:  # noqa: N803
-        y = np.asarray(y)
-        self.classes_ = np.unique(y)
-        self.prototypes_ = np.stack([np.asarray(X)[y == c].mean(axis=0) for c in self.classes_])
-        self.n_features_in_ = self.prototypes_.shape[1]
+        x, y = validated(self, X, y, classes=True, dtype=np.float64)
+        self.classes_, index = np.unique(y, return_inverse=True)
+        self.prototypes_ = np.stack([x[index == k].mean(axis=0) for k in range(len(self.classes_))])
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """Cosine similarity to each prototype, ``(n, n_classes)``."""
-        return l2_normalize(X, np.float64) @ l2_normalize(self.prototypes_).T
+        check_fitted(self)
+        x = validated(self, X, reset=False, dtype=np.float64)
+        return l2_normalize(x, np.float64) @ l2_normalize(self.prototypes_, np.float64).T
 
     def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        scores = self.decision_function(X)
+        return self.classes_[np.argmax(scores, axis=1)]
 
 
 class CandidatePrototypeSimilarity(TransformerMixin, BaseEstimator):
@@ -87,25 +91,25 @@ class CandidatePrototypeSimilarity(TransformerMixin, BaseEstimator):
     def __init__(self, n_candidates: int = 1) -> None:
         self.n_candidates = n_candidates
 
-    def _blocks(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        x = np.asarray(X, dtype=np.float64)
-        z = (x - self.mean_) / self.scale_
-        return z.reshape(len(x), self.n_candidates, -1)
+    def _blocks(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean_) / self.scale_).reshape(len(x), int(self.n_candidates), -1)
 
     def fit(self, X: np.ndarray, y: Sequence[Any]) -> CandidatePrototypeSimilarity:  # noqa: N803
-        x, y = np.asarray(X, dtype=np.float64), np.asarray(y)
-        if x.shape[1] % self.n_candidates:
-            raise ValueError(f"{x.shape[1]} features do not split into {self.n_candidates} candidates")
+        x, y = validated(self, X, y, classes=True, dtype=np.float64)
+        if int(self.n_candidates) < 1 or x.shape[1] % int(self.n_candidates):
+            raise ProbeError(f"candidate prototypes: {x.shape[1]} features do not split into {self.n_candidates} "
+                             "candidates")
         self.mean_ = x.mean(axis=0)
         self.scale_ = np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
-        self.classes_ = np.unique(y)
+        self.classes_, index = np.unique(y, return_inverse=True)
         blocks = self._blocks(x)
-        self.prototypes_ = np.stack([blocks[y == c].mean(axis=0) for c in self.classes_], axis=1)  # (M, C, d)
-        self.n_features_in_ = x.shape[1]
+        self.prototypes_ = np.stack([blocks[index == k].mean(axis=0) for k in range(len(self.classes_))],
+                                    axis=1)  # (M, C, d)
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        blocks = l2_normalize(self._blocks(X))  # (n, M, d)
+        check_fitted(self)
+        blocks = l2_normalize(self._blocks(validated(self, X, reset=False, dtype=np.float64)))  # (n, M, d)
         sims = np.einsum("nmd,mcd->nmc", blocks, l2_normalize(self.prototypes_))
         return sims.reshape(len(blocks), -1)
 
@@ -128,59 +132,92 @@ class LowestLoss(ClassifierMixin, BaseEstimator):
         self.candidates = candidates
         self.normalisation = normalisation
 
-    def _blocks(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        x = np.asarray(X, dtype=np.float64)
-        m = len(self.candidates)
-        if not m or x.ndim != 2 or x.shape[1] % m:
-            raise ModelprintError(f"lowest-loss: {x.shape[-1]} features do not split into {m} candidates")
-        return x.reshape(len(x), m, -1)
+    def _blocks(self, x: np.ndarray) -> np.ndarray:
+        return x.reshape(len(x), len(self.candidates), -1)
 
     def fit(self, X: np.ndarray, y: Sequence[Any] | None = None) -> LowestLoss:  # noqa: N803
-        blocks = self._blocks(X)
-        unknown = sorted({str(v) for v in np.asarray(y)} - set(map(str, self.candidates))) if y is not None else []
+        if y is None:
+            x = validated(self, X, dtype=np.float64)
+        else:
+            x, y = validated(self, X, y, classes=True, dtype=np.float64)
+        m = len(self.candidates)
+        if not m or x.shape[1] % m:
+            raise ProbeError(f"lowest-loss: {x.shape[1]} features do not split into {m} candidates")
+        blocks = self._blocks(x)
+        unknown = sorted({str(v) for v in y} - set(map(str, self.candidates))) if y is not None else []
         if unknown:
-            raise ModelprintError(f"lowest-loss: classes {unknown} are not candidates; its classes are the "
-                                  f"candidates ({', '.join(map(str, self.candidates))})")
+            raise ProbeError(f"lowest-loss: classes {unknown} are not candidates; its classes are the "
+                             f"candidates ({', '.join(map(str, self.candidates))})")
         names = [str(c) for c in self.candidates]
         self.classes_ = np.asarray(sorted(names))  # sorted, as every scikit-learn classifier's
         self.order_ = np.asarray([names.index(c) for c in self.classes_])
         if self.normalisation not in NORMALISATIONS:
-            raise ModelprintError(f"lowest-loss: unknown normalisation {self.normalisation!r}; known: "
-                                  f"{', '.join(NORMALISATIONS)}")
+            raise ProbeError(f"lowest-loss: unknown normalisation {self.normalisation!r}; known: "
+                             f"{', '.join(NORMALISATIONS)}")
         if self.normalisation == "standardised":
             self.mean_ = blocks.mean(axis=0)
             spread = blocks.std(axis=0)
             self.scale_ = np.where(spread > 0, spread, 1.0)
         else:
             self.mean_, self.scale_ = np.zeros(blocks.shape[1:]), np.ones(blocks.shape[1:])
-        self.n_features_in_ = blocks.shape[1] * blocks.shape[2]
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """``(n, M)``: minus the (standardised) log loss through each candidate, averaged over timesteps, in
         ``classes_`` order."""
-        return -((self._blocks(X) - self.mean_) / self.scale_).mean(axis=2)[:, self.order_]
+        check_fitted(self)
+        blocks = self._blocks(validated(self, X, reset=False, dtype=np.float64))
+        return -((blocks - self.mean_) / self.scale_).mean(axis=2)[:, self.order_]
 
     def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        scores = self.decision_function(X)
+        return self.classes_[np.argmax(scores, axis=1)]
+
+
+@CLASSIFIERS.register("prototype")
+def _prototype(pca_components: int, C: float, seed: int, candidates: Sequence[str]) -> Pipeline:  # noqa: N803
+    """Standardised signatures, nearest class prototype by cosine similarity."""
+    return Pipeline([("scale", StandardScaler()), ("clf", NearestPrototype())])
+
+
+@CLASSIFIERS.register("logreg")
+def _logreg(pca_components: int, C: float, seed: int, candidates: Sequence[str]) -> Pipeline:  # noqa: N803
+    """Standardised signatures, PCA, logistic regression (class probabilities)."""
+    return Pipeline([("scale", StandardScaler()), ("pca", PCA(n_components=pca_components, random_state=seed)),
+                     ("clf", LogisticRegression(max_iter=5000))])
+
+
+@CLASSIFIERS.register("svm")
+def _svm(pca_components: int, C: float, seed: int, candidates: Sequence[str]) -> Pipeline:  # noqa: N803
+    """Standardised signatures, linear SVM with ``C``."""
+    return Pipeline([("scale", StandardScaler()), ("clf", LinearSVC(C=C, max_iter=20000, random_state=seed))])
+
+
+@CLASSIFIERS.register("lowest-loss")
+def _lowest_loss(pca_components: int, C: float, seed: int, candidates: Sequence[str]) -> Pipeline:  # noqa: N803
+    """Training-free: the candidate with the lowest denoising loss (denoising-loss signatures only)."""
+    return Pipeline([("clf", LowestLoss(candidates=tuple(candidates)))])
 
 
 def make_classifier(name: str, pca_components: int = 64, C: float = 0.1, seed: int = 0,  # noqa: N803
                     candidates: Sequence[str] = ()) -> Pipeline:
-    """A standardised scikit-learn pipeline: ``prototype`` (cosine), ``logreg`` (PCA + logistic regression),
+    """The :data:`CLASSIFIERS` pipeline ``name``: ``prototype`` (cosine), ``logreg`` (PCA + logistic regression),
     ``svm`` (linear SVM with ``C``), or ``lowest-loss`` (:class:`LowestLoss` over ``candidates``; denoising-loss
     signatures only). Fit it with :func:`fit_classifier` when there may be fewer than ``pca_components`` samples or
-    features."""
-    if name == "lowest-loss":
-        return Pipeline([("clf", LowestLoss(candidates=tuple(candidates)))])
-    if name == "prototype":
-        return Pipeline([("scale", StandardScaler()), ("clf", NearestPrototype())])
-    if name == "logreg":
-        return Pipeline([("scale", StandardScaler()), ("pca", PCA(n_components=pca_components, random_state=seed)),
-                         ("clf", LogisticRegression(max_iter=5000))])
-    if name == "svm":
-        return Pipeline([("scale", StandardScaler()), ("clf", LinearSVC(C=C, max_iter=20000, random_state=seed))])
-    raise ModelprintError(f"unknown classifier {name!r}; known: {', '.join(CLASSIFIERS)}")
+    features. An unknown name raises :class:`~modelprint.errors.RegistryError`."""
+    return CLASSIFIERS.create(name, pca_components=pca_components, C=C, seed=seed, candidates=tuple(candidates))
+
+
+def attribution_pipeline(features: str, classifier: str, candidates: Sequence[str], pca_components: int = 64,
+                         C: float = 0.1, seed: int = 0) -> Pipeline:  # noqa: N803
+    """The unknown-origin pipeline over flattened ``(n, M·d)`` signatures of ``candidates``: the classifier of
+    :func:`make_classifier`, after a :class:`CandidatePrototypeSimilarity` step for ``features="distances"``."""
+    if features not in FEATURES:
+        raise ProbeError(f"unknown features {features!r}; known: {', '.join(FEATURES)}")
+    pipe = make_classifier(classifier, pca_components, C, seed, candidates)
+    if features == "distances":
+        pipe.steps.insert(0, ("sim", CandidatePrototypeSimilarity(len(candidates))))
+    return pipe
 
 
 def fit_classifier(pipeline: Pipeline, X: np.ndarray, y: Sequence[Any]) -> Pipeline:  # noqa: N803
@@ -209,7 +246,7 @@ def ranking_metrics(y_true: Sequence[Any], scores: np.ndarray, classes: Sequence
     s = np.asarray(scores, dtype=np.float64)
     missing = sorted({str(y) for y in y_true} - {str(c) for c in classes})
     if missing:
-        raise ValueError(f"true labels {missing} are not among the scored classes")
+        raise ProbeError(f"true labels {missing} are not among the scored classes")
     col = np.array([classes.index(y) for y in y_true])
     true = s[np.arange(len(col)), col]
     rank = (s >= true[:, None]).sum(axis=1)
@@ -217,15 +254,15 @@ def ranking_metrics(y_true: Sequence[Any], scores: np.ndarray, classes: Sequence
             "n": int(len(col))}
 
 
-def true_model_signatures(probe: Probe, candidates: Mapping[str, Denoiser], images: np.ndarray,
+def true_model_signatures(probe: Probe, candidates: Mapping[str, DiffusionCandidate], images: np.ndarray,
                           labels: Sequence[str]) -> np.ndarray:
     """The reference protocol: image ``i`` probed only through ``candidates[labels[i]]``; ``(n, d)``."""
     labels = np.asarray(labels).astype(str)
     if len(labels) != len(images):
-        raise ModelprintError(f"{len(images)} images but {len(labels)} labels")
+        raise ProbeError(f"{len(images)} images but {len(labels)} labels")
     unknown = sorted(set(labels.tolist()) - set(candidates))
     if unknown:
-        raise ModelprintError(f"no candidate named {', '.join(map(repr, unknown))}; known: {', '.join(candidates)}")
+        raise ProbeError(f"no candidate named {', '.join(map(repr, unknown))}; known: {', '.join(candidates)}")
     out = np.empty((len(images), probe.n_features))
     for name in np.unique(labels):
         rows = labels == name
@@ -233,7 +270,7 @@ def true_model_signatures(probe: Probe, candidates: Mapping[str, Denoiser], imag
     return out
 
 
-def unknown_origin_signatures(probe: Probe, candidates: Mapping[str, Denoiser], images: np.ndarray,
+def unknown_origin_signatures(probe: Probe, candidates: Mapping[str, DiffusionCandidate], images: np.ndarray,
                               progress: ProbeProgress | None = None) -> np.ndarray:
     """Every image probed through every candidate: ``(n, M, d)`` in ``candidates`` order.
 
@@ -241,7 +278,7 @@ def unknown_origin_signatures(probe: Probe, candidates: Mapping[str, Denoiser], 
     """
     names = list(candidates)
     if not names:
-        raise ModelprintError("no candidates to probe")
+        raise ProbeError("no candidates to probe")
     total = len(images) * probe.calls_per_image * len(names)
     out = []
     for m, name in enumerate(names):
@@ -269,7 +306,7 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
     weights in one ``.npz``.
     """
 
-    def __init__(self, candidates: Mapping[str, Denoiser], probe: Probe | None = None,
+    def __init__(self, candidates: Mapping[str, DiffusionCandidate], probe: Probe | None = None,
                  features: Literal["concat", "distances"] = "concat",
                  classifier: Literal["prototype", "logreg", "svm", "lowest-loss"] = "logreg",
                  pca_components: int = 64, C: float = 0.1, seed: int = 0) -> None:  # noqa: N803
@@ -296,58 +333,54 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
     def _as_signatures(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         x = np.asarray(X)
         if x.dtype == np.uint8:
-            return self.signatures(x)
+            x = self.signatures(x)
         want = (len(self.candidates), self._probe().n_features)
         if x.ndim != 3 or x.shape[1:] != want:
-            raise ModelprintError(f"expected uint8 images (n, H, W, 3) or signatures (n, {want[0]}, {want[1]}), "
-                                  f"got {x.dtype} {x.shape}")
+            raise ProbeError(f"expected uint8 images (n, H, W, 3) or signatures (n, {want[0]}, {want[1]}), "
+                             f"got {x.dtype} {x.shape}")
+        bad = [name for m, name in enumerate(self.candidates) if not np.isfinite(x[:, m]).all()]
+        if bad:
+            raise ProbeError(f"signatures through candidate(s) {', '.join(bad)} are not all finite (does the model "
+                             "predict NaN or inf?)")
         return x.astype(np.float64)
 
     def _pipeline(self) -> Pipeline:
-        if self.features not in FEATURES:
-            raise ModelprintError(f"unknown features {self.features!r}; known: {', '.join(FEATURES)}")
         if self.classifier == "lowest-loss" and (not isinstance(self._probe(), DenoisingLossProbe)
                                                  or self.features != "concat"):
-            raise ModelprintError("the lowest-loss classifier needs the denoising-loss probe (a loss-* preset) and "
-                                  "concat features")
-        pipe = make_classifier(self.classifier, self.pca_components, self.C, self.seed,
-                               candidates=list(self.candidates))
-        if self.features == "distances":
-            pipe.steps.insert(0, ("sim", CandidatePrototypeSimilarity(len(self.candidates))))
-        return pipe
+            raise ProbeError("the lowest-loss classifier needs the denoising-loss probe (a loss-* preset) and "
+                             "concat features")
+        return attribution_pipeline(self.features, self.classifier, list(self.candidates), self.pca_components,
+                                    self.C, self.seed)
 
     def fit(self, X: np.ndarray, y: Sequence[str]) -> ProbeAttributor:  # noqa: N803
         pipeline = self._pipeline()
         sigs = self._as_signatures(X)
         y = np.asarray(y).astype(str)
         if len(y) != len(sigs):
-            raise ModelprintError(f"{len(sigs)} reference images but {len(y)} labels")
+            raise ProbeError(f"{len(sigs)} reference images but {len(y)} labels")
         if len(np.unique(y)) < 2:
-            raise ModelprintError("attribution needs reference images of at least two classes")
+            raise ProbeError("attribution needs reference images of at least two classes")
         self.candidate_names_ = list(self.candidates)
         self.pipeline_ = fit_classifier(pipeline, sigs.reshape(len(sigs), -1), y)
         self.classes_ = self.pipeline_.classes_
         return self
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "pipeline_"):
-            raise ModelprintError("this ProbeAttributor is not fitted; call fit() or load() first")
-
     def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """``(n, n_classes)`` scores, higher = more likely, columns in ``classes_`` order."""
-        self._check_fitted()
+        check_fitted(self, "pipeline_")
         sigs = self._as_signatures(X)
         return scores(self.pipeline_, sigs.reshape(len(sigs), -1))
 
     def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        scores = self.decision_function(X)
+        return self.classes_[np.argmax(scores, axis=1)]
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """Class probabilities ``(n, n_classes)`` of the logistic regression (``classifier="logreg"`` only)."""
-        self._check_fitted()
+        check_fitted(self, "pipeline_")
         if self.classifier != "logreg":
-            raise ModelprintError(f"predict_proba needs classifier='logreg'; {self.classifier!r} gives scores only "
-                                  "(use decision_function or rank)")
+            raise ProbeError(f"predict_proba needs classifier='logreg'; {self.classifier!r} gives scores only "
+                             "(use decision_function or rank)")
         sigs = self._as_signatures(X)
         return self.pipeline_.predict_proba(sigs.reshape(len(sigs), -1))
 
@@ -363,7 +396,7 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
 
     def save(self, path: str | Path) -> None:
         """Write the fitted attributor (settings, candidate names, fitted pipeline arrays) to ``path`` atomically."""
-        self._check_fitted()
+        check_fitted(self, "pipeline_")
         arrays: dict[str, np.ndarray] = {}
         steps = []
         for i, (step_name, step) in enumerate(self.pipeline_.steps):
@@ -373,12 +406,12 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
                     continue
                 if isinstance(value, np.ndarray):
                     if value.dtype == object:
-                        raise ModelprintError(f"{path}: cannot store {step_name}.{key} (object array)")
+                        raise ProbeError(f"{path}: cannot store {step_name}.{key} (object array)")
                     arrays[f"step{i}.{key}"] = value
                 elif value is None or isinstance(value, (bool, int, float, str, np.integer, np.floating)):
                     scalars[key] = value.item() if isinstance(value, np.generic) else value
                 else:
-                    raise ModelprintError(f"{path}: cannot store {step_name}.{key} ({type(value).__name__})")
+                    raise ProbeError(f"{path}: cannot store {step_name}.{key} ({type(value).__name__})")
             steps.append({"name": step_name, "class": type(step).__name__, "params": step.get_params(),
                           "scalars": scalars})
         meta = {
@@ -397,21 +430,21 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
         write_arrays(path, arrays, {"format": FORMAT, "candidates": self.candidate_names_, "seed": self.seed})
 
     @classmethod
-    def load(cls, path: str | Path, candidates: Mapping[str, Denoiser]) -> ProbeAttributor:
+    def load(cls, path: str | Path, candidates: Mapping[str, DiffusionCandidate]) -> ProbeAttributor:
         """Read an attributor written by :meth:`save`; ``candidates`` must hold every candidate it was fitted with."""
         path = Path(path)
         arrays = read_arrays(path, "probe attributor file")
         try:
             meta = json.loads(arrays.pop("meta").tobytes().decode())
-        except (ValueError, KeyError) as err:
-            raise ModelprintError(f"{path}: not a probe attributor file ({err})") from None
+        except (OSError, ValueError, KeyError) as err:
+            raise ProbeError(f"{path}: not a probe attributor file ({err})") from None
         if meta.get("format") != FORMAT:
-            raise ModelprintError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+            raise ProbeError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
         names = meta["candidates"]
         missing = [n for n in names if n not in candidates]
         if missing:
-            raise ModelprintError(f"{path}: fitted with candidate(s) {', '.join(missing)} that were not given "
-                                  f"(given: {', '.join(candidates) or 'none'})")
+            raise ProbeError(f"{path}: fitted with candidate(s) {', '.join(missing)} that were not given "
+                             f"(given: {', '.join(candidates) or 'none'})")
         probe_cls = PROBES.get(meta.get("probe_kind", "sds"))
         probe = probe_cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["probe"].items()})
         model = cls({n: candidates[n] for n in names}, probe=probe, features=meta["features"],
@@ -420,7 +453,7 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
         steps = []
         for i, spec in enumerate(meta["steps"]):
             if spec["class"] not in _STEP_CLASSES:
-                raise ModelprintError(f"{path}: unknown pipeline step {spec['class']!r}")
+                raise ProbeError(f"{path}: unknown pipeline step {spec['class']!r}")
             params = dict(spec["params"])
             if spec["class"] == "LowestLoss" and "standardise" in params:  # files written before `normalisation`
                 params["normalisation"] = "standardised" if params.pop("standardise") else "raw"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelprint.errors import ModelprintError
+from modelprint.errors import ProbeError
 from modelprint.probes.attribution import ProbeAttributor
 
 __all__ = ["CascadeAttributor", "CascadeDecision", "score_margin", "choose_margin"]
@@ -64,11 +64,11 @@ class CascadeAttributor:
 
     def __init__(self, stages: Sequence[ProbeAttributor], margins: Sequence[float]) -> None:
         if len(stages) < 2 or len(margins) != len(stages) - 1:
-            raise ModelprintError(f"a cascade needs at least two stages and one margin per stage but the last; got "
-                                  f"{len(stages)} stages and {len(margins)} margins")
+            raise ProbeError(f"a cascade needs at least two stages and one margin per stage but the last; got "
+                             f"{len(stages)} stages and {len(margins)} margins")
         classes = [list(map(str, s.classes_)) for s in stages]
         if any(c != classes[0] for c in classes):
-            raise ModelprintError(f"cascade stages must have the same classes, got {classes}")
+            raise ProbeError(f"cascade stages must have the same classes, got {classes}")
         self.stages = list(stages)
         self.margins = [float(m) for m in margins]
 

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from modelprint.errors import ModelprintError
-from modelprint.probes.base import PROBES, Probe, ProbeProgress
-from modelprint.probes.denoisers import Denoiser
+from modelprint.errors import ProbeError
+from modelprint.probes.base import PROBES, Probe, ProbeProgress, check_timesteps
+from modelprint.probes.candidates import DiffusionCandidate
 
 __all__ = ["DenoisingLossProbe", "LOSS_PRESETS"]
 
@@ -66,13 +66,13 @@ class DenoisingLossProbe(Probe):
         generator = torch.Generator().manual_seed(int(self.seed))
         return torch.randn((int(self.repeats), *shape), generator=generator, dtype=torch.float64).float()
 
-    def repeat_losses(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None
+    def repeat_losses(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
                       ) -> np.ndarray:
         """Loss of every (image, timestep, repeat): float64 ``(n, T, R)``."""
         if int(self.repeats) < 1 or int(self.batch_size) < 1:
-            raise ModelprintError(f"loss probe: repeats and batch_size must be >= 1, got {self.repeats}, "
-                                  f"{self.batch_size}")
-        self._check_timesteps(denoiser, self.timesteps)
+            raise ProbeError(f"loss probe: repeats and batch_size must be >= 1, got {self.repeats}, "
+                             f"{self.batch_size}")
+        check_timesteps(denoiser, self.timesteps, f"{self.name} probe")
         z0 = denoiser.to_model_space(images)
         n = z0.shape[0]
         eps = self.noise(tuple(z0.shape[1:]))
@@ -99,12 +99,12 @@ class DenoisingLossProbe(Probe):
         grid_steps = [int(t) for t in grid.timesteps]
         missing = [int(t) for t in self.timesteps if int(t) not in grid_steps]
         if int(grid.seed) != int(self.seed) or missing or int(self.repeats) > int(grid.repeats):
-            raise ModelprintError(f"loss probe: setting (timesteps {tuple(self.timesteps)}, {self.repeats} repeats, "
-                                  f"seed {self.seed}) is not within the grid's ({tuple(grid.timesteps)}, "
-                                  f"{grid.repeats}, seed {grid.seed})")
+            raise ProbeError(f"loss probe: setting (timesteps {tuple(self.timesteps)}, {self.repeats} repeats, "
+                             f"seed {self.seed}) is not within the grid's ({tuple(grid.timesteps)}, "
+                             f"{grid.repeats}, seed {grid.seed})")
         index = [grid_steps.index(int(t)) for t in self.timesteps]
         return np.asarray(repeat_losses)[:, index, : int(self.repeats)].mean(axis=2)
 
-    def signature(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None
+    def signature(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
                   ) -> np.ndarray:
         return np.log(self.repeat_losses(denoiser, images, progress).mean(axis=2))

@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from modelprint.errors import ModelprintError
-from modelprint.probes.base import PROBES, Probe, ProbeProgress
-from modelprint.probes.denoisers import Denoiser
+from modelprint.errors import ProbeError
+from modelprint.probes.base import PROBES, Probe, ProbeProgress, check_timesteps
+from modelprint.probes.candidates import DiffusionCandidate
 
 __all__ = ["SpectralProbe", "PRESETS", "ring_masks", "coupling", "TIMESTEPS_1", "TIMESTEPS_5"]
 
@@ -109,15 +109,15 @@ class SpectralProbe(Probe):
         s, t, k = len(self.noise_scales), len(self.timesteps), int(self.rings)
         return s * t * k * (k + int(bool(self.log_energy)))
 
-    def _validate(self, denoiser: Denoiser) -> None:
+    def _validate(self, denoiser: DiffusionCandidate) -> None:
         if int(self.rings) < 1 or int(self.repeats) < 1 or int(self.batch_size) < 1:
-            raise ModelprintError(f"probe: rings, repeats and batch_size must be >= 1, got {self.rings}, "
-                                  f"{self.repeats}, {self.batch_size}")
+            raise ProbeError(f"probe: rings, repeats and batch_size must be >= 1, got {self.rings}, "
+                             f"{self.repeats}, {self.batch_size}")
         if not len(self.noise_scales):
-            raise ModelprintError("probe: needs at least one noise scale")
+            raise ProbeError("probe: needs at least one noise scale")
         if any(float(s) <= 0 for s in self.noise_scales):
-            raise ModelprintError(f"probe: noise scales must be positive, got {tuple(self.noise_scales)}")
-        self._check_timesteps(denoiser, self.timesteps)
+            raise ProbeError(f"probe: noise scales must be positive, got {tuple(self.noise_scales)}")
+        check_timesteps(denoiser, self.timesteps, f"{self.name} probe")
 
     def probe_noise(self, shape: tuple[int, int, int]) -> torch.Tensor:
         """The probe noises ``s · η_k`` for model-space ``shape`` ``(C, h, w)``: float32 ``(S, K, R, C, h, w)``."""
@@ -131,7 +131,7 @@ class SpectralProbe(Probe):
         scales = torch.tensor([float(s) for s in self.noise_scales], dtype=torch.float64)
         return (scales.view(-1, 1, 1, 1, 1, 1) * band[None]).float()
 
-    def repeat_energies(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None
+    def repeat_energies(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
                         ) -> np.ndarray:
         """Mean residual energy per (input ring, output ring) for every repeat: float64 ``(n, S, T, K, R, K)``."""
         self._validate(denoiser)
@@ -141,8 +141,8 @@ class SpectralProbe(Probe):
         masks = ring_masks(h, w, k)
         counts = masks.flatten(1).sum(1)
         if bool((counts == 0).any()):
-            raise ModelprintError(f"candidate {denoiser.name!r}: its {h}x{w} model space is too small for "
-                                  f"{k} frequency rings (ring {int(torch.nonzero(counts == 0)[0])} is empty)")
+            raise ProbeError(f"candidate {denoiser.name!r}: its {h}x{w} model space is too small for "
+                             f"{k} frequency rings (ring {int(torch.nonzero(counts == 0)[0])} is empty)")
         weights = (masks.flatten(1).double() / counts[:, None]).T  # (h·w, K): mean over each output ring
         noise = self.probe_noise((c, h, w)).reshape(-1, c, h, w)
         q = noise.shape[0]
@@ -166,7 +166,7 @@ class SpectralProbe(Probe):
         s, r = len(self.noise_scales), int(self.repeats)
         return out.reshape(n, len(steps), s, k, r, k).permute(0, 2, 1, 3, 4, 5).numpy()
 
-    def energies(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None
+    def energies(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
                  ) -> np.ndarray:
         """Mean residual energy per (input ring, output ring): float64 ``(n, S, T, K, K)``, averaged over repeats."""
         return self.repeat_energies(denoiser, images, progress).mean(axis=4)
@@ -178,20 +178,20 @@ class SpectralProbe(Probe):
         setting is repeat ``r`` of a smaller one), the cut equals probing with this setting; one expensive probe
         thus evaluates many cheaper ones."""
         if int(grid.rings) != int(self.rings) or int(grid.seed) != int(self.seed):
-            raise ModelprintError(f"probe: rings/seed {self.rings}/{self.seed} differ from the grid's "
-                                  f"{grid.rings}/{grid.seed}; cheaper rings need their own probing")
+            raise ProbeError(f"probe: rings/seed {self.rings}/{self.seed} differ from the grid's "
+                             f"{grid.rings}/{grid.seed}; cheaper rings need their own probing")
         t_index = [list(map(int, grid.timesteps)).index(int(t)) if int(t) in map(int, grid.timesteps) else -1
                    for t in self.timesteps]
         s_index = [list(map(float, grid.noise_scales)).index(float(s)) if float(s) in map(float, grid.noise_scales)
                    else -1 for s in self.noise_scales]
         if -1 in t_index or -1 in s_index or int(self.repeats) > int(grid.repeats):
-            raise ModelprintError(f"probe: setting (timesteps {tuple(self.timesteps)}, scales "
-                                  f"{tuple(self.noise_scales)}, {self.repeats} repeats) is not within the grid's "
-                                  f"({tuple(grid.timesteps)}, {tuple(grid.noise_scales)}, {grid.repeats})")
+            raise ProbeError(f"probe: setting (timesteps {tuple(self.timesteps)}, scales "
+                             f"{tuple(self.noise_scales)}, {self.repeats} repeats) is not within the grid's "
+                             f"({tuple(grid.timesteps)}, {tuple(grid.noise_scales)}, {grid.repeats})")
         e = np.asarray(repeat_energies)[:, s_index][:, :, t_index][:, :, :, :, : int(self.repeats)]
         return e.mean(axis=4)
 
-    def signature(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None
+    def signature(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
                   ) -> np.ndarray:
         """The SDS signature of each image through ``denoiser``: float64 ``(n, n_features)``."""
         return self.signature_from_energies(self.energies(denoiser, images, progress))

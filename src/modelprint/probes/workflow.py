@@ -1,11 +1,11 @@
 """File-level workflows of the white-box probes, as the ``modelprint probe`` commands run them.
 
 - :func:`load_candidates`: ``NAME=SOURCE`` specs (a zoo model name, a diffusers folder, or a UNet checkpoint file
-  with its ``config.json``) → named :class:`~modelprint.probes.denoisers.Denoiser` objects;
+  with its ``config.json``) → named :class:`~modelprint.probes.candidates.DiffusionCandidate` objects;
 - :func:`load_probe_images`: image files → one uint8 batch every candidate can take, with each unusable file
   reported (named, with the reason) instead of stopping the run;
 - :func:`fit_prototypes` / :func:`identify_files`: fit a :class:`~modelprint.probes.attribution.ProbeAttributor`
-  on reference folders, and rank the candidates for new images.
+  on reference folders, and rank the candidates for new images (a :class:`ProbeReport`).
 """
 
 from __future__ import annotations
@@ -13,17 +13,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from modelprint.errors import ImageError, ModelprintError
+from modelprint.errors import ImageError, ModelprintError, ProbeError
 from modelprint.io.datasets import expand_paths
 from modelprint.io.images import ImageLimits, load_image_file, to_uint8
 from modelprint.probes.attribution import ProbeAttributor
-from modelprint.probes.denoisers import Denoiser, DiffusersDenoiser
 from modelprint.probes.base import Probe, ProbeProgress
+from modelprint.probes.candidates import DiffusionCandidate, DiffusersCandidate
 
-__all__ = ["ProbeImages", "load_candidates", "parse_named", "load_probe_images", "fit_prototypes", "identify_files"]
+__all__ = ["ProbeAttribution", "ProbeImages", "ProbeReport", "RankedCandidate", "fit_prototypes", "identify_files",
+           "load_candidates", "load_probe_images", "parse_named"]
 
 #: Probe inputs are checked against each candidate's own size, not the fingerprinting minimum.
 PROBE_LIMITS = ImageLimits(min_side=1)
@@ -36,24 +38,24 @@ def parse_named(spec: str, what: str) -> tuple[str, str]:
         value = spec
         name = Path(spec.rstrip("/")).stem or spec
     if not name or not value:
-        raise ModelprintError(f"{what} {spec!r}: expected NAME=PATH")
+        raise ProbeError(f"{what} {spec!r}: expected NAME=PATH")
     return name, value
 
 
-def load_candidates(specs: Sequence[str], zoo: str | Path | None = None) -> dict[str, Denoiser]:
+def load_candidates(specs: Sequence[str], zoo: str | Path | None = None) -> dict[str, DiffusionCandidate]:
     """Load every candidate of ``NAME=SOURCE`` specs (``SOURCE``: zoo model name with ``zoo``, diffusers folder,
     or UNet ``.safetensors``/``.pth`` with ``config.json`` beside it); a bare ``SOURCE`` is named after itself."""
     if not specs:
-        raise ModelprintError("no candidates given (use --candidates NAME=PATH, once per candidate model)")
-    out: dict[str, Denoiser] = {}
+        raise ProbeError("no candidates given (use --candidates NAME=PATH, once per candidate model)")
+    out: dict[str, DiffusionCandidate] = {}
     for spec in specs:
         name, source = parse_named(spec, "candidate")
         if name in out:
-            raise ModelprintError(f"candidate {name!r} is given twice")
+            raise ProbeError(f"candidate {name!r} is given twice")
         try:
-            out[name] = DiffusersDenoiser.load(source, zoo=zoo, name=name)
+            out[name] = DiffusersCandidate.load(source, zoo=zoo, name=name)
         except ModelprintError as err:
-            raise ModelprintError(f"candidate {name!r} ({source}): {err}") from None
+            raise ProbeError(f"candidate {name!r} ({source}): {err}") from None
     return out
 
 
@@ -66,7 +68,7 @@ class ProbeImages:
     errors: list[ImageError] = field(default_factory=list)
 
 
-def load_probe_images(paths: Sequence[str | Path], candidates: dict[str, Denoiser],
+def load_probe_images(paths: Sequence[str | Path], candidates: dict[str, DiffusionCandidate],
                       limits: ImageLimits = PROBE_LIMITS) -> ProbeImages:
     """Decode image files (folders are expanded) and check each against every candidate's input size."""
     files = expand_paths(paths)
@@ -97,7 +99,7 @@ def load_probe_images(paths: Sequence[str | Path], candidates: dict[str, Denoise
     return ProbeImages(batch, kept, errors)
 
 
-def fit_prototypes(candidates: dict[str, Denoiser], refs: Sequence[str], probe: Probe,
+def fit_prototypes(candidates: dict[str, DiffusionCandidate], refs: Sequence[str], probe: Probe,
                    features: str = "concat", classifier: str = "logreg", seed: int = 0,
                    progress: ProbeProgress | None = None) -> tuple[ProbeAttributor, dict]:
     """Fit an unknown-origin attributor on reference folders (``CLASS=DIR`` or ``DIR``, class = folder name).
@@ -105,19 +107,19 @@ def fit_prototypes(candidates: dict[str, Denoiser], refs: Sequence[str], probe: 
     Returns the attributor and a summary (images per class, files skipped with reasons)."""
     classes: list[tuple[str, str]] = [parse_named(spec, "reference folder") for spec in refs]
     if len({c for c, _ in classes}) != len(classes):
-        raise ModelprintError("a reference class is given twice")
+        raise ProbeError("a reference class is given twice")
     for cls, folder in classes:
         if not Path(folder).is_dir():
-            raise ModelprintError(f"reference folder {folder}: not a folder (class {cls!r})")
+            raise ProbeError(f"reference folder {folder}: not a folder (class {cls!r})")
     loaded = {cls: load_probe_images([folder], candidates) for cls, folder in classes}
     errors = [e for batch in loaded.values() for e in batch.errors]
     empty = [cls for cls, batch in loaded.items() if not len(batch.paths)]
     if empty:
-        raise ModelprintError(f"no usable reference images for class(es) {', '.join(empty)}"
-                              + (f" (first problem: {errors[0]})" if errors else ""))
+        raise ProbeError(f"no usable reference images for class(es) {', '.join(empty)}"
+                         + (f" (first problem: {errors[0]})" if errors else ""))
     sizes = {batch.images.shape[1:3] for batch in loaded.values()}
     if len(sizes) > 1:
-        raise ModelprintError(f"reference classes have different image sizes {sorted(sizes)}; use one size")
+        raise ProbeError(f"reference classes have different image sizes {sorted(sizes)}; use one size")
     images = np.concatenate([batch.images for batch in loaded.values()])
     labels = [cls for cls, batch in loaded.items() for _ in batch.paths]
     attributor = ProbeAttributor(candidates, probe=probe, features=features, classifier=classifier, seed=seed)  # type: ignore[arg-type]
@@ -128,9 +130,56 @@ def fit_prototypes(candidates: dict[str, Denoiser], refs: Sequence[str], probe: 
     return attributor, summary
 
 
+@dataclass(frozen=True)
+class RankedCandidate:
+    """One class of an attribution ranking: its decision score and, for ``logreg``, its probability."""
+
+    model: str
+    score: float
+    probability: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model, "score": self.score}
+        if self.probability is not None:
+            out["probability"] = self.probability
+        return out
+
+
+@dataclass
+class ProbeAttribution:
+    """The ranking of one image (most likely first)."""
+
+    path: str
+    top_k: list[RankedCandidate]
+
+    @property
+    def prediction(self) -> str:
+        return self.top_k[0].model
+
+
+@dataclass
+class ProbeReport:
+    """What :func:`identify_files` found: the attributor's settings, one ranking per usable image (``results``) and
+    the files that could not be used (``errors``, each naming the file and the reason)."""
+
+    classifier: str
+    features: str
+    candidates: list[str]
+    calls_per_image: int
+    results: list[ProbeAttribution]
+    errors: list[ImageError] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"classifier": self.classifier, "features": self.features, "candidates": list(self.candidates),
+                "calls_per_image": self.calls_per_image,
+                "results": [{"path": r.path, "prediction": r.prediction, "top_k": [c.to_dict() for c in r.top_k]}
+                            for r in self.results],
+                "failed": [str(e) for e in self.errors]}
+
+
 def identify_files(attributor: ProbeAttributor, paths: Sequence[str | Path], top_k: int = 3,
-                   progress: ProbeProgress | None = None) -> dict:
-    """Rank the attributor's classes for every usable image; unusable files are listed under ``failed``."""
+                   progress: ProbeProgress | None = None) -> ProbeReport:
+    """Rank the attributor's classes for every usable image; unusable files are reported, not fatal."""
     batch = load_probe_images(paths, dict(attributor.candidates))
     results = []
     if len(batch.paths):
@@ -139,13 +188,9 @@ def identify_files(attributor: ProbeAttributor, paths: Sequence[str | Path], top
         probs = attributor.predict_proba(sigs) if attributor.classifier == "logreg" else None
         for i, path in enumerate(batch.paths):
             order = np.argsort(-scores[i], kind="stable")[:top_k]
-            row = {"path": path, "prediction": str(attributor.classes_[order[0]]),
-                   "top_k": [{"model": str(attributor.classes_[j]), "score": float(scores[i, j])} for j in order]}
-            if probs is not None:
-                for entry, j in zip(row["top_k"], order):
-                    entry["probability"] = float(probs[i, j])
-            results.append(row)
-    return {"classifier": attributor.classifier, "features": attributor.features,
-            "candidates": list(attributor.candidates), "calls_per_image": attributor.calls_per_image,
-            "results": results, "failed": [str(e) for e in batch.errors]}
+            results.append(ProbeAttribution(path, [
+                RankedCandidate(str(attributor.classes_[j]), float(scores[i, j]),
+                                None if probs is None else float(probs[i, j])) for j in order]))
+    return ProbeReport(attributor.classifier, attributor.features, list(attributor.candidates),
+                       attributor.calls_per_image, results, batch.errors)
 

@@ -20,9 +20,9 @@ from typing import Any, Literal
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from modelprint.errors import ModelprintError
+from modelprint.errors import ProbeError
 from modelprint.probes.attribution import NORMALISATIONS, LowestLoss
-from modelprint.provenance.base import check_fitted
+from modelprint.probes.base import check_fitted, validated
 
 __all__ = ["NONE", "AttributorChoice", "RejectAttributor", "choose_attributor"]
 
@@ -45,38 +45,40 @@ class RejectAttributor(ClassifierMixin, BaseEstimator):
         self.normalisation = normalisation
         self.accept = accept
 
-    def _flat(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        x = np.asarray(X, dtype=np.float64)
-        return x.reshape(len(x), -1) if x.ndim == 3 else x
+    def _rows(self, X: Any) -> np.ndarray:  # noqa: N803
+        """Fitted-on ``(n, K·T)`` rows from ``X`` (``(n, K, T)`` trajectories are flattened)."""
+        check_fitted(self, "thresholds_")
+        return validated(self, self._flat(X), reset=False, dtype=np.float64)
+
+    @staticmethod
+    def _flat(X: Any) -> Any:  # noqa: N803
+        return X.reshape(len(X), -1) if isinstance(X, np.ndarray) and X.ndim == 3 else X
 
     def fit(self, X: np.ndarray, y: Sequence[str]) -> RejectAttributor:  # noqa: N803
         if not 0 < float(self.accept) <= 1:
-            raise ModelprintError(f"reject attribution: accept must be in (0, 1], got {self.accept}")
-        x, labels = self._flat(X), np.asarray(y).astype(str)
-        if len(x) != len(labels) or not np.isfinite(x).all():
-            raise ModelprintError(f"reject attribution: {len(x)} signatures (all finite?) but {len(labels)} labels")
+            raise ProbeError(f"reject attribution: accept must be in (0, 1], got {self.accept}")
+        x, labels = validated(self, self._flat(X), y, classes=True, dtype=np.float64)
         self.rule_ = LowestLoss(tuple(self.candidates), normalisation=self.normalisation).fit(x, labels)
         scores = self.rule_.decision_function(x)
         thresholds = []
         for j, name in enumerate(self.rule_.classes_):
-            own = scores[labels == name, j]
+            own = scores[labels.astype(str) == name, j]
             if len(own) < 2:
-                raise ModelprintError(f"reject attribution: candidate {name!r} needs at least two of its own samples "
-                                      f"to calibrate its threshold, got {len(own)}")
+                raise ProbeError(f"reject attribution: candidate {name!r} needs at least two of its own samples "
+                                 f"to calibrate its threshold, got {len(own)}")
             thresholds.append(np.quantile(own, 1.0 - float(self.accept), method="lower"))
         self.thresholds_ = np.asarray(thresholds)
         self.classes_ = np.asarray([*self.rule_.classes_, NONE])
-        self.n_features_in_ = x.shape[1]
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """``(n, K)`` margins over each candidate's threshold (``≥ 0``: accepted), sorted candidate order."""
-        check_fitted(self, "thresholds_")
-        return self.rule_.decision_function(self._flat(X)) - self.thresholds_
+        rows = self._rows(X)
+        return self.rule_.decision_function(rows) - self.thresholds_
 
     def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        check_fitted(self, "thresholds_")
-        scores = self.rule_.decision_function(self._flat(X))
+        rows = self._rows(X)
+        scores = self.rule_.decision_function(rows)
         accepted = scores >= self.thresholds_
         best = np.argmax(np.where(accepted, scores, -np.inf), axis=1)
         return np.where(accepted.any(axis=1), self.rule_.classes_[best], NONE)
@@ -111,5 +113,5 @@ def choose_attributor(X: np.ndarray, y: Sequence[str], X_val: np.ndarray, y_val:
             if best is None or accuracy > best[0]:
                 best = (accuracy, model)
     if best is None:
-        raise ModelprintError("reject attribution: no normalisation or accept rate to choose from")
+        raise ProbeError("reject attribution: no normalisation or accept rate to choose from")
     return AttributorChoice(best[1], table)

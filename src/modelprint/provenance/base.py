@@ -1,5 +1,5 @@
-"""What every provenance method shares: the class labels, the "not fitted" error, call counting with progress, and
-the interface and registry of membership attacks.
+"""What every provenance method shares: the class labels, call counting with progress, and the interface and
+registry of membership attacks (the "not fitted" check is the probes' :func:`~modelprint.probes.base.check_fitted`).
 
 A membership attack is a two-stage estimator. :meth:`MembershipAttack.measure` sends images through a denoiser
 (the expensive part: denoiser calls, backward passes) and returns a matrix ``(n, S)`` of per-image measurements;
@@ -21,45 +21,21 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.exceptions import NotFittedError
 
-from modelprint.errors import ModelprintError
+from modelprint.errors import ProbeError
 from modelprint.evaluation.metrics import roc_auc
-from modelprint.probes.base import ProbeProgress
-from modelprint.probes.denoisers import Denoiser
+from modelprint.probes.base import ProbeProgress, check_fitted, validated
+from modelprint.probes.candidates import DiffusionCandidate
 from modelprint.registry import Registry
 
 __all__ = ["ATTACKS", "EXTERNAL", "GENERATED", "MEMBER", "PROVENANCE_CLASSES", "UNCERTAIN", "CallMeter",
-           "MembershipAttack", "NotFittedProvenanceError", "check_fitted", "check_timesteps", "fit_rows",
-           "log_positive"]
+           "MembershipAttack", "check_fitted", "fit_rows", "log_positive"]
 
 MEMBER, GENERATED, EXTERNAL = "member", "generated", "external"
 #: The three answers of provenance: in the training set, made by the model, or neither.
 PROVENANCE_CLASSES = (MEMBER, GENERATED, EXTERNAL)
 #: The answer below the validated confidence.
 UNCERTAIN = "uncertain"
-
-
-class NotFittedProvenanceError(NotFittedError, ModelprintError):
-    """A provenance estimator was used before ``fit`` (scikit-learn's ``NotFittedError``, with a one-line message)."""
-
-
-def check_fitted(estimator: BaseEstimator, attribute: str) -> None:
-    """:class:`NotFittedProvenanceError` unless ``estimator`` has the fitted ``attribute``."""
-    if not hasattr(estimator, attribute):
-        raise NotFittedProvenanceError(f"this {type(estimator).__name__} is not fitted yet; call fit() first")
-
-
-def check_timesteps(denoiser: Denoiser, timesteps: Sequence[int], what: str) -> list[int]:
-    """``timesteps`` as ints; ModelprintError naming the candidate if any is outside its schedule."""
-    steps = [int(t) for t in timesteps]
-    if not steps:
-        raise ModelprintError(f"{what}: needs at least one timestep")
-    bad = [t for t in steps if not 0 <= t < denoiser.num_timesteps]
-    if bad:
-        raise ModelprintError(f"candidate {denoiser.name!r}: {what} timesteps {bad} are outside its schedule "
-                              f"[0, {denoiser.num_timesteps - 1}]")
-    return steps
 
 
 def log_positive(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -78,7 +54,8 @@ class CallMeter:
         self.forward = 0
         self.backward = 0
 
-    def eps(self, denoiser: Denoiser, x_t: torch.Tensor, t: int | torch.Tensor, grad: bool = False) -> torch.Tensor:
+    def eps(self, denoiser: DiffusionCandidate, x_t: torch.Tensor, t: int | torch.Tensor, grad: bool = False
+            ) -> torch.Tensor:
         """``denoiser.predict_noise``, counted."""
         out = denoiser.predict_noise(x_t, t, grad=grad)
         self.forward += int(x_t.shape[0])
@@ -107,14 +84,15 @@ class MembershipAttack(BaseEstimator, ABC):
     learned: ClassVar[bool] = False
 
     @abstractmethod
-    def measure(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
+    def measure(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
+                ) -> np.ndarray:
         """float64 ``(n, S)`` measurements of uint8 ``images`` through ``denoiser``."""
 
     @abstractmethod
-    def calls_per_image(self, denoiser: Denoiser) -> int:
+    def calls_per_image(self, denoiser: DiffusionCandidate) -> int:
         """Denoiser calls (forward images) that :meth:`measure` spends per image."""
 
-    def backwards_per_image(self, denoiser: Denoiser) -> int:
+    def backwards_per_image(self, denoiser: DiffusionCandidate) -> int:
         """Backward passes (images) that :meth:`measure` spends per image."""
         return 0
 
@@ -124,29 +102,26 @@ class MembershipAttack(BaseEstimator, ABC):
 
     def fit(self, X: np.ndarray, y: Sequence[bool]) -> MembershipAttack:  # noqa: N803
         """Keep the column with the highest AUC of members (``y`` true) against non-members."""
-        x, member = fit_rows(X, y, self.name)
+        x, member = fit_rows(self, X, y)
         self.auc_by_setting_ = np.array([roc_auc(x[:, j], member) for j in range(x.shape[1])])
         self.setting_ = int(np.nanargmax(np.nan_to_num(self.auc_by_setting_, nan=-np.inf)))
         settings = self.settings()
         self.chosen_ = settings[self.setting_] if len(settings) == x.shape[1] else self.setting_
-        self.n_features_in_ = x.shape[1]
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """Member score of each row, ``(n,)``."""
         check_fitted(self, "setting_")
-        return np.asarray(X, dtype=np.float64)[:, self.setting_]
+        return validated(self, X, reset=False, dtype=np.float64)[:, self.setting_]
 
 
-def fit_rows(X: np.ndarray, y: Sequence[bool], name: str) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
-    """``(X, y)`` as float64 ``(n, S)`` and bool ``(n,)``; ModelprintError unless finite, with both classes."""
-    x, member = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=bool)
-    if x.ndim != 2 or len(x) != len(member):
-        raise ModelprintError(f"{name}: expected (n, S) measurements and n labels, got {x.shape} and {len(member)}")
+def fit_rows(attack: MembershipAttack, X: np.ndarray, y: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
+    """``(X, y)`` :func:`~modelprint.probes.base.validated` (float64 ``(n, S)``, sets ``n_features_in_``) with
+    ``y`` as bool ``(n,)``; ProbeError unless both members and non-members are there."""
+    x, y = validated(attack, X, y, dtype=np.float64)
+    member = np.asarray(y, dtype=bool)
     if member.all() or not member.any():
-        raise ModelprintError(f"{name}: fitting needs both members and non-members")
-    if not np.isfinite(x).all():
-        raise ModelprintError(f"{name}: measurements to fit on are not all finite")
+        raise ProbeError(f"{attack.name}: fitting needs both members and non-members (got one class)")
     return x, member
 
 

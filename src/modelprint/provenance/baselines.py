@@ -1,7 +1,7 @@
-"""Membership-inference baselines on the same :class:`~modelprint.probes.denoisers.Denoiser` and images as the
-trajectory features (``docs``: the provenance anchors). Each measures one score per candidate timestep; ``fit`` on a
-validation split keeps the timestep with the best AUC (never the test split: the anchors' PIA and SimA code picks
-it on test), and the protocol picks the threshold on validation too.
+"""Membership-inference baselines on the same :class:`~modelprint.probes.candidates.DiffusionCandidate` and images
+as the trajectory features (``docs``: the provenance anchors). Each measures one score per candidate timestep; ``fit``
+on a validation split keeps the timestep with the best AUC (never the test split: the anchors' PIA and SimA code
+picks it on test), and the protocol picks the threshold on validation too.
 
 - ``naive-loss``: minus the log denoising loss at one ``t`` (``repeats`` noises): ``T·R`` calls.
 - ``secmi``: SecMI's statistical version, minus the log t-error after a deterministic DDIM inversion to ``t − k``
@@ -25,12 +25,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from modelprint.errors import ModelprintError
-from modelprint.probes.base import ProbeProgress
-from modelprint.probes.denoisers import Denoiser
+from modelprint.errors import ProbeError
+from modelprint.probes.base import ProbeProgress, check_fitted, check_timesteps, validated
+from modelprint.probes.candidates import DiffusionCandidate
 from modelprint.probes.loss import DenoisingLossProbe
-from modelprint.provenance.base import (ATTACKS, CallMeter, MembershipAttack, check_fitted, check_timesteps,
-                                        fit_rows, log_positive)
+from modelprint.provenance.base import ATTACKS, CallMeter, MembershipAttack, fit_rows, log_positive
 from modelprint.provenance.measures import clean_norms, gradient_norms, proximal_errors, t_errors
 
 __all__ = ["GSA", "GSA2", "PIA", "PIAN", "NaiveLoss", "SecMI", "SimA"]
@@ -52,10 +51,11 @@ class NaiveLoss(MembershipAttack):
     def _probe(self) -> DenoisingLossProbe:
         return DenoisingLossProbe(self.timesteps, self.repeats, self.seed, self.batch_size)
 
-    def calls_per_image(self, denoiser: Denoiser) -> int:
+    def calls_per_image(self, denoiser: DiffusionCandidate) -> int:
         return self._probe().calls_per_image
 
-    def measure(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
+    def measure(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
+                ) -> np.ndarray:
         return -self._probe().signature(denoiser, images, progress)
 
 
@@ -69,18 +69,19 @@ class SecMI(MembershipAttack):
         self.k = k
         self.batch_size = batch_size
 
-    def _chain(self, denoiser: Denoiser) -> tuple[list[int], list[int]]:
+    def _chain(self, denoiser: DiffusionCandidate) -> tuple[list[int], list[int]]:
         steps, k = check_timesteps(denoiser, self.timesteps, "secmi"), int(self.k)
         if k < 1 or min(steps) < k:
-            raise ModelprintError(f"secmi: every timestep must be >= k = {k} >= 1, got {steps}")
+            raise ProbeError(f"secmi: every timestep must be >= k = {k} >= 1, got {steps}")
         points = [t - k for t in steps]
         return sorted(set(range(k, max(steps) - k + 1, k)) | set(points) - {0}), points
 
-    def calls_per_image(self, denoiser: Denoiser) -> int:
+    def calls_per_image(self, denoiser: DiffusionCandidate) -> int:
         chain, points = self._chain(denoiser)
         return len(chain) + 2 * len(points)
 
-    def measure(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
+    def measure(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
+                ) -> np.ndarray:
         chain, points = self._chain(denoiser)
         z0 = denoiser.to_model_space(images)
         meter = CallMeter(len(z0) * self.calls_per_image(denoiser), progress)
@@ -97,10 +98,11 @@ class PIA(MembershipAttack):
         self.timesteps = timesteps
         self.batch_size = batch_size
 
-    def calls_per_image(self, denoiser: Denoiser) -> int:
+    def calls_per_image(self, denoiser: DiffusionCandidate) -> int:
         return 1 + len(check_timesteps(denoiser, self.timesteps, self.name))
 
-    def measure(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
+    def measure(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
+                ) -> np.ndarray:
         steps = check_timesteps(denoiser, self.timesteps, self.name)
         z0 = denoiser.to_model_space(images)
         meter = CallMeter(len(z0) * (1 + len(steps)), progress)
@@ -122,10 +124,11 @@ class SimA(MembershipAttack):
         self.timesteps = timesteps
         self.batch_size = batch_size
 
-    def calls_per_image(self, denoiser: Denoiser) -> int:
+    def calls_per_image(self, denoiser: DiffusionCandidate) -> int:
         return len(check_timesteps(denoiser, self.timesteps, "sima"))
 
-    def measure(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
+    def measure(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
+                ) -> np.ndarray:
         steps = check_timesteps(denoiser, self.timesteps, "sima")
         z0 = denoiser.to_model_space(images)
         meter = CallMeter(len(z0) * len(steps), progress)
@@ -151,21 +154,22 @@ class GSA(MembershipAttack):
         self.seed = seed
         self.batch_size = batch_size
 
-    def _steps(self, denoiser: Denoiser) -> list[int]:
+    def _steps(self, denoiser: DiffusionCandidate) -> list[int]:
         total = denoiser.num_timesteps
         steps = self.timesteps if self.timesteps is not None else [total * i // 10 - 1 for i in range(1, 11)]
         return check_timesteps(denoiser, steps, self.name)
 
-    def calls_per_image(self, denoiser: Denoiser) -> int:
+    def calls_per_image(self, denoiser: DiffusionCandidate) -> int:
         return len(self._steps(denoiser))
 
-    def backwards_per_image(self, denoiser: Denoiser) -> int:
+    def backwards_per_image(self, denoiser: DiffusionCandidate) -> int:
         return 1 if self.variant == 1 else len(self._steps(denoiser))
 
     def settings(self) -> list[str]:
         return []
 
-    def measure(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
+    def measure(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
+                ) -> np.ndarray:
         steps = self._steps(denoiser)
         z0 = denoiser.to_model_space(images)
         meter = CallMeter(len(z0) * len(steps), progress)
@@ -179,18 +183,17 @@ class GSA(MembershipAttack):
             return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
         if self.classifier == "boosted":
             return HistGradientBoostingClassifier(random_state=self.seed)
-        raise ModelprintError(f"{self.name}: unknown classifier {self.classifier!r}; known: linear, boosted")
+        raise ProbeError(f"{self.name}: unknown classifier {self.classifier!r}; known: linear, boosted")
 
     def fit(self, X: np.ndarray, y: Sequence[bool]) -> GSA:  # noqa: N803
-        x, member = fit_rows(X, y, self.name)
+        x, member = fit_rows(self, X, y)
         self.model_ = self._model().fit(x, member)
-        self.n_features_in_ = x.shape[1]
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """Probability of membership of each row, ``(n,)``."""
         check_fitted(self, "model_")
-        return self.model_.predict_proba(np.asarray(X, dtype=np.float64))[:, 1]
+        return self.model_.predict_proba(validated(self, X, reset=False, dtype=np.float64))[:, 1]
 
 
 @ATTACKS.register("gsa2")

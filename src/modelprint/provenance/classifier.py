@@ -24,11 +24,10 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from modelprint.errors import ModelprintError
-from modelprint.probes.base import ProbeProgress
-from modelprint.probes.denoisers import Denoiser
-from modelprint.provenance.base import (ATTACKS, EXTERNAL, MEMBER, UNCERTAIN, MembershipAttack, check_fitted,
-                                        fit_rows)
+from modelprint.errors import ProbeError
+from modelprint.probes.base import ProbeProgress, check_fitted, validated
+from modelprint.probes.candidates import DiffusionCandidate
+from modelprint.provenance.base import ATTACKS, EXTERNAL, MEMBER, UNCERTAIN, MembershipAttack, fit_rows
 from modelprint.provenance.features import TrajectoryExtractor
 
 __all__ = ["ProvenanceClassifier", "ProvenanceDecisions", "TrajectoryAttack", "choose_confidence"]
@@ -93,34 +92,27 @@ class ProvenanceClassifier(ClassifierMixin, BaseEstimator):
             return make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=5000))
         if self.model == "boosted":
             return HistGradientBoostingClassifier(random_state=self.seed)
-        raise ModelprintError(f"provenance classifier: unknown model {self.model!r}; known: {', '.join(MODELS)}")
-
-    @staticmethod
-    def _check(X: np.ndarray, y: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
-        x, labels = np.asarray(X, dtype=np.float64), np.asarray(y).astype(str)
-        if x.ndim != 2 or len(x) != len(labels):
-            raise ModelprintError(f"provenance classifier: expected (n, d) features and n labels, got {x.shape} "
-                                  f"and {len(labels)}")
-        if not np.isfinite(x).all():
-            raise ModelprintError("provenance classifier: features to fit on are not all finite")
-        return x, labels
+        raise ProbeError(f"provenance classifier: unknown model {self.model!r}; known: {', '.join(MODELS)}")
 
     def fit(self, X: np.ndarray, y: Sequence[Any], X_val: np.ndarray | None = None,  # noqa: N803
             y_val: Sequence[Any] | None = None) -> ProvenanceClassifier:
-        x, labels = self._check(X, y)
-        if self.target_accuracy is not None and X_val is None:
-            x, x_val, labels, val_labels = train_test_split(x, labels, test_size=self.validation_fraction,
-                                                            stratify=labels, random_state=self.seed)
-        elif X_val is not None:
-            x_val, val_labels = self._check(X_val, y_val if y_val is not None else [])
-        counts = np.unique(labels, return_counts=True)[1]
+        x, labels = validated(self, X, y, classes=True, dtype=np.float64)
+        if X_val is not None:
+            x_val, val_labels = validated(self, X_val, y_val, reset=False, classes=True, dtype=np.float64)
+        elif self.target_accuracy is not None:
+            try:
+                x, x_val, labels, val_labels = train_test_split(x, labels, test_size=self.validation_fraction,
+                                                                stratify=labels, random_state=self.seed)
+            except ValueError as err:
+                raise ProbeError(f"provenance classifier: cannot hold out validation rows ({err})") from None
+        names, counts = np.unique(labels, return_counts=True)
         if len(counts) < 2 or counts.min() < int(self.cv):
-            raise ModelprintError(f"provenance classifier: needs at least two classes with >= {self.cv} fitting "
-                                  f"images each, got {dict(zip(*np.unique(labels, return_counts=True)))}")
+            got = "one class" if len(counts) < 2 else ", ".join(f"{c}: {k}" for c, k in zip(names, counts))
+            raise ProbeError(f"provenance classifier: needs at least two classes with >= {self.cv} fitting "
+                             f"images each, got {got}")
         folds = StratifiedKFold(int(self.cv), shuffle=True, random_state=self.seed)
         self.calibrated_ = CalibratedClassifierCV(self._base(), method=self.calibration, cv=folds).fit(x, labels)
         self.classes_ = self.calibrated_.classes_
-        self.n_features_in_ = x.shape[1]
         self.confidence_ = 0.0
         if self.target_accuracy is not None:
             proba = self.calibrated_.predict_proba(x_val)
@@ -131,16 +123,16 @@ class ProvenanceClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """Calibrated probabilities ``(n, n_classes)`` in ``classes_`` order."""
         check_fitted(self, "calibrated_")
-        x = np.asarray(X, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != self.n_features_in_:
-            raise ModelprintError(f"provenance classifier: fitted on {self.n_features_in_} features, got {x.shape}")
-        return self.calibrated_.predict_proba(x)
+        return self.calibrated_.predict_proba(validated(self, X, reset=False, dtype=np.float64))
 
     def decide(self, X: np.ndarray) -> ProvenanceDecisions:  # noqa: N803
-        """Probabilities and decisions, ``uncertain`` where the top probability is below ``confidence_``."""
+        """Probabilities and decisions: a class of ``classes_`` (its dtype when every row is sure), or ``uncertain``
+        (an object array then) where the top probability is below ``confidence_``."""
         proba = self.predict_proba(X)
-        decisions = np.where(proba.max(axis=1) >= self.confidence_, self.classes_[proba.argmax(axis=1)], UNCERTAIN)
-        return ProvenanceDecisions([str(c) for c in self.classes_], proba, decisions.astype(object), self.confidence_)
+        top = self.classes_[proba.argmax(axis=1)]
+        sure = proba.max(axis=1) >= self.confidence_
+        decisions = top if sure.all() else np.where(sure, top.astype(object), UNCERTAIN)
+        return ProvenanceDecisions([str(c) for c in self.classes_], proba, decisions, self.confidence_)
 
     def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         return self.decide(X).decisions
@@ -150,7 +142,7 @@ class ProvenanceClassifier(ClassifierMixin, BaseEstimator):
         classes: the second class's), averaged over the calibration folds."""
         check_fitted(self, "calibrated_")
         if self.model != "linear":
-            raise ModelprintError("linear_weights needs model='linear'")
+            raise ProbeError("linear_weights needs model='linear'")
         return np.mean([c.estimator[-1].coef_ for c in self.calibrated_.calibrated_classifiers_], axis=0)
 
 
@@ -170,27 +162,27 @@ class TrajectoryAttack(MembershipAttack):
     def _extractor(self) -> TrajectoryExtractor:
         return self.extractor if self.extractor is not None else TrajectoryExtractor(seed=self.seed)
 
-    def calls_per_image(self, denoiser: Denoiser) -> int:
+    def calls_per_image(self, denoiser: DiffusionCandidate) -> int:
         return self._extractor().calls_per_image(denoiser)
 
-    def backwards_per_image(self, denoiser: Denoiser) -> int:
+    def backwards_per_image(self, denoiser: DiffusionCandidate) -> int:
         return self._extractor().backwards_per_image(denoiser)
 
     def settings(self) -> list[Any]:
         return []
 
-    def measure(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None) -> np.ndarray:
+    def measure(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
+                ) -> np.ndarray:
         return self._extractor().extract(denoiser, images, progress).values
 
     def fit(self, X: np.ndarray, y: Sequence[bool]) -> TrajectoryAttack:  # noqa: N803
-        x, member = fit_rows(X, y, self.name)
+        x, member = fit_rows(self, X, y)
         labels = np.where(member, MEMBER, EXTERNAL)
         self.classifier_ = ProvenanceClassifier(self.model, target_accuracy=None, seed=self.seed).fit(x, labels)
-        self.n_features_in_ = x.shape[1]
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """P(member) of each row, ``(n,)``."""
         check_fitted(self, "classifier_")
-        proba = self.classifier_.predict_proba(X)
+        proba = self.classifier_.predict_proba(validated(self, X, reset=False, dtype=np.float64))
         return proba[:, list(self.classifier_.classes_).index(MEMBER)]

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from modelprint.errors import ModelprintError
-from modelprint.probes.base import ProbeProgress
-from modelprint.probes.denoisers import Denoiser
+from modelprint.errors import ProbeError
+from modelprint.probes.base import ProbeProgress, check_timesteps
+from modelprint.probes.candidates import DiffusionCandidate
 from modelprint.probes.loss import DenoisingLossProbe
-from modelprint.provenance.base import CallMeter, check_timesteps, log_positive
+from modelprint.provenance.base import CallMeter, log_positive
 from modelprint.provenance.measures import clean_norms, gradient_norms, parameter_groups, proximal_errors, t_errors
 
 __all__ = ["DEFAULT_FRACTIONS", "KINDS", "Trajectory", "TrajectoryExtractor", "trajectory_timesteps"]
@@ -66,8 +66,8 @@ class Trajectory:
         """Indices of the columns of one kind (e.g. ``loss``), in timestep order."""
         cols = [j for j, name in enumerate(self.names) if name.split("@")[0].split("[")[0] == kind]
         if not cols:
-            raise ModelprintError(f"trajectory features hold no {kind!r} columns; they hold "
-                                  f"{', '.join(dict.fromkeys(n.split('@')[0].split('[')[0] for n in self.names))}")
+            raise ProbeError(f"trajectory features hold no {kind!r} columns; they hold "
+                             f"{', '.join(dict.fromkeys(n.split('@')[0].split('[')[0] for n in self.names))}")
         return np.asarray(cols)
 
     def kind(self, kind: str) -> np.ndarray:
@@ -83,7 +83,7 @@ class Trajectory:
 
 
 class TrajectoryExtractor(BaseEstimator):
-    """Trajectory features of images through a :class:`~modelprint.probes.denoisers.Denoiser` (any adapter).
+    """Trajectory features of images through a :class:`~modelprint.probes.candidates.DiffusionCandidate` (any adapter).
 
     ``timesteps`` (default :func:`trajectory_timesteps` of the denoiser's schedule), ``repeats`` noises for the
     loss, ``seed`` for every noise, ``kinds`` (a subset of :data:`KINDS`), ``secmi_k`` the SecMI step,
@@ -102,7 +102,7 @@ class TrajectoryExtractor(BaseEstimator):
         self.grad_grouping = grad_grouping
         self.batch_size = batch_size
 
-    def steps(self, denoiser: Denoiser) -> list[int]:
+    def steps(self, denoiser: DiffusionCandidate) -> list[int]:
         """The timesteps used for ``denoiser``, checked against its schedule."""
         steps = self.timesteps if self.timesteps is not None else trajectory_timesteps(denoiser.num_timesteps)
         return check_timesteps(denoiser, steps, "trajectory")
@@ -110,27 +110,28 @@ class TrajectoryExtractor(BaseEstimator):
     def _kinds(self) -> list[str]:
         unknown = [k for k in self.kinds if k not in KINDS]
         if unknown or not len(self.kinds) or int(self.repeats) < 1:
-            raise ModelprintError(f"trajectory features: unknown kinds {unknown} (known: {', '.join(KINDS)}) or no "
-                                  f"kinds or repeats < 1 (got {self.repeats})")
+            raise ProbeError(f"trajectory features: unknown kinds {unknown} (known: {', '.join(KINDS)}) or no "
+                             f"kinds or repeats < 1 (got {self.repeats})")
         return [k for k in KINDS if k in self.kinds]
 
-    def calls_per_image(self, denoiser: Denoiser) -> int:
+    def calls_per_image(self, denoiser: DiffusionCandidate) -> int:
         """Denoiser calls (forward images) per image."""
         t, kinds = len(self.steps(denoiser)), self._kinds()
         calls = {"loss": t * int(self.repeats), "pia": 1 + t, "sima": t, "secmi": 3 * t}
         grads = t if {"grad_input", "grad_params"} & set(kinds) else 0
         return sum(calls.get(k, 0) for k in kinds) + grads
 
-    def backwards_per_image(self, denoiser: Denoiser) -> int:
+    def backwards_per_image(self, denoiser: DiffusionCandidate) -> int:
         """Backward passes (images) per image."""
         return len(self.steps(denoiser)) if {"grad_input", "grad_params"} & set(self._kinds()) else 0
 
-    def group_names(self, denoiser: Denoiser) -> list[str]:
+    def group_names(self, denoiser: DiffusionCandidate) -> list[str]:
         """The parameter groups of ``grad_params`` features for ``denoiser``."""
         names = [name for name, _ in denoiser.named_parameters()]
         return list(dict.fromkeys(parameter_groups(names, self.grad_grouping))) if names else []
 
-    def extract(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None) -> Trajectory:
+    def extract(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
+                ) -> Trajectory:
         """Trajectory features of uint8 ``images`` ``(n, H, W, 3)``; ``progress(done, total)`` counts forward images."""
         kinds, steps = self._kinds(), self.steps(denoiser)
         bs = int(self.batch_size)

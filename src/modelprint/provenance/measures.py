@@ -1,7 +1,7 @@
 """Per-image measurements of one denoiser along the diffusion trajectory: the raw material of trajectory features
 and of the membership baselines.
 
-Everything works on model-space images ``z0`` ``(n, C, h, w)`` (``Denoiser.to_model_space``), in chunks of
+Everything works on model-space images ``z0`` ``(n, C, h, w)`` (``DiffusionCandidate.to_model_space``), in chunks of
 ``batch_size`` forward images, counted by a :class:`~modelprint.provenance.base.CallMeter`; every noise is a
 fixed input (common random numbers), so the same inputs give the same numbers. With ``ᾱ`` the denoiser's
 ``alphas_cumprod`` and ``ε̂`` its noise prediction:
@@ -27,8 +27,8 @@ from typing import Literal
 
 import torch
 
-from modelprint.errors import ModelprintError
-from modelprint.probes.denoisers import Denoiser
+from modelprint.errors import ProbeError
+from modelprint.probes.candidates import DiffusionCandidate
 from modelprint.provenance.base import CallMeter
 
 __all__ = ["GROUPINGS", "clean_norms", "ddim_move", "gradient_norms", "parameter_groups", "proximal_errors",
@@ -40,12 +40,12 @@ GROUPINGS = ("tensor", "block")
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
     if int(size) < 1:
-        raise ModelprintError(f"batch_size must be >= 1, got {size}")
+        raise ProbeError(f"batch_size must be >= 1, got {size}")
     for start in range(0, n, int(size)):
         yield slice(start, min(start + int(size), n))
 
 
-def _alpha(denoiser: Denoiser, t: int) -> float:
+def _alpha(denoiser: DiffusionCandidate, t: int) -> float:
     return float(denoiser.alphas_cumprod[int(t)])
 
 
@@ -53,7 +53,7 @@ def _mean_power(x: torch.Tensor, p: int) -> torch.Tensor:
     return x.double().pow(p).flatten(1).mean(1)
 
 
-def proximal_errors(denoiser: Denoiser, z0: torch.Tensor, timesteps: Sequence[int], meter: CallMeter,
+def proximal_errors(denoiser: DiffusionCandidate, z0: torch.Tensor, timesteps: Sequence[int], meter: CallMeter,
                     normalise: bool = False, batch_size: int = 64) -> torch.Tensor:
     """PIA (``normalise``: PIAN) proximal-initialisation errors, float64 ``(n, T)``."""
     out = torch.zeros(len(z0), len(timesteps), dtype=torch.float64)
@@ -70,7 +70,7 @@ def proximal_errors(denoiser: Denoiser, z0: torch.Tensor, timesteps: Sequence[in
     return out
 
 
-def clean_norms(denoiser: Denoiser, z0: torch.Tensor, timesteps: Sequence[int], meter: CallMeter,
+def clean_norms(denoiser: DiffusionCandidate, z0: torch.Tensor, timesteps: Sequence[int], meter: CallMeter,
                 batch_size: int = 64) -> torch.Tensor:
     """SimA: ``mean ε̂(x₀, t)⁴`` of the clean image at each timestep, float64 ``(n, T)``."""
     out = torch.zeros(len(z0), len(timesteps), dtype=torch.float64)
@@ -80,7 +80,7 @@ def clean_norms(denoiser: Denoiser, z0: torch.Tensor, timesteps: Sequence[int], 
     return out
 
 
-def ddim_move(denoiser: Denoiser, x: torch.Tensor, s: int, s_next: int, meter: CallMeter) -> torch.Tensor:
+def ddim_move(denoiser: DiffusionCandidate, x: torch.Tensor, s: int, s_next: int, meter: CallMeter) -> torch.Tensor:
     """One deterministic DDIM step from timestep ``s`` to ``s_next`` (up: inversion; down: denoising)."""
     eps = meter.eps(denoiser, x, s)
     a, a_next = _alpha(denoiser, s), _alpha(denoiser, s_next)
@@ -88,7 +88,7 @@ def ddim_move(denoiser: Denoiser, x: torch.Tensor, s: int, s_next: int, meter: C
     return math.sqrt(a_next) * x0 + math.sqrt(1.0 - a_next) * eps
 
 
-def t_errors(denoiser: Denoiser, z0: torch.Tensor, chain: Sequence[int], points: Sequence[int], k: int,
+def t_errors(denoiser: DiffusionCandidate, z0: torch.Tensor, chain: Sequence[int], points: Sequence[int], k: int,
              meter: CallMeter, batch_size: int = 64) -> torch.Tensor:
     """SecMI t-errors ``(n, len(points))``: ``x₀`` (taken as ``x`` at timestep 0) is inverted by deterministic DDIM
     through the increasing timesteps ``chain``; at each point ``s`` (0 or a chain timestep) ``x_s`` goes one step up
@@ -96,8 +96,8 @@ def t_errors(denoiser: Denoiser, z0: torch.Tensor, chain: Sequence[int], points:
     steps = sorted({int(c) for c in chain} - {0})
     visits = [0, *steps]
     if int(k) < 1 or any(int(p) not in visits or int(p) + int(k) >= denoiser.num_timesteps for p in points):
-        raise ModelprintError(f"candidate {denoiser.name!r}: t-error points {list(points)} must lie on the inversion "
-                              f"chain and below {denoiser.num_timesteps - int(k)} (k = {k})")
+        raise ProbeError(f"candidate {denoiser.name!r}: t-error points {list(points)} must lie on the inversion "
+                         f"chain and below {denoiser.num_timesteps - int(k)} (k = {k})")
     col = {int(p): j for j, p in enumerate(points)}
     out = torch.zeros(len(z0), len(points), dtype=torch.float64)
     for rows in _chunks(len(z0), batch_size):
@@ -115,7 +115,7 @@ def parameter_groups(names: Sequence[str], grouping: Literal["tensor", "block"])
     """The group of each parameter: itself (``tensor``) or its top-level block (``block``: the name up to its first
     index, e.g. ``down_blocks.0``, or its first component, e.g. ``conv_in``)."""
     if grouping not in GROUPINGS:
-        raise ModelprintError(f"unknown parameter grouping {grouping!r}; known: {', '.join(GROUPINGS)}")
+        raise ProbeError(f"unknown parameter grouping {grouping!r}; known: {', '.join(GROUPINGS)}")
     if grouping == "tensor":
         return list(names)
     out = []
@@ -138,7 +138,7 @@ def _trainable(params: Sequence[torch.nn.Parameter]) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def gradient_norms(denoiser: Denoiser, z0: torch.Tensor, timesteps: Sequence[int], noise: torch.Tensor,
+def gradient_norms(denoiser: DiffusionCandidate, z0: torch.Tensor, timesteps: Sequence[int], noise: torch.Tensor,
                    meter: CallMeter, grouping: Literal["tensor", "block"] | None = "block",
                    mode: Literal["per_timestep", "mean_loss"] = "per_timestep", batch_size: int = 64
                    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -150,13 +150,13 @@ def gradient_norms(denoiser: Denoiser, z0: torch.Tensor, timesteps: Sequence[int
     (``T' = 1``, no input norms: an empty ``(n, 0)``). Without ``grouping`` only input norms are computed, batched.
     """
     if mode == "mean_loss" and grouping is None:
-        raise ModelprintError("gradient norms: mode 'mean_loss' needs a parameter grouping")
+        raise ProbeError("gradient norms: mode 'mean_loss' needs a parameter grouping")
     n, steps = len(z0), [int(t) for t in timesteps]
     a = torch.tensor([_alpha(denoiser, t) for t in steps], dtype=torch.float32).view(-1, 1, 1, 1)
     named = denoiser.named_parameters() if grouping is not None else []
     if grouping is not None and not named:
-        raise ModelprintError(f"candidate {denoiser.name!r}: has no parameters to take gradients of (its eps_fn is "
-                              "not a torch Module); leave out parameter-gradient features")
+        raise ProbeError(f"candidate {denoiser.name!r}: has no parameters to take gradients of (its eps_fn is "
+                         "not a torch Module); leave out parameter-gradient features")
     groups = parameter_groups([name for name, _ in named], grouping) if named else []
     group_names = list(dict.fromkeys(groups))
     index = torch.tensor([group_names.index(g) for g in groups], dtype=torch.long)

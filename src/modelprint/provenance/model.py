@@ -21,9 +21,9 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 
 from modelprint.artefacts import read_arrays, write_arrays
-from modelprint.errors import ModelprintError
+from modelprint.errors import ModelprintError, ProbeError
 from modelprint.probes.base import ProbeProgress
-from modelprint.probes.denoisers import Denoiser
+from modelprint.probes.candidates import DiffusionCandidate
 from modelprint.provenance.base import EXTERNAL, GENERATED, MEMBER, check_fitted
 from modelprint.provenance.classifier import ProvenanceClassifier, ProvenanceDecisions
 from modelprint.provenance.features import TrajectoryExtractor
@@ -57,7 +57,7 @@ class Provenance(BaseEstimator):
     def _classifier(self) -> ProvenanceClassifier:
         return self.classifier if self.classifier is not None else ProvenanceClassifier(seed=self.seed)
 
-    def fit(self, denoiser: Denoiser, members: np.ndarray, generated: np.ndarray, external: np.ndarray,
+    def fit(self, denoiser: DiffusionCandidate, members: np.ndarray, generated: np.ndarray, external: np.ndarray,
             progress: ProbeProgress | None = None) -> Provenance:
         """Extract the features of the three image sets (uint8 ``(n, H, W, 3)`` each) and fit on them."""
         parts = [(MEMBER, members), (GENERATED, generated), (EXTERNAL, external)]
@@ -78,11 +78,11 @@ class Provenance(BaseEstimator):
         """Fit on precomputed trajectory features ``X`` (columns ``names``) labelled ``y``."""
         x, labels = np.asarray(X, dtype=np.float64), np.asarray(y).astype(str)
         if x.ndim != 2 or x.shape[1] != len(names) or len(x) != len(labels):
-            raise ModelprintError(f"provenance: {x.shape} features, {len(names)} names and {len(labels)} labels "
-                                  "do not fit together")
+            raise ProbeError(f"provenance: {x.shape} features, {len(names)} names and {len(labels)} labels "
+                             "do not fit together")
         counts = dict(zip(*np.unique(labels, return_counts=True)))
         if len(counts) < 2 or min(counts.values()) < 8:
-            raise ModelprintError(f"provenance: needs at least 8 images of each of two or more classes, got {counts}")
+            raise ProbeError(f"provenance: needs at least 8 images of each of two or more classes, got {counts}")
         fit_rows, val_rows = train_test_split(np.arange(len(x)), test_size=self.val_fraction, stratify=labels,
                                               random_state=self.seed)
         fit_rows, val_rows = np.sort(fit_rows), np.sort(val_rows)
@@ -92,14 +92,14 @@ class Provenance(BaseEstimator):
         self.features_, self.labels_, self.feature_names_, self.denoiser_ = x, labels, list(names), str(denoiser)
         return self
 
-    def score(self, denoiser: Denoiser, images: np.ndarray, progress: ProbeProgress | None = None
+    def score(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
               ) -> ProvenanceDecisions:
         """Calibrated class probabilities and decisions (``uncertain`` below the validated confidence)."""
         check_fitted(self, "classifier_")
         trajectory = self._extractor().extract(denoiser, images, progress)
         if trajectory.names != self.feature_names_:
-            raise ModelprintError(f"candidate {denoiser.name!r}: gives other trajectory features than the model this "
-                                  f"provenance was fitted on ({self.denoiser_!r}); use the same model")
+            raise ProbeError(f"candidate {denoiser.name!r}: gives other trajectory features than the model this "
+                             f"provenance was fitted on ({self.denoiser_!r}); use the same model")
         return self.classifier_.decide(trajectory.values)
 
     def to_dict(self) -> dict[str, Any]:

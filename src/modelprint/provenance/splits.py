@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from modelprint.errors import ModelprintError
+from modelprint.errors import ProbeError
 from modelprint.evaluation.metrics import roc_auc
 from modelprint.provenance.base import MEMBER, MembershipAttack
 
@@ -51,22 +51,22 @@ def audit_split(labels: Sequence[Any], budget: float = 0.1, val_fraction: float 
     y = np.asarray(labels).astype(str)
     if not 0 < budget <= 1 or not 0 < test_fraction < 1 or not 0 < val_fraction < 1 or \
             val_fraction + test_fraction >= 1:
-        raise ModelprintError(f"audit split: need 0 < budget <= 1 and positive val/test fractions summing below 1, "
-                              f"got budget {budget}, val {val_fraction}, test {test_fraction}")
+        raise ProbeError(f"audit split: need 0 < budget <= 1 and positive val/test fractions summing below 1, "
+                         f"got budget {budget}, val {val_fraction}, test {test_fraction}")
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {"fit": [], "val": [], "test": []}
     for cls in np.unique(y):
         rows = np.flatnonzero(y == cls)[rng.permutation(int((y == cls).sum()))]
         n_test, n_val = round(test_fraction * len(rows)), round(val_fraction * len(rows))
         if n_test < 1 or n_val < 1 or len(rows) - n_test - n_val < 1:
-            raise ModelprintError(f"audit split: class {cls!r} has {len(rows)} images, too few for fit, validation "
-                                  "and test rows")
+            raise ProbeError(f"audit split: class {cls!r} has {len(rows)} images, too few for fit, validation "
+                             "and test rows")
         rest = rows[n_test + n_val:]
         if cls == member_label:
             want = max(1, round(budget * len(rows)))
             if want > len(rest):
-                raise ModelprintError(f"audit split: a budget of {budget:.0%} of {len(rows)} members is {want} "
-                                      f"images, but only {len(rest)} are left after validation and test")
+                raise ProbeError(f"audit split: a budget of {budget:.0%} of {len(rows)} members is {want} "
+                                 f"images, but only {len(rest)} are left after validation and test")
             rest = rest[:want]
         parts["test"].append(rows[:n_test])
         parts["val"].append(rows[n_test:n_test + n_val])
@@ -79,7 +79,7 @@ def threshold_at_fpr(negative_scores: np.ndarray, fpr: float) -> float:
     (decide positive when ``score > τ``)."""
     neg = np.sort(np.asarray(negative_scores, dtype=np.float64))[::-1]
     if not len(neg) or not np.isfinite(neg).all():
-        raise ModelprintError("threshold at FPR: needs finite scores of at least one non-member")
+        raise ProbeError("threshold at FPR: needs finite scores of at least one non-member")
     return float(neg[min(int(np.floor(fpr * len(neg) + 1e-9)), len(neg) - 1)])
 
 
@@ -129,7 +129,7 @@ def evaluate_membership(attack: MembershipAttack, measurements: np.ndarray, is_m
     measure the test rows once."""
     x, member = np.asarray(measurements, dtype=np.float64), np.asarray(is_member, dtype=bool)
     if len(x) != len(member):
-        raise ModelprintError(f"{attack.name}: {len(x)} measured rows but {len(member)} labels")
+        raise ProbeError(f"{attack.name}: {len(x)} measured rows but {len(member)} labels")
     rows = split.fit if attack.learned else split.val
     attack.fit(x[rows], member[rows])
     val_scores = attack.decision_function(x[split.val])

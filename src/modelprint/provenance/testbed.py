@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from modelprint.errors import ModelprintError
+from modelprint.errors import ProbeError
 from modelprint.zoo.base import DataSpec
 from modelprint.zoo.data import images_digest, training_images
 from modelprint.zoo.store import Zoo
@@ -47,15 +47,15 @@ class MembershipTestBed:
 def _samples(zoo: Zoo, name: str) -> np.ndarray:
     files = sorted(zoo.samples_dir(name).glob("*.png"))
     if not files:
-        raise ModelprintError(f"{zoo.root}: zoo model {name!r} has no saved samples")
+        raise ProbeError(f"{zoo.root}: zoo model {name!r} has no saved samples")
     return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in files])
 
 
 def _checked(spec: dict[str, Any], what: str, name: str) -> np.ndarray:
     images = training_images(DataSpec(**{k: spec[k] for k in ("subset", "n", "size", "seed")}))
     if images_digest(images) != spec["sha256"]:
-        raise ModelprintError(f"zoo model {name!r}: its {what} images rebuilt here differ from those recorded in the "
-                              "manifest (sha256); the real-image pool on this machine is not the one it was built with")
+        raise ProbeError(f"zoo model {name!r}: its {what} images rebuilt here differ from those recorded in the "
+                         "manifest (sha256); the real-image pool on this machine is not the one it was built with")
     return images
 
 
@@ -68,8 +68,8 @@ def membership_testbed(zoo: str | Path | Zoo, name: str, shifted: DataSpec | Non
     entry = zoo.info(name)
     splits = entry.get("splits")
     if not splits:
-        raise ModelprintError(f"zoo model {name!r} has no member split in its manifest (member-split recipes: those "
-                              "with a holdout, e.g. tiny-ddpm-members, ddpm-members, ddpm-faces)")
+        raise ProbeError(f"zoo model {name!r} has no member split in its manifest (member-split recipes: those "
+                         "with a holdout, e.g. tiny-ddpm-members, ddpm-members, ddpm-faces)")
     members = _checked(splits["members"], "member", name)
     matched = _checked(splits["holdout"], "held-out", name)
     size, n = members.shape[1], len(matched)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from modelprint.registry import Registry
+from modelprint.registry import Parametrised, Registry
 
 
 def as_image(image: np.ndarray) -> np.ndarray:
@@ -39,8 +39,11 @@ def as_image(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-class Residual(ABC):
-    """Maps an RGB image to its noise residual (same size, float32)."""
+class Residual(Parametrised, ABC):
+    """Maps an RGB image to its noise residual (same size, float32).
+
+    Parameters are ``__init__`` arguments kept under their own names (:class:`~modelprint.registry.Parametrised`:
+    ``get_params``/``set_params``)."""
 
     name: str = "base"  # set by the registry decorator
 
@@ -54,11 +57,6 @@ class Residual(ABC):
         """``name@version``: residuals with equal tags give equal outputs."""
         return f"{self.name}@{self.version}"
 
-    @property
-    def params(self) -> dict[str, Any]:
-        """The constructor parameters (for reports and sidecars)."""
-        return {}
-
     @abstractmethod
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """``(H, W, 3)`` float32 in [0, 1] → ``(H, W, 3)`` float32 residual of the same size."""
@@ -66,10 +64,6 @@ class Residual(ABC):
     def batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Residuals of several images (default: one at a time; learned extractors batch same-size images)."""
         return [self(im) for im in images]
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"{type(self).__name__}({args})"
 
 
 RESIDUALS: Registry[Residual] = Registry("residual")

@@ -24,10 +24,6 @@ class HighPassResidual(Residual):
     def version(self) -> str:
         return f"v1-sigma{self.sigma:g}-trunc{self.truncate:g}"
 
-    @property
-    def params(self) -> dict:
-        return {"sigma": self.sigma, "truncate": self.truncate}
-
     def __call__(self, image: np.ndarray) -> np.ndarray:
         from scipy.ndimage import gaussian_filter
 
@@ -66,10 +62,6 @@ class WaveletResidual(Residual):
     @property
     def version(self) -> str:
         return f"v1-{self.wavelet}-L{self.levels or 'auto'}-{self.method}-{self.mode}"
-
-    @property
-    def params(self) -> dict:
-        return {"wavelet": self.wavelet, "levels": self.levels, "method": self.method, "mode": self.mode}
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         from skimage.restoration import denoise_wavelet

@@ -332,11 +332,9 @@ class DnCNNResidual(Residual):
 
     @property
     def version(self) -> str:
-        return f"v1-d{self.config['depth']}w{self.config['width']}-{self.sha256[:12]}"
-
-    @property
-    def params(self) -> dict:
-        return {"weights": self.weights, "tile": self.tile, "overlap": self.overlap}
+        """Architecture and weights; also the tiling when it is not exact (``overlap < depth``)."""
+        inexact = f"-tile{self.tile}o{self.overlap}" if self.overlap < self.depth else ""
+        return f"v1-d{self.config['depth']}w{self.config['width']}-{self.sha256[:12]}{inexact}"
 
     @property
     def depth(self) -> int:

@@ -46,11 +46,11 @@ def _convs(cin: int, cout: int, n: int, groups: int) -> list[nn.Module]:
 
 def _up_block(arch: Architecture, cin: int, cout: int, groups: int) -> nn.Sequential:
     if arch.order == "post":
-        layers = [UPSAMPLERS.build(arch.upsampling, cin, groups), *_convs(cin, cout, arch.convs, groups)]
-        layers += [NORMS.build(arch.norm, cout, groups), ACTIVATIONS.build(arch.activation, cout, groups)]
+        layers = [UPSAMPLERS.create(arch.upsampling, cin, groups), *_convs(cin, cout, arch.convs, groups)]
+        layers += [NORMS.create(arch.norm, cout, groups), ACTIVATIONS.create(arch.activation, cout, groups)]
     else:
-        layers = [NORMS.build(arch.norm, cin, groups), ACTIVATIONS.build(arch.activation, cin, groups)]
-        layers += [UPSAMPLERS.build(arch.upsampling, cin, groups), *_convs(cin, cout, arch.convs, groups)]
+        layers = [NORMS.create(arch.norm, cin, groups), ACTIVATIONS.create(arch.activation, cin, groups)]
+        layers += [UPSAMPLERS.create(arch.upsampling, cin, groups), *_convs(cin, cout, arch.convs, groups)]
     return nn.Sequential(*layers)
 
 

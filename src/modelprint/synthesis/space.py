@@ -1,8 +1,9 @@
 """The synthetic architecture space of Model Synthesis (Yang et al.): six choices, 288 architectures.
 
 An architecture id reads like ``b2-c1-post-up_transposed-act_relu-norm_instance``. Components live in
-registries (:data:`UPSAMPLERS`, :data:`ACTIVATIONS`, :data:`NORMS`), so a new one is one decorated factory
-``factory(channels, groups=1) -> nn.Module``. ``groups`` is the number of independent models packed side by side
+registries (:data:`UPSAMPLERS`, :data:`ACTIVATIONS`, :data:`NORMS`, each a :class:`~modelprint.registry.Registry`),
+so a new one is one decorated factory ``factory(channels, groups=1) -> nn.Module``, built with
+``UPSAMPLERS.create(name, channels, groups)``. ``groups`` is the number of independent models packed side by side
 along the channel axis (see :mod:`modelprint.synthesis.grouped`): a factory must build a layer that acts on each
 block of ``channels`` channels separately (grouped convolutions, per-channel or within-block norms).
 
@@ -17,45 +18,21 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from modelprint.errors import ModelprintError
+from modelprint.registry import Registry
 
 ORDERS = ("post", "pre")
 FACTORS = ("blocks", "convs", "order", "upsampling", "activation", "norm")
 
 
-class _ComponentRegistry:
-    """name → factory(channels, groups=1) -> torch.nn.Module (torch is imported lazily by the factories)."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.factories: dict[str, Callable] = {}
-
-    def register(self, name: str) -> Callable[[Callable], Callable]:
-        def decorate(fn: Callable) -> Callable:
-            self.factories[name] = fn
-            return fn
-
-        return decorate
-
-    def check(self, name: str) -> None:
-        if name not in self.factories:
-            raise ModelprintError(f"unknown {self.kind} {name!r}; known: {', '.join(self.factories)}")
-
-    def build(self, name: str, channels: int, groups: int = 1):
-        """The layer ``name`` for ``groups`` models of ``channels`` channels each (``groups * channels`` in all)."""
-        self.check(name)
-        return self.factories[name](channels, groups)
-
-    def names(self) -> tuple[str, ...]:
-        return tuple(self.factories)
-
-
-UPSAMPLERS = _ComponentRegistry("upsampling")
-ACTIVATIONS = _ComponentRegistry("activation")
-NORMS = _ComponentRegistry("normalisation")
+#: Component factories ``factory(channels, groups=1) -> torch.nn.Module`` (torch is imported by the factories).
+UPSAMPLERS: Registry[Any] = Registry("synthesis upsampling")
+ACTIVATIONS: Registry[Any] = Registry("synthesis activation")
+NORMS: Registry[Any] = Registry("synthesis normalisation")
 
 
 # --- upsampling (2x) ---------------------------------------------------------------------------------------------
@@ -235,9 +212,9 @@ class Architecture:
     def validate(self) -> None:
         if not 1 <= self.blocks <= MAX_BLOCKS or self.convs not in (1, 2) or self.order not in ORDERS:
             raise ModelprintError(f"invalid architecture {self}: blocks 1–{MAX_BLOCKS}, convs 1–2, order post/pre")
-        UPSAMPLERS.check(self.upsampling)
-        ACTIVATIONS.check(self.activation)
-        NORMS.check(self.norm)
+        UPSAMPLERS.get(self.upsampling)
+        ACTIVATIONS.get(self.activation)
+        NORMS.get(self.norm)
 
     def get(self, factor: str):
         return getattr(self, factor)

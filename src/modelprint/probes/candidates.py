@@ -1,22 +1,23 @@
 """One interface to every candidate diffusion model a white-box probe calls: ε prediction plus its noise schedule.
 
-A :class:`Denoiser` maps uint8 images into the space its network denoises (``[-1, 1]`` pixels or scaled VAE
+(Candidates, not "denoisers": that name belongs to the DnCNN of :mod:`modelprint.residuals`.) A
+:class:`DiffusionCandidate` maps uint8 images into the space its network denoises (``[-1, 1]`` pixels or scaled VAE
 latents), predicts the noise ε in a noisy ``x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε`` at integer timesteps ``t``, and exposes
 ``alphas_cumprod`` (ᾱ for every training timestep). Three adapters:
 
-- :class:`DiffusersDenoiser`: modelprint's :class:`~modelprint.zoo.diffusion_model.DiffusionModel` (a diffusers
+- :class:`DiffusersCandidate`: modelprint's :class:`~modelprint.zoo.diffusion_model.DiffusionModel` (a diffusers
   ``UNet2DModel``, pixel or latent with its VAE), e.g. any zoo diffusion model or ``DDPMPipeline`` folder;
-- :class:`ConditionalUNetDenoiser`: a text-conditional ``UNet2DConditionModel`` (Stable Diffusion style) run with a
+- :class:`ConditionalUNetCandidate`: a text-conditional ``UNet2DConditionModel`` (Stable Diffusion style) run with a
   fixed empty-prompt embedding and no guidance, on the latents of its own VAE or of one shared VAE;
-- :class:`CallableDenoiser`: any callable ``eps(x_t, t)`` with its ᾱ schedule. A plain PyTorch DDPM checkpoint
+- :class:`CallableCandidate`: any callable ``eps(x_t, t)`` with its ᾱ schedule. A plain PyTorch DDPM checkpoint
   takes a few lines::
 
       net = MyEpsNet(); net.load_state_dict(torch.load("ddpm.pth")); net.eval()
       betas = torch.linspace(1e-4, 0.02, 1000)
-      denoiser = CallableDenoiser(net, torch.cumprod(1 - betas, 0), name="my-ddpm")
+      candidate = CallableCandidate(net, torch.cumprod(1 - betas, 0), name="my-ddpm")
 
 Every image-size problem (size not divisible by the network's or VAE's downsampling, a VAE whose latents do not fit
-the UNet, a size other than the one the network was trained at) is a :class:`~modelprint.errors.ModelprintError`
+the UNet, a size other than the one the network was trained at) is a :class:`~modelprint.errors.ProbeError`
 naming the candidate.
 """
 
@@ -29,21 +30,21 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from modelprint.errors import ModelprintError
+from modelprint.errors import ProbeError
 from modelprint.zoo.base import to_unit
 
-__all__ = ["Denoiser", "DiffusersDenoiser", "ConditionalUNetDenoiser", "CallableDenoiser", "VaeEncoder"]
+__all__ = ["DiffusionCandidate", "DiffusersCandidate", "ConditionalUNetCandidate", "CallableCandidate", "VaeEncoder"]
 
 _CHUNK = 64
 
 
 def check_uint8_images(images: np.ndarray, name: str) -> None:
-    """ModelprintError unless ``images`` is uint8 ``(n, H, W, 3)`` with n ≥ 1."""
+    """ProbeError unless ``images`` is uint8 ``(n, H, W, 3)`` with n ≥ 1."""
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         desc = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
-        raise ModelprintError(f"candidate {name!r}: expected uint8 RGB images of shape (n, H, W, 3), got {desc}")
+        raise ProbeError(f"candidate {name!r}: expected uint8 RGB images of shape (n, H, W, 3), got {desc}")
     if len(images) == 0:
-        raise ModelprintError(f"candidate {name!r}: no images to probe")
+        raise ProbeError(f"candidate {name!r}: no images to probe")
 
 
 class VaeEncoder:
@@ -66,7 +67,7 @@ class VaeEncoder:
         return (z - self.shift_factor) * self.scaling_factor
 
 
-class Denoiser(ABC):
+class DiffusionCandidate(ABC):
     """A candidate diffusion model as a white-box probe sees it.
 
     Subclasses set ``name``, ``alphas_cumprod`` (float64 ``(T,)``), ``channels`` (of the model space), ``factor``
@@ -97,20 +98,20 @@ class Denoiser(ABC):
         return int(self.alphas_cumprod.shape[0])
 
     def input_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        """The model-space ``(C, h, w)`` of an ``height × width`` image; ModelprintError if it cannot go through."""
+        """The model-space ``(C, h, w)`` of an ``height × width`` image; ProbeError if it cannot go through."""
         f = self.factor
         if height % f or width % f:
-            raise ModelprintError(f"candidate {self.name!r}: image size {height}x{width} is not divisible by its "
-                                  f"VAE's downsampling factor {f}")
+            raise ProbeError(f"candidate {self.name!r}: image size {height}x{width} is not divisible by its "
+                             f"VAE's downsampling factor {f}")
         h, w = height // f, width // f
         if h % self.multiple or w % self.multiple:
             where = "latent" if f > 1 else "image"
-            raise ModelprintError(f"candidate {self.name!r}: {where} size {h}x{w} is not divisible by {self.multiple}, "
-                                  f"which its network's downsampling needs")
+            raise ProbeError(f"candidate {self.name!r}: {where} size {h}x{w} is not divisible by {self.multiple}, "
+                             f"which its network's downsampling needs")
         if self.sample_size is not None and (h, w) != tuple(self.sample_size):
             sh, sw = self.sample_size
-            raise ModelprintError(f"candidate {self.name!r}: takes {sh * f}x{sw * f} images, got {height}x{width} "
-                                  "(resize or crop the images, or build the adapter with strict_size=False)")
+            raise ProbeError(f"candidate {self.name!r}: takes {sh * f}x{sw * f} images, got {height}x{width} "
+                             "(resize or crop the images, or build the adapter with strict_size=False)")
         return self.channels, h, w
 
     def to_model_space(self, images: np.ndarray) -> torch.Tensor:
@@ -120,7 +121,7 @@ class Denoiser(ABC):
         with torch.no_grad():
             z = self._encode(images).float()
         if tuple(z.shape[1:]) != shape:
-            raise ModelprintError(f"candidate {self.name!r}: encoding gives {tuple(z.shape[1:])}, expected {shape}")
+            raise ProbeError(f"candidate {self.name!r}: encoding gives {tuple(z.shape[1:])}, expected {shape}")
         return z
 
     def predict_noise(self, x_t: torch.Tensor, t: int | torch.Tensor, *, grad: bool = False) -> torch.Tensor:
@@ -129,17 +130,17 @@ class Denoiser(ABC):
         Without gradient by default; with ``grad`` the prediction is differentiable with respect to ``x_t`` and to
         :meth:`named_parameters` (gradient features of trajectory provenance)."""
         if x_t.ndim != 4 or x_t.shape[1] != self.channels:
-            raise ModelprintError(f"candidate {self.name!r}: expects (n, {self.channels}, h, w) inputs, "
-                                  f"got {tuple(x_t.shape)}")
+            raise ProbeError(f"candidate {self.name!r}: expects (n, {self.channels}, h, w) inputs, "
+                             f"got {tuple(x_t.shape)}")
         t = torch.as_tensor(t, dtype=torch.long).reshape(-1).expand(x_t.shape[0])
         if int(t.min()) < 0 or int(t.max()) >= self.num_timesteps:
-            raise ModelprintError(f"candidate {self.name!r}: timesteps must be in [0, {self.num_timesteps - 1}], "
-                                  f"got {int(t.min())}..{int(t.max())}")
+            raise ProbeError(f"candidate {self.name!r}: timesteps must be in [0, {self.num_timesteps - 1}], "
+                             f"got {int(t.min())}..{int(t.max())}")
         with torch.set_grad_enabled(grad):
             eps = self._eps(x_t, t)
         if eps.shape != x_t.shape:
-            raise ModelprintError(f"candidate {self.name!r}: predicted noise has shape {tuple(eps.shape)}, "
-                                  f"expected {tuple(x_t.shape)}")
+            raise ProbeError(f"candidate {self.name!r}: predicted noise has shape {tuple(eps.shape)}, "
+                             f"expected {tuple(x_t.shape)}")
         self.n_forward += int(x_t.shape[0])
         return eps.float()
 
@@ -153,8 +154,8 @@ class Denoiser(ABC):
 
 def _check_prediction_type(prediction_type: str, name: str) -> str:
     if prediction_type not in ("epsilon", "v_prediction"):
-        raise ModelprintError(f"candidate {name!r}: prediction_type {prediction_type!r} is not supported "
-                              "(expected epsilon or v_prediction)")
+        raise ProbeError(f"candidate {name!r}: prediction_type {prediction_type!r} is not supported "
+                         "(expected epsilon or v_prediction)")
     return prediction_type
 
 
@@ -176,16 +177,16 @@ def _sample_size(unet: Any) -> tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def _attach_vae(denoiser: Denoiser, vae: Any, scaling_factor: float | None, unet_channels: int) -> VaeEncoder:
+def _attach_vae(denoiser: DiffusionCandidate, vae: Any, scaling_factor: float | None, unet_channels: int) -> VaeEncoder:
     encoder = VaeEncoder(vae, scaling_factor)
     if encoder.latent_channels != unet_channels:
-        raise ModelprintError(f"candidate {denoiser.name!r}: its VAE gives {encoder.latent_channels}-channel latents "
-                              f"but the UNet takes {unet_channels} channels")
+        raise ProbeError(f"candidate {denoiser.name!r}: its VAE gives {encoder.latent_channels}-channel latents "
+                         f"but the UNet takes {unet_channels} channels")
     denoiser.factor = encoder.factor
     return encoder
 
 
-class DiffusersDenoiser(Denoiser):
+class DiffusersCandidate(DiffusionCandidate):
     """A modelprint :class:`~modelprint.zoo.diffusion_model.DiffusionModel` (``UNet2DModel`` + DDPM schedule, with its
     VAE for latent models; ``vae`` replaces that VAE, e.g. by one shared across candidates).
 
@@ -205,18 +206,18 @@ class DiffusersDenoiser(Denoiser):
         scaling = model.scaling_factor if vae is model.vae else None
         self.encoder = _attach_vae(self, vae, scaling, self.channels) if vae is not None else None
         if self.encoder is None and self.channels != 3:
-            raise ModelprintError(f"candidate {name!r}: its UNet takes {self.channels} channels but it has no VAE")
+            raise ProbeError(f"candidate {name!r}: its UNet takes {self.channels} channels but it has no VAE")
 
     @classmethod
     def load(cls, name_or_path: str, zoo: str | None = None, name: str | None = None, **kwargs: Any
-             ) -> DiffusersDenoiser:
+             ) -> DiffusersCandidate:
         """Load a zoo model by name (with ``zoo``), a diffusers folder or a UNet checkpoint, via ``load_generator``."""
         from modelprint.zoo.diffusion_model import DiffusionModel
         from modelprint.zoo.store import load_generator
 
         model = load_generator(name_or_path, zoo=zoo)
         if not isinstance(model, DiffusionModel):
-            raise ModelprintError(f"candidate {name_or_path!r}: is a {type(model).__name__}, not a diffusion model")
+            raise ProbeError(f"candidate {name_or_path!r}: is a {type(model).__name__}, not a diffusion model")
         return cls(model, name=name or str(name_or_path), **kwargs)
 
     def _encode(self, images: np.ndarray) -> torch.Tensor:
@@ -229,7 +230,7 @@ class DiffusersDenoiser(Denoiser):
         return list(self.model.unet.named_parameters())
 
 
-class ConditionalUNetDenoiser(Denoiser):
+class ConditionalUNetCandidate(DiffusionCandidate):
     """A diffusers ``UNet2DConditionModel`` run unconditionally: every call gets the same prompt embedding.
 
     ``encoder_hidden_states`` ``(1, L, D)`` is the precomputed embedding of the empty prompt (compute it once with
@@ -256,13 +257,13 @@ class ConditionalUNetDenoiser(Denoiser):
             encoder_hidden_states = torch.zeros(1, 77, dim)
         if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[0] != 1 or \
                 encoder_hidden_states.shape[2] != dim:
-            raise ModelprintError(f"candidate {name!r}: encoder_hidden_states must be (1, L, {dim}), "
-                                  f"got {tuple(encoder_hidden_states.shape)}")
+            raise ProbeError(f"candidate {name!r}: encoder_hidden_states must be (1, L, {dim}), "
+                             f"got {tuple(encoder_hidden_states.shape)}")
         self.encoder_hidden_states = encoder_hidden_states.float()
         self.added_cond_kwargs = dict(added_cond_kwargs or {})
         if unet.config.addition_embed_type is not None and not self.added_cond_kwargs:
-            raise ModelprintError(f"candidate {name!r}: its UNet needs added_cond_kwargs "
-                                  f"({unet.config.addition_embed_type!r} conditioning)")
+            raise ProbeError(f"candidate {name!r}: its UNet needs added_cond_kwargs "
+                             f"({unet.config.addition_embed_type!r} conditioning)")
         self.encoder = _attach_vae(self, vae, scaling_factor, self.channels)
 
     def _encode(self, images: np.ndarray) -> torch.Tensor:
@@ -279,7 +280,7 @@ class ConditionalUNetDenoiser(Denoiser):
         return _eps_from_output(out, x_t, t, self.alphas_cumprod, self.prediction_type)
 
 
-class CallableDenoiser(Denoiser):
+class CallableCandidate(DiffusionCandidate):
     """Any ε-prediction callable ``eps_fn(x_t, t)`` (``x_t`` float32 ``(n, C, h, w)``, ``t`` long ``(n,)``).
 
     ``alphas_cumprod`` is ᾱ for every training timestep. With ``space="pixel"`` the model sees RGB in ``[-1, 1]``;
@@ -296,27 +297,27 @@ class CallableDenoiser(Denoiser):
         self.name = name
         a = torch.as_tensor(np.asarray(alphas_cumprod), dtype=torch.float64).reshape(-1)
         if a.numel() == 0 or not bool(((a > 0) & (a <= 1)).all()):
-            raise ModelprintError(f"candidate {name!r}: alphas_cumprod must be a non-empty sequence in (0, 1]")
+            raise ProbeError(f"candidate {name!r}: alphas_cumprod must be a non-empty sequence in (0, 1]")
         self.alphas_cumprod = a
         self.multiple = int(multiple)
         self.sample_size = None if sample_size is None else (int(sample_size[0]), int(sample_size[1]))
         self.prediction_type = _check_prediction_type(prediction_type, name)
         if space == "pixel":
             if vae is not None:
-                raise ModelprintError(f"candidate {name!r}: a VAE was given for a pixel-space model; "
+                raise ProbeError(f"candidate {name!r}: a VAE was given for a pixel-space model; "
                                       "use space='latent'")
             self.channels = 3 if channels is None else int(channels)
             self.encoder = None
         elif space == "latent":
             if vae is None:
-                raise ModelprintError(f"candidate {name!r}: space='latent' needs a vae")
+                raise ProbeError(f"candidate {name!r}: space='latent' needs a vae")
             latent = int(vae.config.latent_channels)
             self.channels = latent if channels is None else int(channels)
             self.encoder = _attach_vae(self, vae, scaling_factor, self.channels)
         else:
-            raise ModelprintError(f"candidate {name!r}: space must be 'pixel' or 'latent', not {space!r}")
+            raise ProbeError(f"candidate {name!r}: space must be 'pixel' or 'latent', not {space!r}")
         if self.encoder is None and self.channels != 3:
-            raise ModelprintError(f"candidate {name!r}: a pixel-space model takes 3 channels, not {self.channels}")
+            raise ProbeError(f"candidate {name!r}: a pixel-space model takes 3 channels, not {self.channels}")
 
     def _encode(self, images: np.ndarray) -> torch.Tensor:
         return to_unit(images) if self.encoder is None else self.encoder(images)
@@ -324,7 +325,7 @@ class CallableDenoiser(Denoiser):
     def _eps(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = self.eps_fn(x_t, t)
         if not isinstance(out, torch.Tensor):
-            raise ModelprintError(f"candidate {self.name!r}: eps_fn returned a {type(out).__name__}, not a tensor")
+            raise ProbeError(f"candidate {self.name!r}: eps_fn returned a {type(out).__name__}, not a tensor")
         return _eps_from_output(out, x_t, t, self.alphas_cumprod, self.prediction_type)
 
     def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
