@@ -844,3 +844,13 @@ def test_cli_bad_method_leaves_no_gallery_and_warns_at_enroll(tmp_path):
     assert second.returncode == 0, second.stderr
     assert "already enrolled under other model names: a (3)" in one_error_line(second)
     assert json.loads(second.stdout)["also_enrolled_as"] == {"a": 3}
+
+
+def test_enroll_report_to_dict_is_what_enroll_json_prints(tmp_path: Path, rgb_png: Path) -> None:
+    from modelprint.api import enroll
+
+    rep = enroll(tmp_path / "g.sqlite", "m", [rgb_png, tmp_path / "missing.png"], method="spectral")
+    d = rep.to_dict()
+    assert d["model"] == "m" and d["added"] == 1 and d["skipped_duplicates"] == 0
+    assert len(d["failed"]) == 1 and "missing.png" in d["failed"][0]
+    assert json.loads(json.dumps(d)) == d

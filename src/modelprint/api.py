@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -326,6 +327,13 @@ class EnrollReport:
     threshold_source: str = "none"
     also_enrolled_as: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (what ``modelprint enroll --json`` prints)."""
+        return {"model": self.model, "method": self.method, "added": self.added, "skipped_duplicates": self.skipped,
+                "failed": [str(e) for e in self.errors], "unknown_threshold": self.unknown_threshold,
+                "threshold_source": self.threshold_source, "also_enrolled_as": self.also_enrolled_as,
+                "warnings": self.warnings}
 
 
 def enroll(

@@ -55,11 +55,7 @@ def enroll(
                              limits=ImageLimits(max_pixels=max_pixels), progress=lambda n: bar.advance(task, n))
         report_input_errors(rep.errors)
         report_warnings(rep.warnings)
-        emit_json({"model": rep.model, "method": rep.method, "added": rep.added, "skipped_duplicates": rep.skipped,
-                   "failed": [str(e) for e in rep.errors], "unknown_threshold": rep.unknown_threshold,
-                   "threshold_source": rep.threshold_source, "also_enrolled_as": rep.also_enrolled_as,
-                   "warnings": rep.warnings},
-                  as_json, json_out)
+        emit_json(rep.to_dict(), as_json, json_out)
         if not as_json:
             out.print(f"enrolled [bold]{rep.added}[/bold] image(s) as [bold]{shown(model)}[/bold] ({rep.skipped} "
                       f"already enrolled, {len(rep.errors)} failed) with {shown(rep.method.split('@')[0])}",
