@@ -24,8 +24,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("residuals", "spectra", "gallery"),  # the gallery stores and compares embeddings: nothing above io
     ("synthesis", "zoo"),  # generators: the synthetic space and the zoo of small real ones
     ("extractor",),  # the extractor's network, features, data and training
-    ("methods", "probes"),  # black-box fingerprint methods (the extractor among them), white-box probes
+    ("methods",),  # black-box fingerprint methods (the extractor among them)
     ("evaluation",),  # metrics, protocols, and measurements of methods (the fallback thresholds)
+    ("probes",),  # white-box probes of candidate diffusion models (scored with evaluation's metrics)
     ("provenance",),  # member / generated / external and attribution with reject, over the probes' adapters
     ("reports",),
     ("api",),  # the path-level public API
