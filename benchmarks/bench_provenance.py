@@ -309,7 +309,10 @@ def report(out: dict, name: str) -> None:
                f"here on the standard network, 4 images a batch; attribution {est['attribution_hours']:.1f} h of it); "
                "the boosted classifiers and timestep choices need the standard tier's counts to mean anything.", ""]
     if quick:
-        md += ["Run it on a tiny zoo: `modelprint zoo build --tier tiny --zoo TINY_ZOO`.", ""]
+        md += ["Run it on a tiny zoo: `modelprint zoo build --tier tiny --zoo TINY_ZOO`. The benchmark itself, once "
+               "the standard zoo holds `ddpm-members` and the other DDPMs: "
+               "`python benchmarks/bench_provenance.py --zoo out/zoo --seed 0` (writes `results/provenance.json` and "
+               "its own section).", ""]
     md += [f"Test bed: {', '.join(f'{k} {v}' for k, v in tb.items())}. Split per group (fit / val / test): "
            + "; ".join(f"{g} {sp['fit'][g]}/{sp['val'][g]}/{sp['test'][g]}" for g in sp["test"])
            + f". Budget {out['budget']:.0%} of the members. TPR at each FPR uses one threshold chosen on validation; "
@@ -359,15 +362,21 @@ def reading(out: dict) -> str:
     peak = curves["timesteps"][int(np.argmax(curves["auc"]))]
     gen = {k: m[k]["generated"]["false_member_rate_at_1pct"] for k in SINGLE_T}
     met = sum(t["met"] for t in out["targets"])
-    claim = ("as the seed claims, they partly track the shift, not membership" if max(lift.values()) > 0.05 else
-             "the seed's claim that they track the shift is not reproduced here")
+    best_single = max(max(c["auc"]) for c in out["per_timestep_auc"]["matched"].values())
+    traj = m["trajectory"]["matched"]
+    overfit = (f" The classifier scores below its best single feature ({best_single:.3f}): "
+               f"{traj['split']['fit']} fit rows for {len(out['trajectory_features']['names'])} features (logistic "
+               "regression, C = 1) overfit." if traj["auc"] < best_single else "")
+    shifts = np.mean(list(lift.values())) > 0.05
+    claim = ("as the seed claims, they partly track the shift, not membership" if shifts else
+             "on average they do not, so the seed's claim is not reproduced here")
     return (f"Shifted non-members move the single-t baselines' AUC by {min(lift.values()):+.2f} to "
             f"{max(lift.values()):+.2f} against matched ones ({claim}); the trajectory "
             f"classifier goes from {m['trajectory']['matched']['auc']:.3f} (matched) to "
             f"{m['trajectory']['shifted']['auc']:.3f} (shifted). At the 1% operating point the single-t baselines call "
             f"{min(gen.values()):.0%}–{max(gen.values()):.0%} of the model's own generations members. The loss alone "
             f"separates members best at t = {peak} (matched AUC {max(curves['auc']):.3f}) against "
-            f"{m['trajectory']['matched']['auc']:.3f} for the whole-trajectory classifier. {met} of "
+            f"{m['trajectory']['matched']['auc']:.3f} for the whole-trajectory classifier.{overfit} {met} of "
             f"{len(out['targets'])} targets met.")
 
 
