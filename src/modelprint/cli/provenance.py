@@ -1,5 +1,8 @@
 """``modelprint provenance fit|score|attribute-fit|attribute``: training member, the model's own generation or
-external, and which of several diffusion models made an image, or none (:mod:`modelprint.provenance.workflow`)."""
+external, and which of several diffusion models made an image, or none (:mod:`modelprint.provenance.workflow`).
+
+Every command runs torch on ``MODELPRINT_THREADS`` threads (default: all cores). Gradient features are summed in
+an order that depends on the thread count, so the same seed gives the same numbers on the same thread count."""
 
 from __future__ import annotations
 
@@ -69,7 +72,9 @@ def provenance_fit(
     with fatal_errors():
         from modelprint.provenance import Provenance, ProvenanceClassifier, TrajectoryExtractor
         from modelprint.provenance.workflow import fit_provenance, load_model
+        from modelprint.seeding import configure_torch_threads
 
+        configure_torch_threads()
         seed_all(seed)
         denoiser = load_model(model, zoo=zoo)
         provenance = Provenance(TrajectoryExtractor(timesteps=tuple(timesteps) if timesteps else None,
@@ -106,7 +111,9 @@ def provenance_score(
     with fatal_errors():
         from modelprint.provenance import Provenance
         from modelprint.provenance.workflow import load_model, score_files
+        from modelprint.seeding import configure_torch_threads
 
+        configure_torch_threads()
         fitted = Provenance.load(provenance)
         denoiser = load_model(model, zoo=zoo)
         with calls_bar("scoring") as progress:
@@ -147,7 +154,9 @@ def provenance_attribute_fit(
         from modelprint.probes import DenoisingLossProbe, probe_from_preset
         from modelprint.probes.workflow import load_candidates, parse_named
         from modelprint.provenance.workflow import fit_attribution
+        from modelprint.seeding import configure_torch_threads
 
+        configure_torch_threads()
         seed_all(seed)
         probe = probe_from_preset(preset, seed=seed)
         if not isinstance(probe, DenoisingLossProbe):
@@ -184,7 +193,9 @@ def provenance_attribute(
     with fatal_errors():
         from modelprint.probes.workflow import load_candidates
         from modelprint.provenance.workflow import AttributionModel, attribute_files
+        from modelprint.seeding import configure_torch_threads
 
+        configure_torch_threads()
         fitted = AttributionModel.load(attributor)
         candidates = load_candidates(models, zoo=zoo)
         with calls_bar("probing") as progress:
