@@ -201,12 +201,12 @@ class AttributionModel:
         arrays = read_arrays(path, "provenance attributor file")
         try:
             meta = json.loads(arrays["meta"].tobytes().decode())
-            features, labels, saved = arrays["features"], arrays["labels"], arrays["scores"]
         except (ValueError, KeyError) as err:
             raise ProbeError(f"{path}: not a provenance attributor file ({err})") from None
         if meta.get("format") != ATTRIBUTOR_FORMAT:
             raise ProbeError(f"{path}: format {meta.get('format')!r}, expected {ATTRIBUTOR_FORMAT!r} (written by "
                              "`modelprint provenance attribute-fit`)")
+        features, labels, saved = arrays["features"], arrays["labels"], arrays["scores"]
         probe = DenoisingLossProbe(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["probe"].items()})
         attributor = RejectAttributor(meta["candidates"], meta["normalisation"], meta["accept"]).fit(features, labels)
         if not np.allclose(attributor.decision_function(features), saved, atol=1e-9):
