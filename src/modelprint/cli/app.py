@@ -16,7 +16,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -107,6 +107,14 @@ def progress_bar(total: int | None, label: str) -> tuple[Progress, TaskID]:
     """A progress bar on stderr (shown on a terminal only) and its task; ``label`` may hold user names."""
     bar = _new_bar()
     return bar, bar.add_task(shown(label), total=total)
+
+
+@contextmanager
+def calls_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar over denoiser calls; yields the ``progress(done, total)`` callback the probes take."""
+    bar, task = progress_bar(None, label)
+    with bar:
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 class Phases:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -17,12 +15,12 @@ from modelprint.cli.app import (
     SeedOpt,
     TopKOpt,
     UnusedSeedOpt,
+    calls_bar,
     emit_json,
     fatal_errors,
     make_table,
     make_typer,
     out,
-    progress_bar,
     report_input_errors,
     seed_all,
     shown,
@@ -36,14 +34,6 @@ CandidatesOpt = Annotated[list[str], typer.Option(
     ".safetensors/.pth with config.json beside it); repeat for each candidate.")]
 ZooOptionalOpt = Annotated[Path | None, typer.Option(
     "--zoo", help="Zoo folder for candidates given by zoo model name.")]
-
-
-@contextmanager
-def _probe_bar(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar over denoiser calls; yields the ``progress(done, total)`` callback the probes take."""
-    bar, task = progress_bar(None, label)
-    with bar:
-        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 @probe_app.command("prototypes", cls=Command)
@@ -75,7 +65,7 @@ def probe_prototypes(
         seed_all(seed)
         probe = probe_from_preset(preset, seed=seed)
         models = load_candidates(candidates, zoo=zoo)
-        with _probe_bar("probing references") as progress:
+        with calls_bar("probing references") as progress:
             attributor, summary = fit_prototypes(models, refs, probe, features=features, classifier=classifier,
                                                  seed=seed, progress=progress)
         attributor.save(dest)
@@ -111,7 +101,7 @@ def probe_identify(
 
         models = load_candidates(candidates, zoo=zoo)
         fitted = ProbeAttributor.load(attributor, models)
-        with _probe_bar("probing") as progress:
+        with calls_bar("probing") as progress:
             res = identify_files(fitted, paths, top_k=top_k, progress=progress).to_dict()
         report_input_errors(res["failed"])
         emit_json(res, as_json, json_out)

@@ -6,17 +6,20 @@ images, holds out a stratified validation part, fits a :class:`~modelprint.prove
 on the rest (calibrated) and chooses its "uncertain" confidence on the validation part. :meth:`Provenance.save`
 writes one ``.npz`` atomically, without pickles: the settings and the fitted features (not the images), with its
 sidecar (:mod:`modelprint.artefacts`). :meth:`Provenance.load` refits from them, which is deterministic, and checks
-that the refitted classifier gives the probabilities that were saved.
+that the refitted classifier gives the probabilities that were saved. The file records the :func:`model_digest` of
+the model it was fitted on, and :meth:`Provenance.score` refuses another model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 
@@ -28,9 +31,24 @@ from modelprint.provenance.base import EXTERNAL, GENERATED, MEMBER, check_fitted
 from modelprint.provenance.classifier import ProvenanceClassifier, ProvenanceDecisions
 from modelprint.provenance.features import TrajectoryExtractor
 
-__all__ = ["FORMAT", "Provenance"]
+__all__ = ["FORMAT", "Provenance", "model_digest"]
 
 FORMAT = "modelprint-provenance/1"
+
+
+def model_digest(denoiser: DiffusionCandidate) -> str:
+    """sha256 over a candidate's noise schedule and weights (its network's parameters, and its VAE's), whatever it
+    was loaded from: a zoo model and the diffusers folder it was saved to share it. A callable without
+    parameters is identified by its schedule only."""
+    h = hashlib.sha256(denoiser.alphas_cumprod.double().contiguous().numpy().tobytes())
+    vae = getattr(getattr(denoiser, "encoder", None), "vae", None)
+    params = denoiser.named_parameters()
+    if vae is not None:
+        params += [(f"vae.{n}", p) for n, p in vae.named_parameters()]
+    for name, param in params:
+        h.update(name.encode())
+        h.update(param.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
@@ -59,8 +77,10 @@ class Provenance(BaseEstimator):
 
     def fit(self, denoiser: DiffusionCandidate, members: np.ndarray, generated: np.ndarray, external: np.ndarray,
             progress: ProbeProgress | None = None) -> Provenance:
-        """Extract the features of the three image sets (uint8 ``(n, H, W, 3)`` each) and fit on them."""
-        parts = [(MEMBER, members), (GENERATED, generated), (EXTERNAL, external)]
+        """Extract the features of the three image sets (uint8 ``(n, H, W, 3)`` each; an empty one is left out) and
+        fit on them."""
+        parts = [(label, images) for label, images in [(MEMBER, members), (GENERATED, generated),
+                                                        (EXTERNAL, external)] if len(images)]
         extractor = self._extractor()
         total = sum(len(images) for _, images in parts) * extractor.calls_per_image(denoiser)
         values, labels, done, names = [], [], 0, []
@@ -71,7 +91,9 @@ class Provenance(BaseEstimator):
             values.append(trajectory.values)
             labels += [label] * len(images)
             names = trajectory.names
-        return self.fit_features(np.concatenate(values), labels, names, denoiser.name)
+        self.fit_features(np.concatenate(values), labels, names, denoiser.name)
+        self.model_sha256_ = model_digest(denoiser)
+        return self
 
     def fit_features(self, X: np.ndarray, y: Sequence[str], names: Sequence[str], denoiser: str  # noqa: N803
                      ) -> Provenance:
@@ -90,12 +112,29 @@ class Provenance(BaseEstimator):
             x[fit_rows], labels[fit_rows], x[val_rows], labels[val_rows])
         self.classes_ = self.classifier_.classes_
         self.features_, self.labels_, self.feature_names_, self.denoiser_ = x, labels, list(names), str(denoiser)
+        self.model_sha256_: str | None = None
         return self
+
+    def check_model(self, denoiser: DiffusionCandidate) -> None:
+        """ProbeError unless ``denoiser`` has the weights this provenance was fitted on (when it recorded them)."""
+        check_fitted(self, "classifier_")
+        if self.model_sha256_ is not None and (sha := model_digest(denoiser)) != self.model_sha256_:
+            raise ProbeError(f"candidate {denoiser.name!r}: is not the model this provenance was fitted on "
+                             f"({self.denoiser_!r}): its weights' sha256 {sha[:12]}… differ from "
+                             f"{self.model_sha256_[:12]}…; fit a provenance for this model")
+
+    def calls_per_image(self, denoiser: DiffusionCandidate) -> int:
+        """Denoiser calls (forward images) per scored image."""
+        return self._extractor().calls_per_image(denoiser)
+
+    def backwards_per_image(self, denoiser: DiffusionCandidate) -> int:
+        """Backward passes (images) per scored image."""
+        return self._extractor().backwards_per_image(denoiser)
 
     def score(self, denoiser: DiffusionCandidate, images: np.ndarray, progress: ProbeProgress | None = None
               ) -> ProvenanceDecisions:
         """Calibrated class probabilities and decisions (``uncertain`` below the validated confidence)."""
-        check_fitted(self, "classifier_")
+        self.check_model(denoiser)
         trajectory = self._extractor().extract(denoiser, images, progress)
         if trajectory.names != self.feature_names_:
             raise ProbeError(f"candidate {denoiser.name!r}: gives other trajectory features than the model this "
@@ -108,7 +147,7 @@ class Provenance(BaseEstimator):
         counts = dict(zip(*np.unique(self.labels_, return_counts=True)))
         return {"denoiser": self.denoiser_, "classes": [str(c) for c in self.classes_],
                 "counts": {str(k): int(v) for k, v in counts.items()}, "n_features": len(self.feature_names_),
-                "confidence_threshold": float(self.classifier_.confidence_),
+                "confidence_threshold": float(self.classifier_.confidence_), "model_sha256": self.model_sha256_,
                 "extractor": _jsonable(self._extractor().get_params()),
                 "classifier": _jsonable(self._classifier().get_params())}
 
@@ -119,7 +158,8 @@ class Provenance(BaseEstimator):
                 "feature_names": self.feature_names_}
         arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), "features": self.features_,
                   "labels": self.labels_.astype(str), "probabilities": self.classifier_.predict_proba(self.features_)}
-        write_arrays(path, arrays, {"format": FORMAT, "denoiser": self.denoiser_, "seed": self.seed})
+        write_arrays(path, arrays, {"format": FORMAT, "denoiser": self.denoiser_, "model_sha256": self.model_sha256_,
+                                    "seed": self.seed})
 
     @classmethod
     def load(cls, path: str | Path) -> Provenance:
@@ -136,6 +176,7 @@ class Provenance(BaseEstimator):
                                            for k, v in meta["extractor"].items()})
         model = cls(extractor, ProvenanceClassifier(**meta["classifier"]), meta["val_fraction"], meta["seed"])
         model.fit_features(arrays["features"], arrays["labels"], meta["feature_names"], meta["denoiser"])
+        model.model_sha256_ = meta.get("model_sha256")  # files written before it was recorded have none
         if not np.allclose(model.classifier_.predict_proba(arrays["features"]), arrays["probabilities"], atol=1e-9):
             raise ModelprintError(f"{path}: refitting gives other probabilities than were saved (another "
                                   "scikit-learn version?); fit it again with `modelprint provenance fit`")
