@@ -114,6 +114,7 @@ def main() -> None:
 
     import torch
 
+    from modelprint.config import torch_threads
     from modelprint.probes import DenoisingLossProbe, DiffusersCandidate, unknown_origin_signatures
     from modelprint.provenance import NONE, audit_split, membership_testbed
     from modelprint.provenance import protocols as P
@@ -121,7 +122,7 @@ def main() -> None:
     from modelprint.zoo import Zoo
 
     seed_everything(args.seed)
-    torch.set_num_threads(int(os.environ.get("MODELPRINT_THREADS") or 1))
+    torch.set_num_threads(torch_threads() or 1)
     t_start = time.perf_counter()
     model = args.model or ("tiny-ddpm-members" if args.quick else "ddpm-members")
     zoo = Zoo(args.zoo)
