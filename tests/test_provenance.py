@@ -37,6 +37,7 @@ from modelprint.provenance import (
     threshold_at_fpr,
     trajectory_timesteps,
 )
+from modelprint.provenance.classifier import C_GRID
 from modelprint.zoo.build import build_zoo
 from modelprint.zoo.recipes import tier_recipes
 from modelprint.zoo.store import load_generator, recipe_from_dict
@@ -171,6 +172,37 @@ def test_fitting_never_sees_the_test_rows(attack: MembershipAttack) -> None:
     assert clean.metrics["auc"] > 0.7 and dirty.metrics["auc"] != clean.metrics["auc"]
     if not attack.learned:
         assert clean.to_dict()["chosen"] == 3  # setting index 2 is timestep 3
+
+
+def _correlated_members(n_fit: int, n_test: int, seed: int) -> tuple[np.ndarray, ...]:
+    """150 features, few fit rows: 30 share one nuisance per image and a member shift of 1 (like one measurement
+    at neighbouring timesteps), 120 are independent noise."""
+    rng = np.random.default_rng(seed)
+    member = np.r_[np.arange(n_fit) % 2 == 0, np.arange(n_test) % 2 == 0]
+    x = rng.normal(size=(len(member), 150))
+    x[:, :30] = rng.normal(size=(len(member), 1)) + member[:, None] + 0.1 * rng.normal(size=(len(member), 30))
+    return x[:n_fit], member[:n_fit], x[n_fit:], member[n_fit:]
+
+
+def test_trajectory_attack_chooses_its_regularisation_on_the_fit_rows() -> None:
+    """32 fit rows of 150 features overfit at C = 1; C chosen by cross-validation on the fit rows holds out better."""
+    from sklearn.metrics import roc_auc_score
+
+    gains, chosen_cs = [], []
+    for seed in range(4):
+        x, member, x_test, member_test = _correlated_members(32, 400, seed)
+        chosen, fixed = TrajectoryAttack(seed=seed).fit(x, member), TrajectoryAttack(C=1.0, seed=seed).fit(x, member)
+        assert chosen.classifier_.C_ in C_GRID and fixed.classifier_.C_ == 1.0
+        chosen_cs.append(chosen.classifier_.C_)
+        gains.append(roc_auc_score(member_test, chosen.decision_function(x_test))
+                     - roc_auc_score(member_test, fixed.decision_function(x_test)))
+    # C chosen from 32 rows is noisy (here 1, 0.003, 0.01, 0.03; held-out AUC gains 0, 0.09, 0.04, 0.02)
+    assert min(gains) >= 0 and np.mean(gains) > 0.025 and sum(c < 1 for c in chosen_cs) >= 3
+    again = TrajectoryAttack(seed=seed).fit(x, member)  # deterministic by seed
+    assert again.classifier_.C_ == chosen.classifier_.C_
+    np.testing.assert_array_equal(again.decision_function(x_test), chosen.decision_function(x_test))
+    assert ProvenanceClassifier().C == 1.0
+    assert ProvenanceClassifier("boosted", target_accuracy=None).fit(x, member).C_ is None
 
 
 def test_audit_split_budget_and_operating_points() -> None:

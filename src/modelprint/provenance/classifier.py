@@ -4,9 +4,12 @@
 :data:`~modelprint.provenance.base.PROVENANCE_CLASSES`): a standardised logistic regression (``linear``: its
 weights per feature and timestep can be plotted against ``t``, :meth:`~ProvenanceClassifier.linear_weights`) or
 histogram gradient boosting (``boosted``), wrapped in ``CalibratedClassifierCV`` (sigmoid or isotonic, stratified
-folds). Below a confidence chosen on validation rows (the lowest top-class probability at which the accepted
-validation rows are still ``target_accuracy`` right) the answer is :data:`~modelprint.provenance.base.UNCERTAIN`.
-:class:`TrajectoryAttack` is the same classifier as a membership attack (member probability), beside the baselines.
+folds). The logistic regression's ``C`` is fixed, or ``"cv"``: chosen on the fit rows alone by stratified
+cross-validated log-loss over :data:`C_GRID` (:func:`choose_C`), then held fixed for the calibration folds.
+Below a confidence chosen on validation rows (the lowest top-class probability at which the accepted validation
+rows are still ``target_accuracy`` right) the answer is :data:`~modelprint.provenance.base.UNCERTAIN`.
+:class:`TrajectoryAttack` is the same classifier as a membership attack (member probability), beside the
+baselines; it chooses ``C`` by cross-validation: a few dozen fit rows against ~150 features overfit at ``C = 1``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -30,9 +33,24 @@ from modelprint.probes.candidates import DiffusionCandidate
 from modelprint.provenance.base import ATTACKS, EXTERNAL, MEMBER, UNCERTAIN, MembershipAttack, fit_rows
 from modelprint.provenance.features import TrajectoryExtractor
 
-__all__ = ["ProvenanceClassifier", "ProvenanceDecisions", "TrajectoryAttack", "choose_confidence"]
+__all__ = ["C_GRID", "ProvenanceClassifier", "ProvenanceDecisions", "TrajectoryAttack", "choose_C", "choose_confidence"]
 
 MODELS = ("linear", "boosted")
+#: The inverse regularisation strengths ``C="cv"`` chooses from: 1e-4 … 1e2, two per decade.
+C_GRID = np.logspace(-4, 2, 13)
+
+
+def choose_C(x: np.ndarray, labels: np.ndarray, seed: int = 0, grid: Sequence[float] = C_GRID) -> float:  # noqa: N802
+    """The ``C`` of ``grid`` with the best mean log-loss of a standardised logistic regression over stratified
+    folds of ``(x, labels)`` (``min(5, smallest class count)`` folds, shuffled by ``seed``); ties go to the
+    smaller ``C`` (the stronger regularisation)."""
+    folds = min(5, int(np.unique(labels, return_counts=True)[1].min()))
+    if folds < 2:
+        raise ProbeError("provenance classifier: choosing C needs at least two rows of every class")
+    search = make_pipeline(StandardScaler(), LogisticRegressionCV(
+        Cs=list(grid), cv=StratifiedKFold(folds, shuffle=True, random_state=seed), scoring="neg_log_loss",
+        l1_ratios=(0,), use_legacy_attributes=False, max_iter=5000))
+    return float(search.fit(x, labels)[-1].C_)
 
 
 def choose_confidence(probabilities: np.ndarray, correct: np.ndarray, target_accuracy: float) -> float:
@@ -73,10 +91,12 @@ class ProvenanceClassifier(ClassifierMixin, BaseEstimator):
 
     ``fit(X, y, X_val, y_val)``: the model is fitted and calibrated on ``(X, y)``; the confidence below which the
     answer is ``uncertain`` is chosen on ``(X_val, y_val)`` (without them, on a stratified ``validation_fraction``
-    of ``(X, y)`` held out of the model fit). ``target_accuracy=None`` never answers ``uncertain``.
+    of ``(X, y)`` held out of the model fit). ``target_accuracy=None`` never answers ``uncertain``. ``C`` (linear
+    only) is the logistic regression's, or ``"cv"`` to choose it on the fit rows (:func:`choose_C`); the ``C`` used
+    is ``C_`` (``None`` for ``boosted``).
     """
 
-    def __init__(self, model: Literal["linear", "boosted"] = "linear", C: float = 1.0,  # noqa: N803
+    def __init__(self, model: Literal["linear", "boosted"] = "linear", C: float | Literal["cv"] = 1.0,  # noqa: N803
                  calibration: Literal["sigmoid", "isotonic"] = "sigmoid", cv: int = 3,
                  target_accuracy: float | None = 0.95, validation_fraction: float = 0.25, seed: int = 0) -> None:
         self.model = model
@@ -89,7 +109,7 @@ class ProvenanceClassifier(ClassifierMixin, BaseEstimator):
 
     def _base(self) -> Pipeline | HistGradientBoostingClassifier:
         if self.model == "linear":
-            return make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=5000))
+            return make_pipeline(StandardScaler(), LogisticRegression(C=self.C_, max_iter=5000))
         if self.model == "boosted":
             return HistGradientBoostingClassifier(random_state=self.seed)
         raise ProbeError(f"provenance classifier: unknown model {self.model!r}; known: {', '.join(MODELS)}")
@@ -110,6 +130,9 @@ class ProvenanceClassifier(ClassifierMixin, BaseEstimator):
             got = "one class" if len(counts) < 2 else ", ".join(f"{c}: {k}" for c, k in zip(names, counts))
             raise ProbeError(f"provenance classifier: needs at least two classes with >= {self.cv} fitting "
                              f"images each, got {got}")
+        self.C_ = None
+        if self.model == "linear":
+            self.C_ = choose_C(x, labels, self.seed) if isinstance(self.C, str) and self.C == "cv" else float(self.C)
         folds = StratifiedKFold(int(self.cv), shuffle=True, random_state=self.seed)
         self.calibrated_ = CalibratedClassifierCV(self._base(), method=self.calibration, cv=folds).fit(x, labels)
         self.classes_ = self.calibrated_.classes_
@@ -149,15 +172,18 @@ class ProvenanceClassifier(ClassifierMixin, BaseEstimator):
 @ATTACKS.register("trajectory")
 class TrajectoryAttack(MembershipAttack):
     """Trajectory features (:class:`~modelprint.provenance.features.TrajectoryExtractor`) and a calibrated
-    :class:`ProvenanceClassifier` fitted on the auditor's budget; the member score is P(member)."""
+    :class:`ProvenanceClassifier` fitted on the auditor's budget; the member score is P(member). ``C`` defaults to
+    ``"cv"``: chosen on the fit rows (the chosen one is ``classifier_.C_``)."""
 
     learned = True
 
     def __init__(self, extractor: TrajectoryExtractor | None = None,
-                 model: Literal["linear", "boosted"] = "linear", seed: int = 0) -> None:
+                 model: Literal["linear", "boosted"] = "linear", seed: int = 0,
+                 C: float | Literal["cv"] = "cv") -> None:  # noqa: N803
         self.extractor = extractor
         self.model = model
         self.seed = seed
+        self.C = C
 
     def _extractor(self) -> TrajectoryExtractor:
         return self.extractor if self.extractor is not None else TrajectoryExtractor(seed=self.seed)
@@ -178,7 +204,8 @@ class TrajectoryAttack(MembershipAttack):
     def fit(self, X: np.ndarray, y: Sequence[bool]) -> TrajectoryAttack:  # noqa: N803
         x, member = fit_rows(self, X, y)
         labels = np.where(member, MEMBER, EXTERNAL)
-        self.classifier_ = ProvenanceClassifier(self.model, target_accuracy=None, seed=self.seed).fit(x, labels)
+        self.classifier_ = ProvenanceClassifier(self.model, self.C, target_accuracy=None,
+                                                seed=self.seed).fit(x, labels)
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
