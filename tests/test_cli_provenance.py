@@ -161,3 +161,12 @@ def test_seed_where_random_numbers_are_drawn() -> None:
     for command, seeded in (("fit", True), ("attribute-fit", True), ("score", False), ("attribute", False)):
         text = CliRunner().invoke(app, ["provenance", command, "--help"], terminal_width=200).output
         assert ("--seed" in text) == seeded, command
+
+
+def test_attribute_fit_refuses_a_preset_that_is_not_a_loss_setting(tmp_path: Path) -> None:
+    res = run("provenance", "attribute-fit", "--model", "a=missing", "--external", tmp_path, "--out",
+              tmp_path / "a.npz", "--preset", "reference-5", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "error: unknown loss probe preset 'reference-5'; known: loss-fast, loss-trajectory"]
+    assert not (tmp_path / "a.npz").exists()

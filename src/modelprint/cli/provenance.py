@@ -150,17 +150,14 @@ def provenance_attribute_fit(
     """Fit attribution with reject: per-candidate thresholds on its own samples, settings chosen on held-out own
     samples and the external images."""
     with fatal_errors():
-        from modelprint.errors import ProbeError
-        from modelprint.probes import DenoisingLossProbe, probe_from_preset
+        from modelprint.probes import DenoisingLossProbe
         from modelprint.probes.workflow import load_candidates, parse_named
         from modelprint.provenance.workflow import fit_attribution
         from modelprint.seeding import configure_torch_threads
 
         configure_torch_threads()
         seed_all(seed)
-        probe = probe_from_preset(preset, seed=seed)
-        if not isinstance(probe, DenoisingLossProbe):
-            raise ProbeError(f"preset {preset!r} is not a denoising-loss setting; use loss-fast or loss-trajectory")
+        probe = DenoisingLossProbe.preset(preset, seed=seed)  # an unknown or non-loss preset: one-line ProbeError
         folders = dict(parse_named(spec, "samples folder") for spec in samples or [])
         candidates = load_candidates(models, zoo=zoo)
         with calls_bar("probing") as progress:
