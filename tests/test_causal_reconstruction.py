@@ -100,8 +100,12 @@ def test_larger_images_are_tiled_and_keep_their_size(candidate) -> None:  # noqa
     result = OneStepReconstruction().residuals(candidate, np.ascontiguousarray(images))
     assert result.residuals.shape == (2, 72, 40, 3) and result.tiles_per_image == 6
     assert result.calls_per_image == 6
-    whole = OneStepReconstruction().residuals(candidate, np.ascontiguousarray(images[:, :32, :32]))
-    np.testing.assert_allclose(result.residuals[:, :32, :32], whole.residuals, atol=1e-5)  # a tile is a tile
+    for rows, cols in ((slice(0, 32), slice(0, 32)), (slice(32, 64), slice(0, 32)), (slice(0, 32), slice(8, 40))):
+        alone = OneStepReconstruction(tile=32).residuals(candidate, np.ascontiguousarray(images[:, rows, cols]))
+        if cols.start == 0:  # a whole tile is reconstructed as it is alone, in its place
+            np.testing.assert_allclose(result.residuals[:, rows, cols], alone.residuals, atol=1e-5)
+        else:  # a window across two tiles is not
+            assert not np.allclose(result.residuals[:, rows, cols], alone.residuals, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", RECONSTRUCTIONS.names())
