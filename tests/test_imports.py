@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("evaluation",),  # metrics, protocols, and measurements of methods (the fallback thresholds)
     ("probes",),  # white-box probes of candidate diffusion models (scored with evaluation's metrics)
     ("provenance",),  # member / generated / external and attribution with reject, over the probes' adapters
+    ("causal",),  # causal fingerprints: reconstruction residuals through the probes' adapters
     ("reports",),
     ("api",),  # the path-level public API
     ("demo",),

@@ -38,6 +38,7 @@ BUILTIN_MODULES = (
     "modelprint.zoo.families",
     "modelprint.probes",
     "modelprint.provenance",
+    "modelprint.causal",
 )
 
 

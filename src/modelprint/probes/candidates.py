@@ -66,6 +66,12 @@ class VaeEncoder:
             z = torch.cat([self.vae.encode(chunk).latent_dist.mean for chunk in x.split(_CHUNK)])
         return (z - self.shift_factor) * self.scaling_factor
 
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latents ``(n, C, h, w)`` → decoded pixels ``(n, 3, H, W)`` in about ``[-1, 1]`` (no gradient)."""
+        with torch.no_grad():
+            return torch.cat([self.vae.decode(chunk / self.scaling_factor + self.shift_factor).sample
+                              for chunk in z.split(_CHUNK)])
+
 
 class DiffusionCandidate(ABC):
     """A candidate diffusion model as a white-box probe sees it.
