@@ -255,3 +255,18 @@ def test_store_settings_are_written_once_then_checked(tmp_path: Path) -> None:
     path.write_text("{")
     with pytest.raises(ModelprintError, match="unreadable pool settings"):
         check_settings(path, wanted, "pool")
+
+
+def test_meta_entry_round_trips_and_bad_meta_is_one_checkpoint_error(tmp_path: Path) -> None:
+    from modelprint.artefacts import meta_array, read_arrays, read_meta, write_arrays
+
+    path = tmp_path / "thing.npz"
+    write_arrays(path, {"meta": meta_array({"format": "thing/1", "k": [1, 2]}), "x": np.zeros(3)}, {"seed": 0})
+    arrays = read_arrays(path, "thing file")
+    assert read_meta(arrays, path, "thing file", "thing/1") == {"format": "thing/1", "k": [1, 2]}
+    with pytest.raises(CheckpointError, match=r"thing\.npz: format 'thing/1', expected 'thing/2' \(hint\)$"):
+        read_meta(arrays, path, "thing file", "thing/2", " (hint)")
+    with pytest.raises(CheckpointError, match=r"thing\.npz: not a thing file"):
+        read_meta({"meta": np.frombuffer(b"{not json", dtype=np.uint8)}, path, "thing file", "thing/1")
+    with pytest.raises(CheckpointError, match=r"thing\.npz: not a thing file"):
+        read_meta({"x": np.zeros(3)}, path, "thing file", "thing/1")

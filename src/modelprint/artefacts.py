@@ -189,6 +189,27 @@ def write_arrays(path: str | Path, arrays: Mapping[str, Any], sidecar: Mapping[s
     return write_sidecar(path, sidecar)
 
 
+def meta_array(meta: Mapping[str, Any]) -> Any:
+    """``meta`` as JSON bytes in a uint8 array: the ``"meta"`` entry of an ``.npz`` written by :func:`write_arrays`
+    (settings travel with the arrays, and no pickle is needed to read them)."""
+    import numpy as np
+
+    return np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+
+
+def read_meta(arrays: Mapping[str, Any], path: str | Path, what: str, fmt: str, hint: str = "") -> dict[str, Any]:
+    """The ``"meta"`` entry of ``arrays`` (read by :func:`read_arrays` from ``path``), checked to be of format
+    ``fmt``; :class:`CheckpointError` naming the file if it is missing, not JSON or of another format."""
+    try:
+        meta = json.loads(arrays["meta"].tobytes().decode())
+    except (KeyError, AttributeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a {what} ({one_line(exc)})") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{path}: format {found!r}, expected {fmt!r}{hint}")
+    return meta
+
+
 # ------------------------------------------------------------------------------------------------- folders
 def file_digests(folder: str | Path) -> dict[str, str]:
     """sha256 of every file under ``folder``, keyed by its path relative to ``folder``."""

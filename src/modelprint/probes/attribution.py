@@ -19,7 +19,6 @@ that is fitted on reference images of each candidate and saved to / loaded from 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +31,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from modelprint.artefacts import read_arrays, write_arrays
+from modelprint.artefacts import meta_array, read_arrays, read_meta, write_arrays
 from modelprint.errors import ProbeError
 from modelprint.probes.base import PROBES, Probe, ProbeProgress, check_fitted, validated
 from modelprint.probes.candidates import DiffusionCandidate
@@ -426,7 +425,7 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
             "seed": self.seed,
             "steps": steps,
         }
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        arrays["meta"] = meta_array(meta)
         write_arrays(path, arrays, {"format": FORMAT, "candidates": self.candidate_names_, "seed": self.seed})
 
     @classmethod
@@ -434,12 +433,8 @@ class ProbeAttributor(ClassifierMixin, BaseEstimator):
         """Read an attributor written by :meth:`save`; ``candidates`` must hold every candidate it was fitted with."""
         path = Path(path)
         arrays = read_arrays(path, "probe attributor file")
-        try:
-            meta = json.loads(arrays.pop("meta").tobytes().decode())
-        except (OSError, ValueError, KeyError) as err:
-            raise ProbeError(f"{path}: not a probe attributor file ({err})") from None
-        if meta.get("format") != FORMAT:
-            raise ProbeError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        meta = read_meta(arrays, path, "probe attributor file", FORMAT)
+        del arrays["meta"]
         names = meta["candidates"]
         missing = [n for n in names if n not in candidates]
         if missing:

@@ -13,7 +13,6 @@ the model it was fitted on, and :meth:`Provenance.score` refuses another model.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 
-from modelprint.artefacts import read_arrays, write_arrays
+from modelprint.artefacts import meta_array, read_arrays, read_meta, write_arrays
 from modelprint.errors import ModelprintError, ProbeError
 from modelprint.probes.base import ProbeProgress
 from modelprint.probes.candidates import DiffusionCandidate
@@ -156,7 +155,7 @@ class Provenance(BaseEstimator):
         check_fitted(self, "classifier_")
         meta = {"format": FORMAT, "val_fraction": self.val_fraction, "seed": self.seed, **self.to_dict(),
                 "feature_names": self.feature_names_}
-        arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), "features": self.features_,
+        arrays = {"meta": meta_array(meta), "features": self.features_,
                   "labels": self.labels_.astype(str), "probabilities": self.classifier_.predict_proba(self.features_)}
         write_arrays(path, arrays, {"format": FORMAT, "denoiser": self.denoiser_, "model_sha256": self.model_sha256_,
                                     "seed": self.seed})
@@ -166,12 +165,7 @@ class Provenance(BaseEstimator):
         """Read a file written by :meth:`save` and refit from its features (checked against its probabilities)."""
         path = Path(path)
         arrays = read_arrays(path, "provenance file")
-        try:
-            meta = json.loads(arrays["meta"].tobytes().decode())
-        except (ValueError, KeyError) as err:
-            raise ModelprintError(f"{path}: not a provenance file ({err})") from None
-        if meta.get("format") != FORMAT:
-            raise ModelprintError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        meta = read_meta(arrays, path, "provenance file", FORMAT)
         extractor = TrajectoryExtractor(**{k: (tuple(v) if isinstance(v, list) else v)
                                            for k, v in meta["extractor"].items()})
         model = cls(extractor, ProvenanceClassifier(**meta["classifier"]), meta["val_fraction"], meta["seed"])

@@ -15,7 +15,6 @@ the sha256 of every model (:func:`~modelprint.provenance.model.model_digest`): a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from modelprint.artefacts import read_arrays, write_arrays
+from modelprint.artefacts import meta_array, read_arrays, read_meta, write_arrays
 from modelprint.errors import ImageError, ProbeError
 from modelprint.probes.attribution import unknown_origin_signatures
 from modelprint.probes.base import ProbeProgress
@@ -189,7 +188,7 @@ class AttributionModel:
     def save(self, path: str | Path) -> None:
         """Write the settings and fitted trajectories to ``path`` atomically, with its sidecar."""
         meta = {"format": ATTRIBUTOR_FORMAT, **self.settings(), "sha256": self.sha256, "validation": self.validation}
-        arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), "features": self.features,
+        arrays = {"meta": meta_array(meta), "features": self.features,
                   "labels": self.labels.astype(str), "scores": self.attributor.decision_function(self.features)}
         write_arrays(path, arrays, {"format": ATTRIBUTOR_FORMAT, "candidates": self.candidates,
                                     "sha256": self.sha256})
@@ -199,13 +198,8 @@ class AttributionModel:
         """Read a file written by :meth:`save` and refit (checked against the scores it saved)."""
         path = Path(path)
         arrays = read_arrays(path, "provenance attributor file")
-        try:
-            meta = json.loads(arrays["meta"].tobytes().decode())
-        except (ValueError, KeyError) as err:
-            raise ProbeError(f"{path}: not a provenance attributor file ({err})") from None
-        if meta.get("format") != ATTRIBUTOR_FORMAT:
-            raise ProbeError(f"{path}: format {meta.get('format')!r}, expected {ATTRIBUTOR_FORMAT!r} (written by "
-                             "`modelprint provenance attribute-fit`)")
+        meta = read_meta(arrays, path, "provenance attributor file", ATTRIBUTOR_FORMAT,
+                         " (written by `modelprint provenance attribute-fit`)")
         features, labels, saved = arrays["features"], arrays["labels"], arrays["scores"]
         probe = DenoisingLossProbe(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["probe"].items()})
         attributor = RejectAttributor(meta["candidates"], meta["normalisation"], meta["accept"]).fit(features, labels)
