@@ -218,11 +218,12 @@ def _provenance_labels(groups: np.ndarray) -> np.ndarray:
 def three_way(values: np.ndarray, groups: Sequence[str], split: AuditSplit, model: str = "linear",
               target_accuracy: float = 0.95, seed: int = 0) -> tuple[ProvenanceClassifier, dict[str, Any]]:
     """Member / generated / external (matched, shifted and other models' samples) with a calibrated
-    :class:`ProvenanceClassifier` fitted on the fit rows, its ``uncertain`` confidence chosen on the validation
-    rows; on test: macro accuracy (mean per-class recall, every row answered), generated-vs-rest AUC, and the
-    coverage and accuracy of the answers above the confidence. Returns the fitted classifier and the metrics."""
+    :class:`ProvenanceClassifier` fitted on the fit rows (a linear model's ``C`` chosen on them by cross-validation),
+    its ``uncertain`` confidence chosen on the validation rows; on test: macro accuracy (mean per-class recall, every
+    row answered), generated-vs-rest AUC, and the coverage and accuracy of the answers above the confidence.
+    Returns the fitted classifier and the metrics."""
     x, y = np.asarray(values, dtype=np.float64), _provenance_labels(np.asarray(groups).astype(str))
-    clf = ProvenanceClassifier(model, target_accuracy=target_accuracy, seed=seed)  # type: ignore[arg-type]
+    clf = ProvenanceClassifier(model, C="cv", target_accuracy=target_accuracy, seed=seed)  # type: ignore[arg-type]
     clf.fit(x[split.fit], y[split.fit], x[split.val], y[split.val])
     decided = clf.decide(x[split.test])
     truth, proba = y[split.test], decided.probabilities
