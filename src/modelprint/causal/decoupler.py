@@ -5,17 +5,23 @@ image shows.
 output) trained with two heads on ``z``:
 
 - **attribution**: a cosine-softmax cross-entropy over the models (normalised class weights times ``scale``), so
-  that cosine similarity, which the gallery and ``evaluate`` compare embeddings with, is what separates models;
-- **content adversary**: an MLP predicting the content id from ``z`` behind a *gradient-reversal* layer (Ganin &
-  Lempitsky, 2015): the adversary learns to read content, the projection receives the opposite gradient and
-  learns to hide it. The reversal weight ramps up as ``adversary_weight · (2 / (1 + e^{-10p}) − 1)`` over training
-  progress ``p``, as in DANN.
+  that cosine similarity, which the gallery and ``evaluate`` compare embeddings with, is what separates models,
+  plus ``compactness_weight`` times the mean cosine distance of each image to its model's class weight (a centre
+  loss: whatever varies within one model across contents is pushed out of ``z``);
+- **content adversary** behind a *gradient-reversal* layer (Ganin & Lempitsky, 2015): the adversary learns to read
+  content from ``z``, the projection receives the opposite gradient and learns to hide it. The reversal weight
+  ramps up as ``adversary_weight · (2 / (1 + e^{-10p}) − 1)`` over training progress ``p``, as in DANN.
+  ``adversary="pairs"`` (default) is told two images of different models and says whether they show the same
+  content, from ``|z_i − z_j|`` and ``z_i ⊙ z_j``; ``"content"`` names the content id. The pair adversary knows no
+  content identity, so what it finds (and the projection hides) carries over to contents never trained on; the
+  content-id adversary only has to be defeated on the training contents, and on planted content it left more
+  leakage on new contents (tests/test_causal_decoupling.py measures both).
 
-Why an adversary rather than an independence (HSIC) penalty: leakage is measured the same way, by a classifier that
-reads content from the fingerprint, so the adversary attacks what is measured; with one-hot content labels a
-linear-kernel HSIC only decorrelates ``z`` from the per-content means, which a non-linear reader can still use.
-An adversary can still hide content from itself and not from a fresh reader; that is why leakage is measured by a
-fresh classifier (:mod:`modelprint.causal.invariance`), never by the adversary.
+Why an adversary rather than an independence (HSIC) penalty: leakage is measured by a classifier that reads content
+from the fingerprint, so the adversary attacks what is measured; a linear-kernel HSIC against one-hot content labels
+only decorrelates ``z`` from the per-content means, which a non-linear reader can still use. An adversary can still
+hide content from itself and not from a fresh reader; that is why leakage is measured by a fresh classifier
+(:mod:`modelprint.causal.invariance`), never by the adversary.
 
 **Selection.** Before training, a share ``val_fraction`` of the *contents* (all their images) is held out of the
 gradient steps. Every ``eval_every`` epochs the projection is scored on them: model accuracy of the held-out images
@@ -65,6 +71,9 @@ class _Reverse(torch.autograd.Function):
 
 
 def _projection(d_in: int, hidden: int, dim: int) -> nn.Sequential:
+    """One hidden ReLU layer of ``hidden`` units, or a linear map when ``hidden`` is 0."""
+    if hidden == 0:
+        return nn.Sequential(nn.Linear(d_in, dim))
     return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, dim))
 
 
@@ -116,7 +125,8 @@ class CausalDecoupler(TransformerMixin, BaseEstimator):
 
     Parameters: ``dim`` output size, ``hidden`` hidden units, ``adversary_weight`` the final gradient-reversal
     weight (0 trains attribution alone), ``adversary_hidden`` the adversary's hidden units, ``epochs``,
-    ``batch_size``, ``lr`` and ``weight_decay`` (AdamW), ``scale`` the cosine-softmax scale, ``val_fraction`` the
+    ``batch_size``, ``lr`` and ``weight_decay`` (AdamW), ``scale`` the cosine-softmax scale, ``compactness_weight``
+    the centre loss's weight, ``adversary`` ``"pairs"`` or ``"content"``, ``val_fraction`` the
     share of contents held out for selection (0: keep the last epoch), ``eval_every`` epochs between selections,
     ``seed`` (initialisation, batches, the held-out contents).
     """
@@ -124,7 +134,7 @@ class CausalDecoupler(TransformerMixin, BaseEstimator):
     def __init__(self, dim: int = 32, hidden: int = 128, adversary: str = "pairs", adversary_weight: float = 1.0,
                  adversary_hidden: int = 64,
                  epochs: int = 200, batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 1e-4,
-                 scale: float = 16.0, compactness_weight: float = 0.0, val_fraction: float = 0.25,
+                 scale: float = 16.0, compactness_weight: float = 1.0, val_fraction: float = 0.25,
                  eval_every: int = 10, seed: int = 0) -> None:
         self.dim = dim
         self.hidden = hidden
