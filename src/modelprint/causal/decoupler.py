@@ -193,8 +193,9 @@ class CausalDecoupler(TransformerMixin, BaseEstimator):
             projection = _projection(X.shape[1], int(self.hidden), int(self.dim))
             classes = nn.Parameter(0.1 * torch.randn(len(self.classes_), int(self.dim)))
             pairs = self.adversary == "pairs"
-            adversary = nn.Sequential(nn.Linear(int(self.dim) * (2 if pairs else 1), int(self.adversary_hidden)),
-                                      nn.ReLU(), nn.Linear(int(self.adversary_hidden), 1 if pairs else len(fit_contents)))
+            width = int(self.adversary_hidden)
+            adversary = nn.Sequential(nn.Linear(int(self.dim) * (2 if pairs else 1), width), nn.ReLU(),
+                                      nn.Linear(width, 1 if pairs else len(fit_contents)))
         params = [*projection.parameters(), classes, *adversary.parameters()]
         opt = torch.optim.AdamW(params, lr=float(self.lr), weight_decay=float(self.weight_decay))
         gen = torch.Generator().manual_seed(int(self.seed))
