@@ -3,7 +3,8 @@
 This module assembles the commands, one module per group: :mod:`~modelprint.cli.gallery` (enroll, identify,
 verify, gallery …), :mod:`~modelprint.cli.evaluate`, :mod:`~modelprint.cli.train` (denoiser, synthesize, fidelity,
 extractor, spectral-reference), :mod:`~modelprint.cli.demo`, :mod:`~modelprint.cli.zoo`,
-:mod:`~modelprint.cli.probe`, :mod:`~modelprint.cli.provenance` and :mod:`~modelprint.cli.registries`
+:mod:`~modelprint.cli.probe`, :mod:`~modelprint.cli.provenance`, :mod:`~modelprint.cli.decoupler` and
+:mod:`~modelprint.cli.registries`
 (``list``); what they share (options, output, exit codes) is in :mod:`~modelprint.cli.app`.
 """
 
