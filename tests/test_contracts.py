@@ -14,6 +14,7 @@ import importlib
 import pickle
 import pkgutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import modelprint
+import modelprint.causal  # noqa: F401  (registers the methods defined above the methods layer)
 from conftest import natural_like
 from modelprint.errors import ProbeError, RegistryError
 from modelprint.evaluation.metrics import METRICS
@@ -96,20 +98,36 @@ def test_parameters_follow_scikit_learns_convention() -> None:
 
 # ------------------------------------------------------------------------------------------------ methods
 
-METHOD_CHANGES = {"spectral": {"margin": 0}, "learned": {"window": None},
-                  "fused": {"views": (("learned", 1.0), ("spectral", 3.0))}}
+def decoupler_file(path: Path, seed: int) -> str:
+    """A small decoupler fitted on ``spectral`` embeddings of natural-like images, as ``decoupled`` needs."""
+    from modelprint.causal import CausalDecoupler
+
+    spectral = METHODS.create("spectral")
+    x = spectral.embed([natural_like(40, 40, s).astype(np.float32) / 255 for s in range(12)])
+    fitted = CausalDecoupler(dim=8, hidden=16, epochs=3, val_fraction=0.0, seed=seed).fit(
+        x, np.repeat(["a", "b", "c"], 4), np.tile(np.arange(4), 3))
+    info = {"base": {"name": "spectral", "params": spectral.get_params(), "version": spectral.version}}
+    fitted.save(path, info)
+    return str(path)
+
+
+#: Parameters a method needs to be built at all (a weights file), made in a temporary folder.
+METHOD_ARGS = {"decoupled": lambda tmp: {"weights": decoupler_file(tmp / "a.safetensors", 0)}}
+METHOD_CHANGES = {"spectral": lambda tmp: {"margin": 0}, "learned": lambda tmp: {"window": None},
+                  "fused": lambda tmp: {"views": (("learned", 1.0), ("spectral", 3.0))},
+                  "decoupled": lambda tmp: {"weights": decoupler_file(tmp / "b.safetensors", 1)}}
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_fingerprint_method_contract(name: str) -> None:
-    method = METHODS.create(name)
+def test_fingerprint_method_contract(name: str, tmp_path: Path) -> None:
+    method = METHODS.create(name, **METHOD_ARGS.get(name, lambda tmp: {})(tmp_path))
     embeddings = method.embed(IMAGES)
     assert embeddings.ndim == 2 and len(embeddings) == 2 and embeddings.dtype == np.float32
     assert np.isfinite(embeddings).all() and method.embed([]).shape == (0, embeddings.shape[1])
     rebuilt = type(method)(**method.get_params())
     assert rebuilt.tag == method.tag
     np.testing.assert_array_equal(rebuilt.embed(IMAGES), embeddings)
-    changed = rebuilt.set_params(**METHOD_CHANGES[name])
+    changed = rebuilt.set_params(**METHOD_CHANGES[name](tmp_path))
     assert changed.version != method.version
     assert not np.allclose(changed.embed(IMAGES), embeddings, atol=1e-5)
 

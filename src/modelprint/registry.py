@@ -63,7 +63,11 @@ class Registry(Generic[T]):
         return decorate
 
     def get(self, name: str) -> type[T]:
-        """The class registered as ``name``; a clear error lists the known names otherwise."""
+        """The class registered as ``name`` (importing the built-in modules first if it is not yet registered, so
+        an entry registered above its registry's layer, such as the ``decoupled`` method, is found by name); a
+        clear error lists the known names otherwise."""
+        if name not in self._entries:
+            all_registries()
         try:
             return self._entries[name]
         except KeyError:

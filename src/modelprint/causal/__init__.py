@@ -1,5 +1,17 @@
-"""Causal fingerprints (issue 14): reconstruction residuals through diffusion models and autoencoders."""
+"""Causal fingerprints (issue 14): reconstruction residuals through diffusion models and autoencoders, paired data
+redrawn by zoo models, the content decoupler (registered as the ``decoupled`` method) and the invariance study."""
 
+from modelprint.causal.decoupler import CausalDecoupler
+from modelprint.causal.invariance import (
+    content_leakage,
+    decoupling_study,
+    distances,
+    identification,
+    invariance_report,
+    split_contents,
+)
+from modelprint.causal.method import DecoupledMethod
+from modelprint.causal.pairs import PairSet, build_pairs, content_images, redraw
 from modelprint.causal.reconstruction import (
     RECONSTRUCTIONS,
     AutoencoderReconstruction,
@@ -10,5 +22,7 @@ from modelprint.causal.reconstruction import (
     tile_grid,
 )
 
-__all__ = ["RECONSTRUCTIONS", "AutoencoderReconstruction", "DireReconstruction", "OneStepReconstruction",
-           "Reconstruction", "Reconstructor", "tile_grid"]
+__all__ = ["RECONSTRUCTIONS", "AutoencoderReconstruction", "CausalDecoupler", "DecoupledMethod",
+           "DireReconstruction", "OneStepReconstruction", "PairSet", "Reconstruction", "Reconstructor",
+           "build_pairs", "content_images", "content_leakage", "decoupling_study", "distances", "identification",
+           "invariance_report", "redraw", "split_contents", "tile_grid"]

@@ -3,7 +3,8 @@
 This module assembles the commands, one module per group: :mod:`~modelprint.cli.gallery` (enroll, identify,
 verify, gallery …), :mod:`~modelprint.cli.evaluate`, :mod:`~modelprint.cli.train` (denoiser, synthesize, fidelity,
 extractor, spectral-reference), :mod:`~modelprint.cli.demo`, :mod:`~modelprint.cli.zoo`,
-:mod:`~modelprint.cli.probe`, :mod:`~modelprint.cli.provenance` and :mod:`~modelprint.cli.registries`
+:mod:`~modelprint.cli.probe`, :mod:`~modelprint.cli.provenance`, :mod:`~modelprint.cli.decoupler` and
+:mod:`~modelprint.cli.registries`
 (``list``); what they share (options, output, exit codes) is in :mod:`~modelprint.cli.app`.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from modelprint.cli import demo, evaluate, gallery, probe, provenance, registries, train, zoo
+from modelprint.cli import decoupler, demo, evaluate, gallery, probe, provenance, registries, train, zoo
 from modelprint.cli.app import Command, app, legacy_json_path
 
 app.command("enroll", cls=Command)(gallery.enroll)
@@ -31,6 +32,7 @@ app.add_typer(train.extractor_app, name="extractor")
 app.add_typer(zoo.zoo_app, name="zoo")
 app.add_typer(probe.probe_app, name="probe")
 app.add_typer(provenance.provenance_app, name="provenance")
+app.add_typer(decoupler.decoupler_app, name="decoupler")
 
 
 def main() -> None:
