@@ -125,6 +125,7 @@ class AttackResult:
                 "attributed_to_source_before": self.before.model == self.source,
                 "before": decision(self.before), "after": decision(self.after), "steps": self.steps,
                 "seconds": self.seconds, **self.quality, "linf_255": self.quality["linf"] * 255.0,
+                "psnr": self.quality["psnr"] if math.isfinite(self.quality["psnr"]) else None,
                 "notes": list(self.notes)}
 
 
@@ -197,7 +198,7 @@ class Anonymizer(Parametrised):
                 f = embed(torch.from_numpy(q.transpose(2, 0, 1)[None].astype(np.float32) / 255.0))
             return goal.achieved(f, 0.0), q
 
-        steps_run, best, best_loss = 0, None, math.inf
+        taken = 0
         done, q = holds_quantised(x0)
         if not done:
             delta = torch.zeros_like(x0)
@@ -205,7 +206,8 @@ class Anonymizer(Parametrised):
                 gen = torch.Generator().manual_seed(self.seed)
                 delta = ((torch.rand(x0.shape, generator=gen) * 2 - 1) * self.epsilon).clamp(-x0, 1 - x0)
             alpha = self.step_size if self.step_size is not None else self.epsilon / 4
-            for steps_run in range(1, self.steps + 1):
+            best_loss, best = math.inf, x0
+            while True:
                 x = (x0 + delta).requires_grad_(True)
                 f = embed(x)
                 loss = goal.loss(f)
@@ -213,19 +215,17 @@ class Anonymizer(Parametrised):
                     best_loss, best = float(loss.detach()), x.detach()
                 if goal.achieved(f.detach(), self.margin):
                     done, q = holds_quantised(x.detach())
-                    if done:
-                        break
+                if done or taken == self.steps:
+                    break
                 (grad,) = torch.autograd.grad(loss, x)
                 delta = (delta - alpha * grad.sign()).clamp(-self.epsilon, self.epsilon)
                 delta = (x0 + delta).clamp(0, 1) - x0
+                taken += 1
             if not done:
-                x = x0 + delta
-                with torch.no_grad():
-                    last = float(goal.loss(embed(x)))
-                _, q = holds_quantised(x if best is None or last <= best_loss else best)
+                q = holds_quantised(best)[1]
         after = judge.identify(q)
         success = after.model != judge.names[src] if self.mode == "untargeted" else after.model == target
-        return AttackResult(q, self.mode, judge.names[src], target, before, after, success, steps_run,
+        return AttackResult(q, self.mode, judge.names[src], target, before, after, success, taken,
                             time.perf_counter() - start, image_quality(image, q), notes)
 
     def _target(self, judge: GalleryJudge, src: int, before: Identification) -> str | None:
