@@ -1,5 +1,7 @@
-"""Causal fingerprints (issue 14): reconstruction residuals through diffusion models and autoencoders."""
+"""Causal fingerprints (issue 14): reconstruction residuals through diffusion models and autoencoders, and
+counterfactual anonymization against a gallery's fingerprint."""
 
+from modelprint.causal.anonymize import Anonymizer, AttackResult, GalleryJudge
 from modelprint.causal.reconstruction import (
     RECONSTRUCTIONS,
     AutoencoderReconstruction,
@@ -10,5 +12,6 @@ from modelprint.causal.reconstruction import (
     tile_grid,
 )
 
-__all__ = ["RECONSTRUCTIONS", "AutoencoderReconstruction", "DireReconstruction", "OneStepReconstruction",
+__all__ = ["Anonymizer", "AttackResult", "GalleryJudge",
+           "RECONSTRUCTIONS", "AutoencoderReconstruction", "DireReconstruction", "OneStepReconstruction",
            "Reconstruction", "Reconstructor", "tile_grid"]

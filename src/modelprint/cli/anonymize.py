@@ -50,12 +50,8 @@ def anonymize(
     as_json: JsonFlag = False,
     json_out: JsonOutOpt = None,
 ) -> None:
-    """Anonymize images: the smallest PGD perturbation (L∞ ≤ epsilon) that changes the gallery's attribution.
-
-    Each image is attacked at its full size through the gallery's fingerprint method and written to
-    OUT/<input stem>.png (8-bit RGB, atomically); the inputs are never written. Success is the gallery's own
-    decision on the saved pixels. Reports, per image, the decisions before and after, PSNR, SSIM and L∞.
-    """
+    """Perturb images within ε (L∞) until the gallery no longer names their source (or names --target); each is
+    written to OUT/<input stem>.png, the inputs never."""
     with fatal_errors():
         from modelprint.api import collect_paths, gallery_method
         from modelprint.causal.anonymize import Anonymizer, parse_epsilon
