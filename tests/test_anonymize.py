@@ -220,3 +220,22 @@ def test_transfer_and_defences_report_source_rates(demo_gallery: Path, tmp_path:
     assert demo_gallery.read_bytes() == untouched  # the re-fit wrote a copy
     q = jpeg(originals[0], 50)
     assert q.shape == originals[0].shape and q.dtype == np.uint8 and not np.array_equal(q, originals[0])
+
+
+def test_a_fused_view_without_gradients_is_held_and_named(tmp_path: Path) -> None:
+    from modelprint.api import enroll
+
+    method = load_method("fused", params={"spectral": {"residual": "highpass", "reference": None}})
+    with Gallery(tmp_path / "g.sqlite") as g:
+        for model in MODELS:
+            enroll(g, model, demo_files(model, 0, 3), method=method)
+        result = Anonymizer(epsilon=4 / 255, steps=5).attack(GalleryJudge(g, method),
+                                                             load_image(demo_files("gen-bilinear", 8, 9)[0]))
+    assert len(result.notes) == 1 and result.notes[0].startswith("view spectral not attacked")
+    assert result.quality["linf"] <= 4 / 255 + 1e-9
+    spectral = load_method("spectral", residual="highpass", reference=None)
+    with Gallery(tmp_path / "s.sqlite") as g:
+        for model in MODELS[:2]:
+            enroll(g, model, demo_files(model, 0, 2), method=spectral)
+        with pytest.raises(AttackError, match="cannot attack spectral@.*highpass"):
+            Anonymizer().attack(GalleryJudge(g, spectral), load_image(demo_files("gen-bilinear", 8, 9)[0]))

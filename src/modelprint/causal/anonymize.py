@@ -117,6 +117,8 @@ class AttackResult:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: everything but the pixels; ``psnr`` is ``None`` when the image was left unchanged."""
+
         def decision(d: Identification) -> dict[str, Any]:
             return {"prediction": d.model, "similarity": d.similarity, "threshold": d.threshold,
                     "top_k": [{"model": m, "similarity": s} for m, s in d.top_k]}
