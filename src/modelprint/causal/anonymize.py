@@ -31,7 +31,7 @@ from modelprint.errors import AttackError
 from modelprint.gallery import Gallery
 from modelprint.gallery.results import Identification
 from modelprint.methods import FingerprintMethod
-from modelprint.methods.differentiable import why_not_differentiable
+from modelprint.methods.differentiable import images_tensor, why_not_differentiable
 from modelprint.registry import Parametrised
 
 MODES = ("untargeted", "targeted", "counterfactual")
@@ -185,7 +185,7 @@ class Anonymizer(Parametrised):
         if self.mode == "untargeted" and len(judge.names) < 2 and judge.threshold is None:
             raise AttackError(f"{judge.gallery.path}: one model and no 'unknown' threshold: nothing else can win")
         fixed, notes = self._fixed_views(judge.method, image)
-        x0 = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32))
+        x0 = images_tensor([image])
         protos = torch.from_numpy(judge.prototypes.astype(np.float32))
         goal = _Goal(self.mode, src, None if target is None else judge.index(target), judge.threshold, protos,
                      self._counterfactual(judge, image, src, target))
@@ -197,7 +197,7 @@ class Anonymizer(Parametrised):
         def holds_quantised(x: Any) -> tuple[bool, np.ndarray]:
             q = quantise_in_ball(x[0].detach().numpy().transpose(1, 2, 0), image, self.epsilon)
             with torch.no_grad():
-                f = embed(torch.from_numpy(q.transpose(2, 0, 1)[None].astype(np.float32) / 255.0))
+                f = embed(images_tensor([q.astype(np.float32) / 255.0]))
             return goal.achieved(f, 0.0), q
 
         taken = 0
