@@ -5,7 +5,7 @@ Gallery: the first 8 images of each of the 5 demo generators, enrolled with ``le
 over the queries the gallery attributed to their source, with a Wilson 95% interval; mean PSNR and SSIM; seconds
 per image; the same for uniform noise filling the ε ball (random start, no step: the "plain perturbation"
 control); transfer to ``spectral``; JPEG re-encoding and a re-fit as defences. Also the counterfactual attack
-(toward the runner-up) at 4/255.
+(toward the runner-up) and a targeted one at 4/255.
 
     .venv/bin/python benchmarks/bench_anonymize_demo.py --seed 0
 """
@@ -103,6 +103,15 @@ def main() -> None:
                     cf = run_attack(judge, Anonymizer(epsilon=eps, steps=args.steps, mode="counterfactual"),
                                     queries, sources)
                     entry["counterfactual"] = {k: v for k, v in cf.items() if not k.startswith("_")}
+                    targeted = [run_attack(judge, Anonymizer(epsilon=eps, steps=args.steps, mode="targeted",
+                                                             target=models[(models.index(m) + 1) % len(models)]),
+                                           [f for f, s in zip(queries, sources) if s == m], [m] * 8)
+                                for m in models]
+                    k = sum(round(t["success"] * t["attributed_before"]) for t in targeted)
+                    n = sum(t["attributed_before"] for t in targeted)
+                    entry["targeted_next_model"] = {"success": k / n, "success_ci": wilson(k, n), "n": n,
+                                                    "psnr": float(np.mean([t["psnr"] for t in targeted])),
+                                                    "steps": float(np.mean([t["steps"] for t in targeted]))}
                 payload["by_epsilon"][f"{e}/255"] = entry
                 p, n = entry["pgd"], entry["noise_control"]
                 t = entry["source_rates"]["spectral (transfer)"]
@@ -114,7 +123,7 @@ def main() -> None:
                             f"/ {j[50]:.2f} (originals {jo[95]:.2f} / {jo[75]:.2f} / {jo[50]:.2f}) | "
                             f"{r['before']:.2f} → {r['after']:.2f} |")
     path = write_result("anonymize_demo", payload)
-    cf = payload["by_epsilon"]["4/255"]["counterfactual"]
+    cf, tg = payload["by_epsilon"]["4/255"]["counterfactual"], payload["by_epsilon"]["4/255"]["targeted_next_model"]
     md = ("## Anonymization on the demo set (`python benchmarks/bench_anonymize_demo.py --seed 0`)\n\n"
           f"Gallery: {ENROLLED} images of each of the {len(models)} demo generators (`learned`); queries: the other "
           f"{len(queries)}. Untargeted PGD, ≤ {args.steps} steps of ε/4, no random start, stops when the source "
@@ -129,7 +138,10 @@ def main() -> None:
           "(transfer) | JPEG 95 / 75 / 50 | re-fit |\n|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
           + f"\n\nCounterfactual (toward the runner-up's prototype) at 4/255: success {cf['success']:.2f} "
           f"[{cf['success_ci'][0]:.2f}, {cf['success_ci'][1]:.2f}], PSNR {cf['psnr']:.1f} dB, SSIM {cf['ssim']:.4f}, "
-          f"{cf['seconds_per_image']:.2f} s / image; {machine()['threads']} torch threads.\n")
+          f"{cf['seconds_per_image']:.2f} s / image. Targeted (each source toward the next model in name order) at "
+          f"4/255: success {tg['success']:.2f} [{tg['success_ci'][0]:.2f}, {tg['success_ci'][1]:.2f}] "
+          f"(n = {tg['n']}), PSNR {tg['psnr']:.1f} dB, {tg['steps']:.1f} steps; {machine()['threads']} torch "
+          "threads.\n")
     update_readme_section("anonymize_demo", md)
     print(md)
 
