@@ -216,7 +216,7 @@ def test_version_and_help_texts_without_artefacts() -> None:
 
 
 SEEDED = {"evaluate", "demo", "synthesize", "fidelity", "spectral-reference", "denoiser train", "extractor train",
-          "zoo build", "zoo sample", "probe prototypes"}
+          "zoo build", "zoo sample", "probe prototypes", "anonymize"}
 SEEDLESS = {"enroll", "identify", "verify", "probe identify"}  # no random draw: an old --seed is accepted, noted
 
 

@@ -42,3 +42,8 @@ class ProbeError(ModelprintError, ValueError):
     """A white-box probe, candidate model or attribution/provenance estimator cannot use what it was given.
 
     Also a ``ValueError``, as scikit-learn expects of an estimator refusing its input."""
+
+
+class AttackError(ModelprintError):
+    """An anonymization attack cannot run with what it was given: a fingerprint method without a differentiable
+    path, a target model the gallery does not hold, a budget it cannot use."""

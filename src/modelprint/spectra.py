@@ -74,14 +74,20 @@ def welch_power(x: np.ndarray, tile: int = 64, max_tiles: int = 256) -> np.ndarr
     images of every size ≥ 32 px give spectra of one shape. At most ``max_tiles`` tiles, evenly spaced, are used.
     """
     import torch
-    import torch.nn.functional as F
 
     arr = _as_hwc(x)
     img = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32))
-    power = welch_power_per_channel(img, tile, max_tiles).mean(dim=0)
+    return welch_power_torch(img, tile, max_tiles).numpy().astype(np.float32)
+
+
+def welch_power_torch(x, tile: int = 64, max_tiles: int = 256):  # noqa: ANN001, ANN201
+    """:func:`welch_power` of a torch ``(C, H, W)`` tensor, differentiable: ``(tile, tile)``, channels averaged."""
+    import torch.nn.functional as F
+
+    power = welch_power_per_channel(x, tile, max_tiles).mean(dim=0)
     if power.shape[-1] != tile:
         power = F.interpolate(power[None, None], size=(tile, tile), mode="bilinear", align_corners=False)[0, 0]
-    return power.numpy().astype(np.float32)
+    return power
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:

@@ -1,6 +1,8 @@
 """Causal fingerprints (issue 14): reconstruction residuals through diffusion models and autoencoders, paired data
-redrawn by zoo models, the content decoupler (registered as the ``decoupled`` method) and the invariance study."""
+redrawn by zoo models, the content decoupler (registered as the ``decoupled`` method), the invariance study, and
+counterfactual anonymization against a gallery's fingerprint."""
 
+from modelprint.causal.anonymize import Anonymizer, AttackResult, GalleryJudge
 from modelprint.causal.decoupler import CausalDecoupler
 from modelprint.causal.invariance import (
     content_leakage,
@@ -22,7 +24,7 @@ from modelprint.causal.reconstruction import (
     tile_grid,
 )
 
-__all__ = ["RECONSTRUCTIONS", "AutoencoderReconstruction", "CausalDecoupler", "DecoupledMethod",
-           "DireReconstruction", "OneStepReconstruction", "PairSet", "Reconstruction", "Reconstructor",
-           "build_pairs", "content_images", "content_leakage", "decoupling_study", "distances", "identification",
-           "invariance_report", "redraw", "split_contents", "tile_grid"]
+__all__ = ["RECONSTRUCTIONS", "Anonymizer", "AttackResult", "AutoencoderReconstruction", "CausalDecoupler",
+           "DecoupledMethod", "DireReconstruction", "GalleryJudge", "OneStepReconstruction", "PairSet",
+           "Reconstruction", "Reconstructor", "build_pairs", "content_images", "content_leakage", "decoupling_study",
+           "distances", "identification", "invariance_report", "redraw", "split_contents", "tile_grid"]

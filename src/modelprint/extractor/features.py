@@ -33,10 +33,18 @@ def window_spectra(residual: np.ndarray, tile: int = 64, per_side: int = 3, regi
     import torch
 
     r = torch.from_numpy(np.ascontiguousarray(residual.transpose(2, 0, 1)))
+    return window_spectra_torch(r, tile, per_side, region).numpy()
+
+
+def window_spectra_torch(residual, tile: int = 64, per_side: int = 3, region: int = 128):  # noqa: ANN001, ANN201
+    """:func:`window_spectra` of a torch ``(3, H, W)`` residual, differentiable: ``(n_windows, 3, tile, tile)``."""
+    import torch
+
     if region == 0:
-        return region_spectra(r[None], tile).numpy()
-    h, w, _ = residual.shape
+        return region_spectra(residual[None], tile)
+    h, w = residual.shape[-2:]
     size = min(region, h, w)
-    wins = torch.stack([r[:, y : y + size, x : x + size] for y in grid_starts(h, size, per_side) for x in grid_starts(w, size, per_side)])
-    return region_spectra(wins, tile).numpy()
+    wins = torch.stack([residual[:, y : y + size, x : x + size]
+                        for y in grid_starts(h, size, per_side) for x in grid_starts(w, size, per_side)])
+    return region_spectra(wins, tile)
 

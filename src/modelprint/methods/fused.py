@@ -58,6 +58,34 @@ class FusedMethod(FingerprintMethod):
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return self.combine([method.embed(images) for method in self._methods])
 
+    def embed_torch(self, x, fixed: Mapping[str, np.ndarray] | None = None):  # noqa: ANN001, ANN201
+        """:meth:`embed` as a differentiable torch function of ``(n, 3, H, W)`` pixels (see
+        :mod:`modelprint.methods.differentiable`).
+
+        ``fixed`` maps view names to ``(n, d_s)`` embeddings used as constants instead of that view's own
+        (e.g. a view without a differentiable path, held at the original images' embedding); any other view
+        without ``embed_torch`` is an :class:`~modelprint.errors.AttackError` naming it.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        from modelprint.errors import AttackError
+        from modelprint.methods.differentiable import why_not_differentiable
+
+        fixed = fixed or {}
+        reasons = [why_not_differentiable(m) for (n, _), m in zip(self.views, self._methods) if n not in fixed]
+        if any(reasons):
+            raise AttackError("fused: " + "; ".join(r for r in reasons if r))
+        parts = []
+        for (name, _), scale, method in zip(self.views, self._scales, self._methods):
+            e = torch.as_tensor(np.asarray(fixed[name], dtype=np.float32)) if name in fixed else method.embed_torch(x)
+            parts.append(float(scale) * F.normalize(e, dim=1, eps=1e-12))
+        return torch.cat(parts, dim=1)
+
+    def view_method(self, name: str) -> FingerprintMethod:
+        """The method of view ``name``."""
+        return self._methods[[n for n, _ in self.views].index(name)]
+
     def embed_with_spectra(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """The fused embeddings, and the spectra of the first view that computes some."""
         views = [method.embed_with_spectra(images) for method in self._methods]

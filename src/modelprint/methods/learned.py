@@ -55,6 +55,11 @@ class LearnedMethod(FingerprintMethod):
         self._residual = get_residual(residual)
 
     @property
+    def residual_extractor(self):  # noqa: ANN201
+        """The residual extractor the extractor's spectra are taken from."""
+        return self._residual
+
+    @property
     def version(self) -> str:
         grid = "whole" if self.window == 0 else f"w{self.windows_per_side}x{self.window or self._net.config['region']}"
         return f"2-{self.meta['sha256'][:12]}-{grid}m{self.margin}-{self.residual}:{self._residual.version}"
@@ -98,3 +103,32 @@ class LearnedMethod(FingerprintMethod):
         out = np.zeros((len(images), dim), dtype=np.float32)
         np.add.at(out, owner, e)
         return l2_normalize(out), np.stack([s.mean(axis=(0, 1)) for s in spectra])
+
+    def embed_torch(self, x):  # noqa: ANN001, ANN201
+        """:meth:`embed` as a differentiable torch function of ``(n, 3, H, W)`` pixels in [0, 1] (see
+        :mod:`modelprint.methods.differentiable`); the same windows, residual, spectra and network."""
+        import torch
+        import torch.nn.functional as F
+
+        from modelprint.extractor.features import window_spectra_torch
+        from modelprint.methods.differentiable import torch_residual
+        from modelprint.spectra import grid_starts
+
+        residual = torch_residual(self.name, self._residual)
+        tile, m = self._net.config["tile"], self.margin
+        region = self._net.config["region"] if self.window is None else self.window
+        h, w = x.shape[-2:]
+        if region == 0:
+            spectra = [window_spectra_torch(r, tile, region=0) for r in residual(x)]
+        else:
+            size = min(region, h, w)
+            padded = F.pad(x, (m, m, m, m), mode="reflect")
+            starts = [(y, x_) for y in grid_starts(h, size, self.windows_per_side)
+                      for x_ in grid_starts(w, size, self.windows_per_side)]
+            crops = torch.stack([padded[:, :, y : y + size + 2 * m, x_ : x_ + size + 2 * m] for y, x_ in starts], 1)
+            res = residual(crops.flatten(0, 1))[..., m : m + size, m : m + size].unflatten(0, crops.shape[:2])
+            spectra = [torch.cat([window_spectra_torch(r, tile, per_side=1, region=region) for r in windows])
+                       for windows in res]
+        mean, std = torch.from_numpy(self._mean), torch.from_numpy(self._std)
+        embeddings = [F.normalize(self._net((s - mean) / std), dim=1).sum(0) for s in spectra]
+        return F.normalize(torch.stack(embeddings), dim=1)

@@ -105,6 +105,24 @@ class SpectralMethod(FingerprintMethod):
             feats = feats - feats.mean(axis=1, keepdims=True)
         return feats.astype(np.float32), spectra
 
+    def embed_torch(self, x):  # noqa: ANN001, ANN201
+        """:meth:`embed` as a differentiable torch function of ``(n, 3, H, W)`` pixels in [0, 1] (see
+        :mod:`modelprint.methods.differentiable`)."""
+        import torch
+
+        from modelprint.methods.differentiable import torch_residual
+        from modelprint.spectra import welch_power_torch
+
+        residuals = torch_residual(self.name, self.residual_extractor)(x)
+        m = self.margin
+        if m and min(residuals.shape[-2:]) - 2 * m >= 32:
+            residuals = residuals[..., m:-m, m:-m]
+        spectra = torch.stack([torch.log(welch_power_torch(r, self.tile) + 1e-12) for r in residuals])
+        feats = spectra[:, : self.tile // 2 + 1, :].flatten(1)
+        if self._mean is None:
+            return feats - feats.mean(dim=1, keepdim=True)
+        return (feats - torch.from_numpy(self._mean)) / torch.from_numpy(self._std)
+
     def _set_reference(self, mean: np.ndarray, std: np.ndarray) -> None:
         self._mean = mean.astype(np.float32)
         self._std = np.maximum(std, 1e-3).astype(np.float32)

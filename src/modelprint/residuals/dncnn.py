@@ -353,6 +353,39 @@ class DnCNNResidual(Residual):
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.batch([image])[0]
 
+    def residual_torch(self, x):  # noqa: ANN001, ANN201
+        """The residuals of a torch batch ``(n, 3, H, W)`` in [0, 1], differentiable with respect to ``x``.
+
+        Tiled with the windows of :meth:`batch` (each pixel taken from the last window that keeps it, as there),
+        so it equals :meth:`batch` to float rounding. When ``x`` needs gradients, each window's activations are
+        recomputed in the backward pass instead of kept (gradient checkpointing), so memory holds one window's
+        activations, not the whole image's.
+        """
+        import torch
+        from torch.utils.checkpoint import checkpoint
+
+        def run(window):  # noqa: ANN001, ANN202
+            return self._net((window - self._offset).contiguous(memory_format=torch.channels_last))
+
+        h, w = x.shape[-2:]
+        th, ys = tile_windows(h, self.tile, self.overlap)
+        tw, xs = tile_windows(w, self.tile, self.overlap)
+        if len(ys) == 1 and len(xs) == 1:
+            return run(x)
+        rows, y_done = [], 0
+        for y in ys:
+            y0, y1 = _keep(y, th, h, self.overlap)
+            cols, x_done = [], 0
+            for x_ in xs:
+                x0, x1 = _keep(x_, tw, w, self.overlap)
+                window = x[..., y : y + th, x_ : x_ + tw]
+                out = checkpoint(run, window, use_reentrant=False) if x.requires_grad else run(window)
+                cols.append(out[..., max(y0, y_done - y) : y1, max(x0, x_done - x_) : x1])
+                x_done = x_ + x1
+            rows.append(torch.cat(cols, dim=-1))
+            y_done = y + y1
+        return torch.cat(rows, dim=-2)
+
     def batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         arrays = [as_image(im) for im in images]
         out: list[np.ndarray | None] = [None] * len(arrays)
