@@ -111,13 +111,15 @@ def collect_paths(paths: Sequence[str | Path | ImageError]) -> list[Path | Image
 
 
 class _SpectraTap(FingerprintMethod):
-    """Embeds with ``method`` and sums the residual log-spectra it computes on the way (for reports)."""
+    """Embeds with ``method`` and sums the residual log-spectra it computes on the way (for reports); with
+    ``keep``, also keeps each image's."""
 
-    def __init__(self, method: FingerprintMethod) -> None:
+    def __init__(self, method: FingerprintMethod, keep: bool = False) -> None:
         self.method = method
         self.name = method.name
         self._sum: np.ndarray | None = None
         self._n = 0
+        self._each: list[np.ndarray] | None = [] if keep else None
 
     @property
     def version(self) -> str:
@@ -129,6 +131,8 @@ class _SpectraTap(FingerprintMethod):
             total = spectra.sum(axis=0, dtype=np.float64)
             self._sum = total if self._sum is None else self._sum + total
             self._n += len(spectra)
+            if self._each is not None:
+                self._each.extend(np.asarray(s, dtype=np.float32) for s in spectra)
         return vectors
 
     def pop_mean(self) -> np.ndarray | None:
@@ -136,6 +140,12 @@ class _SpectraTap(FingerprintMethod):
         mean = None if self._sum is None else (self._sum / self._n).astype(np.float32)
         self._sum, self._n = None, 0
         return mean
+
+    def pop_each(self, n: int) -> np.ndarray | None:
+        """The ``(n, side, side)`` spectra of the ``n`` images embedded (with ``keep``), or ``None`` if the method
+        computed none for some of them."""
+        each, self._each = self._each or [], []
+        return np.stack(each) if each and len(each) == n else None
 
 
 def dataset_embeddings(
@@ -357,10 +367,12 @@ def enroll(
         with GalleryStore(gallery) as g:
             return enroll(g, model, paths, method=m, notes=notes, limits=limits, progress=progress)
     gallery.check_enroll(model, m.name, m.version)
-    emb = embed_paths(m, collect_paths(paths), limits=limits, progress=progress)
+    tap = _SpectraTap(m, keep=True)  # the spectra the method computes anyway join the model's mean spectrum
+    emb = embed_paths(tap, collect_paths(paths), limits=limits, progress=progress)
     report = EnrollReport(model, m.tag, 0, 0, emb.errors, None)
     if emb.paths:
-        res = gallery.add_embeddings(model, emb.vectors, emb.hashes, emb.paths, m.name, m.version, notes=notes)
+        res = gallery.add_embeddings(model, emb.vectors, emb.hashes, emb.paths, m.name, m.version, notes=notes,
+                                     log_spectra=tap.pop_each(len(emb.paths)))
         report.added, report.skipped, report.also_enrolled_as = res.added, res.skipped, dict(res.also_enrolled_as)
     if report.also_enrolled_as:
         others = ", ".join(f"{name} ({n})" for name, n in report.also_enrolled_as.items())
@@ -379,6 +391,8 @@ class IdentifyReport:
 
     ``threshold_source`` is ``"given"``, or where the gallery's threshold comes from (``"calibrated"``,
     ``"fallback"``, ``"none"``), ``threshold_detail`` says it in one line; ``warnings`` are one line each.
+    ``spectra`` (asked for with ``spectra=True``, and if the method computes them) are the images' residual
+    log-spectra ``(n, side, side)``, one per result; they are not part of :meth:`to_dict`.
     """
 
     method: str
@@ -388,6 +402,7 @@ class IdentifyReport:
     threshold_source: str = "given"
     threshold_detail: str = ""
     warnings: list[str] = field(default_factory=list)
+    spectra: np.ndarray | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -413,11 +428,13 @@ def identify(
     threshold: float | None = None,
     limits: ImageLimits | None = None,
     progress: Progress | None = None,
+    spectra: bool = False,
 ) -> IdentifyReport:
     """Attribute each image (1:N) to the gallery's models, or to ``unknown`` below the threshold.
 
     The threshold is ``threshold`` if given, else the gallery's :meth:`~modelprint.gallery.Gallery.open_set_threshold`
-    (calibrated, or the method's measured fallback, with a warning, when the gallery cannot calibrate).
+    (calibrated, or the method's measured fallback, with a warning, when the gallery cannot calibrate). With
+    ``spectra``, the report keeps the residual log-spectra the method computes while embedding (no extra cost).
     """
     m = gallery_method(gallery, method)
     source, detail, warnings = "given", f"given: {threshold}", []
@@ -425,12 +442,14 @@ def identify(
         chosen = gallery.open_set_threshold(m.name, m.version)
         threshold, source, detail = chosen.value, chosen.source, chosen.detail
         warnings = [] if chosen.calibrated else [chosen.detail]
-    emb = embed_paths(m, collect_paths(paths), limits=limits, progress=progress)
+    tap = _SpectraTap(m, keep=True) if spectra else None
+    emb = embed_paths(tap or m, collect_paths(paths), limits=limits, progress=progress)
     results = (
         gallery.identify_embeddings(emb.vectors, m.name, m.version, top_k=top_k, threshold=threshold)
         if emb.paths else []
     )
-    return IdentifyReport(m.tag, emb.paths, results, emb.errors, source, detail, warnings)
+    return IdentifyReport(m.tag, emb.paths, results, emb.errors, source, detail, warnings,
+                          tap.pop_each(len(emb.paths)) if tap else None)
 
 
 class Gallery(GalleryStore):
@@ -463,7 +482,17 @@ class Gallery(GalleryStore):
         threshold: float | None = None,
         limits: ImageLimits | None = None,
         progress: Progress | None = None,
+        spectra: bool = False,
     ) -> IdentifyReport:
         """Attribute images (files or folders) to enrolled models; see :func:`identify`."""
         return identify(self, paths, method=method, top_k=top_k, threshold=threshold, limits=limits,
-                        progress=progress)
+                        progress=progress, spectra=spectra)
+
+    def mean_spectra(self, method: FingerprintMethod | str | None = None) -> dict[str, np.ndarray]:
+        """Model name → mean residual log-spectrum ``(side, side)`` of its enrolled images, for the models enrolled
+        with spectra by the gallery's method (see :mod:`modelprint.gallery.spectra`)."""
+        from modelprint.gallery import spectra
+
+        m = gallery_method(self, method)
+        with self._read() as conn:
+            return spectra.means(conn, m.name, m.version)
