@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from modelprint.cli import demo, evaluate, gallery, probe, provenance, registries, train, zoo
+from modelprint.cli import demo, evaluate, gallery, probe, provenance, registries, serve, train, zoo
 from modelprint.cli.app import Command, app, legacy_json_path
 
 app.command("enroll", cls=Command)(gallery.enroll)
@@ -23,6 +23,7 @@ app.command("fidelity", cls=Command)(train.fidelity)
 app.command("spectral-reference", cls=Command)(train.spectral_reference)
 app.command("demo", cls=Command)(demo.demo)
 app.command("list", cls=Command)(registries.list_registries)
+app.command("serve", cls=Command)(serve.serve)
 # The extractor's training was ``modelprint train`` before it had its group: the old name still works.
 app.command("train", cls=Command, hidden=True, deprecated="Use 'modelprint extractor train'.")(train.extractor_train)
 app.add_typer(gallery.gallery_app, name="gallery")
