@@ -55,13 +55,10 @@ class EvaluateRequest(BaseModel):
 
 
 class Redactor:
-    """Replaces server paths (gallery, datasets, the package's folder) in every string of a result."""
+    """Replaces server paths (absolute: the gallery, datasets, the package's folder) in every string of a result."""
 
-    def __init__(self, pairs: dict[str, str]) -> None:
-        found: dict[str, str] = {}
-        for path, shown in pairs.items():
-            for form in {path, str(Path(path).absolute()), str(Path(path).resolve())}:
-                found.setdefault(form, shown)
+    def __init__(self, pairs: dict[Path, str]) -> None:
+        found = {str(form): shown for path, shown in pairs.items() for form in (path.absolute(), path.resolve())}
         self.pairs = sorted(found.items(), key=lambda kv: -len(kv[0]))
 
     def text(self, s: str) -> str:
@@ -110,6 +107,8 @@ class Service:
 
     def __init__(self, gallery_path: str | Path, settings: Settings) -> None:
         self.settings = settings
+        self.datasets = {name: Path(p).absolute() for name, p in settings.datasets.items()}
+        gallery_path = Path(gallery_path).absolute()  # messages then name it in full, which the redactor hides
         self.gallery = api.Gallery(gallery_path)
         held = sorted({name for name, _ in self.gallery.methods()})
         if len(held) > 1:
@@ -117,8 +116,8 @@ class Service:
         self.method = api.resolve_method(held[0] if held else settings.method or DEFAULT_METHOD)
         self.limits = ImageLimits(max_pixels=settings.max_pixels)
         self.limiter = anyio.CapacityLimiter(settings.workers)
-        shown = {str(gallery_path): "<gallery>", str(Path(modelprint.__file__).parent): "<modelprint>"}
-        shown.update({str(p): f"<dataset {name}>" for name, p in settings.datasets.items()})
+        shown = {gallery_path: "<gallery>", Path(modelprint.__file__).parent: "<modelprint>"}
+        shown.update({p: f"<dataset {name}>" for name, p in self.datasets.items()})
         self.redact = Redactor(shown)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -164,7 +163,7 @@ class Service:
         return {"removed": model}
 
     def evaluate(self, req: EvaluateRequest) -> dict:
-        source = self.settings.datasets.get(req.dataset)
+        source = self.datasets.get(req.dataset)
         if source is None:
             names = ", ".join(sorted(self.settings.datasets)) or "none configured"
             raise HTTPException(404, f"no dataset named {req.dataset!r} (datasets: {names})")
