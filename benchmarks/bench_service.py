@@ -281,7 +281,10 @@ def readme(out: dict) -> str:
         "",
         f"In process, the same identification takes {base['median_s']:.2f} s (median of {base['images']}) on one "
         f"torch thread: the method's cost. Load average (1/5/15 min) {out['load_average_before']} before and "
-        f"{out['load_average_after']} after the run.",
+        f"{out['load_average_after']} after the run"
+        + ("; phases kept from an earlier run of the same day: "
+           + ", ".join(sorted(out["phases_from_earlier_runs"])) if out.get("phases_from_earlier_runs") else "")
+        + ".",
         "",
         f"Target p95 < 1 s at 4 clients: **{'met' if four['p95_s'] < 1 else 'not met'}** ({four['p95_s']:.2f} s).",
         "",
@@ -299,7 +302,8 @@ def readme(out: dict) -> str:
         f"half and {rss['rss_mb_second_half_max']:.0f} MB in the second.",
         f"- Overload (16 clients, 2 workers + 2 queued): statuses {over['statuses']}; the server answered "
         f"afterwards: {over['healthy_after']}.",
-        f"- Fuzzing (Schemathesis, {fz['operations']} operations, {fz['requests']} requests, {fz['seconds']:.0f} s): "
+        f"- Fuzzing (Schemathesis, {fz['operations']} method × path pairs, {fz['requests']} requests, "
+        f"{fz['seconds']:.0f} s): "
         f"statuses {fz['statuses']}; 5xx: {fz['server_errors']}; responses with a traceback: {fz['tracebacks']}.",
     ]
     return "\n".join(md)
