@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("reports",),
     ("api",),  # the path-level public API
     ("demo",),
+    ("service",),  # the REST service and web page over the API
     ("cli",),
 )
 """The architecture's rule, lowest first: a module may import from its own layer or any lower one, never higher.

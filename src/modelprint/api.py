@@ -8,6 +8,7 @@ input is bad: the bad ones come back as :class:`~modelprint.errors.ImageError` o
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from modelprint.gallery import verify
 from modelprint.io.datasets import Dataset, expand_paths
 from modelprint.io.images import ImageLimits, load_image_file
 from modelprint.methods import DEFAULT_METHOD, FingerprintMethod, load_method
+from modelprint.methods.tap import SpectraTap
 
 Progress = Callable[[int], None]
 SPECTRA_PER_MODEL = 12  # images per model whose spectra a report averages when the method computes none itself
@@ -110,34 +112,6 @@ def collect_paths(paths: Sequence[str | Path | ImageError]) -> list[Path | Image
     return expand_paths(paths)
 
 
-class _SpectraTap(FingerprintMethod):
-    """Embeds with ``method`` and sums the residual log-spectra it computes on the way (for reports)."""
-
-    def __init__(self, method: FingerprintMethod) -> None:
-        self.method = method
-        self.name = method.name
-        self._sum: np.ndarray | None = None
-        self._n = 0
-
-    @property
-    def version(self) -> str:
-        return self.method.version
-
-    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        vectors, spectra = self.method.embed_with_spectra(images)
-        if spectra is not None and len(spectra):
-            total = spectra.sum(axis=0, dtype=np.float64)
-            self._sum = total if self._sum is None else self._sum + total
-            self._n += len(spectra)
-        return vectors
-
-    def pop_mean(self) -> np.ndarray | None:
-        """Mean spectrum of the images embedded since the last call (``None`` if the method computed none)."""
-        mean = None if self._sum is None else (self._sum / self._n).astype(np.float32)
-        self._sum, self._n = None, 0
-        return mean
-
-
 def dataset_embeddings(
     dataset: Dataset,
     method: FingerprintMethod,
@@ -153,7 +127,7 @@ def dataset_embeddings(
     With ``spectra`` (a dict), each model's mean residual log-spectrum is stored there when the method computes
     spectra while embedding (:meth:`~modelprint.methods.FingerprintMethod.embed_with_spectra`), at no extra cost.
     """
-    tap = _SpectraTap(method) if spectra is not None else None
+    tap = SpectraTap(method) if spectra is not None else None
     parts: list[Embedded] = []
     labels: list[str] = []
     for label in dataset.classes:
@@ -176,14 +150,15 @@ def verify_pair(
     image_a: str | Path,
     image_b: str | Path,
     *,
-    gallery: str | Path | None = None,
+    gallery: GalleryStore | str | Path | None = None,
     method: FingerprintMethod | str | None = None,
     threshold: float | None = None,
     max_pixels: int | None = None,
 ) -> dict:
     """Similarity of two images and, if a threshold is known, the same-model decision.
 
-    The threshold is ``threshold`` if given, else the verification threshold calibrated in ``gallery``
+    The threshold is ``threshold`` if given, else the verification threshold calibrated in ``gallery`` (a path, or
+    an open gallery)
     (equal error rate over its enrolled same-model and different-model pairs), else there is no decision. With a
     gallery, the pair is scored and decided by :meth:`~modelprint.gallery.Gallery.verify_embeddings`, without
     one by the same rule (:func:`modelprint.gallery.verify`).
@@ -192,12 +167,13 @@ def verify_pair(
     a, b = load_image_file(image_a, limits), load_image_file(image_b, limits)
     source = "given" if threshold is not None else None
     if gallery is not None:
-        with GalleryStore(gallery, create=False) as g:
+        opened = isinstance(gallery, GalleryStore)
+        with contextlib.nullcontext(gallery) if opened else GalleryStore(gallery, create=False) as g:
             m = gallery_method(g, method)
             va, vb = m.embed([a.pixels, b.pixels])
             decision = g.verify_embeddings(va, vb, m.name, m.version, threshold=threshold)
         if source is None and decision.threshold is not None:
-            source = f"calibrated in {gallery}"
+            source = f"calibrated in {g.path if opened else gallery}"
     else:
         m = resolve_method(method)
         va, vb = m.embed([a.pixels, b.pixels])
@@ -357,10 +333,12 @@ def enroll(
         with GalleryStore(gallery) as g:
             return enroll(g, model, paths, method=m, notes=notes, limits=limits, progress=progress)
     gallery.check_enroll(model, m.name, m.version)
-    emb = embed_paths(m, collect_paths(paths), limits=limits, progress=progress)
+    tap = SpectraTap(m, keep=True)  # the spectra the method computes anyway join the model's mean spectrum
+    emb = embed_paths(tap, collect_paths(paths), limits=limits, progress=progress)
     report = EnrollReport(model, m.tag, 0, 0, emb.errors, None)
     if emb.paths:
-        res = gallery.add_embeddings(model, emb.vectors, emb.hashes, emb.paths, m.name, m.version, notes=notes)
+        res = gallery.add_embeddings(model, emb.vectors, emb.hashes, emb.paths, m.name, m.version, notes=notes,
+                                     log_spectra=tap.pop_each(len(emb.paths)))
         report.added, report.skipped, report.also_enrolled_as = res.added, res.skipped, dict(res.also_enrolled_as)
     if report.also_enrolled_as:
         others = ", ".join(f"{name} ({n})" for name, n in report.also_enrolled_as.items())
@@ -379,6 +357,8 @@ class IdentifyReport:
 
     ``threshold_source`` is ``"given"``, or where the gallery's threshold comes from (``"calibrated"``,
     ``"fallback"``, ``"none"``), ``threshold_detail`` says it in one line; ``warnings`` are one line each.
+    ``spectra`` (asked for with ``spectra=True``, and if the method computes them) are the images' residual
+    log-spectra ``(n, side, side)``, one per result; they are not part of :meth:`to_dict`.
     """
 
     method: str
@@ -388,6 +368,7 @@ class IdentifyReport:
     threshold_source: str = "given"
     threshold_detail: str = ""
     warnings: list[str] = field(default_factory=list)
+    spectra: np.ndarray | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -413,11 +394,13 @@ def identify(
     threshold: float | None = None,
     limits: ImageLimits | None = None,
     progress: Progress | None = None,
+    spectra: bool = False,
 ) -> IdentifyReport:
     """Attribute each image (1:N) to the gallery's models, or to ``unknown`` below the threshold.
 
     The threshold is ``threshold`` if given, else the gallery's :meth:`~modelprint.gallery.Gallery.open_set_threshold`
-    (calibrated, or the method's measured fallback, with a warning, when the gallery cannot calibrate).
+    (calibrated, or the method's measured fallback, with a warning, when the gallery cannot calibrate). With
+    ``spectra``, the report keeps the residual log-spectra the method computes while embedding (no extra cost).
     """
     m = gallery_method(gallery, method)
     source, detail, warnings = "given", f"given: {threshold}", []
@@ -425,12 +408,14 @@ def identify(
         chosen = gallery.open_set_threshold(m.name, m.version)
         threshold, source, detail = chosen.value, chosen.source, chosen.detail
         warnings = [] if chosen.calibrated else [chosen.detail]
-    emb = embed_paths(m, collect_paths(paths), limits=limits, progress=progress)
+    tap = SpectraTap(m, keep=True) if spectra else None
+    emb = embed_paths(tap or m, collect_paths(paths), limits=limits, progress=progress)
     results = (
         gallery.identify_embeddings(emb.vectors, m.name, m.version, top_k=top_k, threshold=threshold)
         if emb.paths else []
     )
-    return IdentifyReport(m.tag, emb.paths, results, emb.errors, source, detail, warnings)
+    return IdentifyReport(m.tag, emb.paths, results, emb.errors, source, detail, warnings,
+                          tap.pop_each(len(emb.paths)) if tap else None)
 
 
 class Gallery(GalleryStore):
@@ -463,7 +448,29 @@ class Gallery(GalleryStore):
         threshold: float | None = None,
         limits: ImageLimits | None = None,
         progress: Progress | None = None,
+        spectra: bool = False,
     ) -> IdentifyReport:
         """Attribute images (files or folders) to enrolled models; see :func:`identify`."""
         return identify(self, paths, method=method, top_k=top_k, threshold=threshold, limits=limits,
-                        progress=progress)
+                        progress=progress, spectra=spectra)
+
+    def listing(self) -> dict[str, Any]:
+        """Models (name, notes, created, embedding and image counts, methods) and each method's calibration, as
+        JSON-ready data (what ``modelprint gallery list --json`` prints)."""
+        calibs = {tag: self.calibration(n, v) for n, v in self.methods() for tag in [f"{n}@{v}"]}
+        return {
+            "models": [{"name": i.name, "notes": i.notes, "created": i.created, "n_embeddings": i.n_embeddings,
+                        "n_images": i.n_images, "methods": list(i.methods)} for i in self.models()],
+            "calibration": {k: (None if c is None else {"unknown_threshold": c.unknown_threshold,
+                                                        "verify_threshold": c.verify_threshold, "rule": c.rule})
+                            for k, c in calibs.items()},
+        }
+
+    def mean_spectra(self, method: FingerprintMethod | str | None = None) -> dict[str, np.ndarray]:
+        """Model name → mean residual log-spectrum ``(side, side)`` of its enrolled images, for the models enrolled
+        with spectra by the gallery's method (see :mod:`modelprint.gallery.spectra`)."""
+        from modelprint.gallery import spectra
+
+        m = gallery_method(self, method)
+        with self._read() as conn:
+            return spectra.means(conn, m.name, m.version)

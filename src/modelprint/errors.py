@@ -22,6 +22,11 @@ class ImageError(ModelprintError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class ImageTooLargeError(ImageError):
+    """An input image is over the pixel limit (read from its header: a possible decompression bomb) or its file is
+    larger than any image within that limit can be."""
+
+
 class DatasetError(ModelprintError):
     """A dataset folder or index file is malformed."""
 

@@ -141,18 +141,13 @@ def verify(
 def gallery_list(gallery: GalleryOpt, as_json: JsonFlag = False, json_out: JsonOutOpt = None) -> None:
     """List enrolled models."""
     with fatal_errors():
-        from modelprint.gallery import Gallery
+        from modelprint.api import Gallery
 
         with Gallery(gallery, create=False) as g:
             models = g.models()
             calibs = {f"{n}@{v}": g.calibration(n, v) for n, v in g.methods()}
-        emit_json({
-            "models": [{"name": i.name, "notes": i.notes, "created": i.created, "n_embeddings": i.n_embeddings,
-                        "n_images": i.n_images, "methods": list(i.methods)} for i in models],
-            "calibration": {k: (None if c is None else {"unknown_threshold": c.unknown_threshold,
-                                                        "verify_threshold": c.verify_threshold, "rule": c.rule})
-                            for k, c in calibs.items()},
-        }, as_json, json_out)
+            listing = g.listing()
+        emit_json(listing, as_json, json_out)
         if as_json:
             return
         table = make_table(shown(gallery), "model", "images", "methods", "created", "notes")

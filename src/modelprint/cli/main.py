@@ -4,15 +4,27 @@ This module assembles the commands, one module per group: :mod:`~modelprint.cli.
 verify, gallery …), :mod:`~modelprint.cli.evaluate`, :mod:`~modelprint.cli.train` (denoiser, synthesize, fidelity,
 extractor, spectral-reference), :mod:`~modelprint.cli.demo`, :mod:`~modelprint.cli.zoo`,
 :mod:`~modelprint.cli.probe`, :mod:`~modelprint.cli.provenance`, :mod:`~modelprint.cli.decoupler`,
-:mod:`~modelprint.cli.anonymize` and :mod:`~modelprint.cli.registries` (``list``); what they share (options, output,
-exit codes) is in :mod:`~modelprint.cli.app`.
+:mod:`~modelprint.cli.anonymize`, :mod:`~modelprint.cli.serve` and :mod:`~modelprint.cli.registries` (``list``);
+what they share (options, output, exit codes) is in :mod:`~modelprint.cli.app`.
 """
 
 from __future__ import annotations
 
 import sys
 
-from modelprint.cli import anonymize, decoupler, demo, evaluate, gallery, probe, provenance, registries, train, zoo
+from modelprint.cli import (
+    anonymize,
+    decoupler,
+    demo,
+    evaluate,
+    gallery,
+    probe,
+    provenance,
+    registries,
+    serve,
+    train,
+    zoo,
+)
 from modelprint.cli.app import Command, app, legacy_json_path
 
 app.command("enroll", cls=Command)(gallery.enroll)
@@ -25,6 +37,7 @@ app.command("spectral-reference", cls=Command)(train.spectral_reference)
 app.command("demo", cls=Command)(demo.demo)
 app.command("list", cls=Command)(registries.list_registries)
 app.command("anonymize", cls=Command)(anonymize.anonymize)
+app.command("serve", cls=Command)(serve.serve)
 # The extractor's training was ``modelprint train`` before it had its group: the old name still works.
 app.command("train", cls=Command, hidden=True, deprecated="Use 'modelprint extractor train'.")(train.extractor_train)
 app.add_typer(gallery.gallery_app, name="gallery")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from modelprint.errors import GalleryError
-from modelprint.gallery import tables
+from modelprint.gallery import spectra, tables
 from modelprint.gallery.calibration import CHUNK, calibrate, group_stats
 from modelprint.gallery.export import check_target, read_export, write_export
 from modelprint.gallery.fallback import open_set_threshold
@@ -288,6 +288,7 @@ class Gallery:
         method: str,
         version: str,
         notes: str = "",
+        log_spectra: np.ndarray | None = None,
     ) -> EnrollResult:
         """Enroll ``(n, d)`` embeddings of ``model`` (created with ``notes`` if new) made by ``method@version``.
 
@@ -295,7 +296,7 @@ class Gallery:
         version is skipped and counted in ``skipped``. The dimension must match the gallery's other
         ``method@version`` embeddings, and the gallery must hold no other method. Creating the model, inserting
         the embeddings and refreshing prototypes and calibration are one transaction, so concurrent enrolments
-        of one new model both add to it.
+        of one new model both add to it. ``log_spectra`` (``(n, side, side)``) join the model's mean spectrum.
         """
         model = _check_model_name(model)
         method = _check_name(method, "method name")
@@ -319,6 +320,8 @@ class Gallery:
             found = conn.execute("SELECT id FROM models WHERE name = ?", (model,)).fetchone()
             model_id = int(found[0]) if found else tables.insert_model(conn, model, str(notes))
             elsewhere = tables.held_elsewhere(conn, model_id, hashes)
+            if log_spectra is not None:
+                spectra.add(conn, model_id, model, method, version, hashes, log_spectra)
             before = conn.total_changes
             created = tables.now()
             conn.executemany(

@@ -1,11 +1,20 @@
 """Image input: decoding by content, labelled datasets, and the real-image pool."""
 
 from modelprint.io.datasets import Dataset, Sample, expand_paths
-from modelprint.io.images import ImageLimits, LoadedImage, decode_image, load_image, load_image_file, save_png
+from modelprint.io.images import (
+    ImageBytes,
+    ImageLimits,
+    LoadedImage,
+    decode_image,
+    load_image,
+    load_image_file,
+    save_png,
+)
 from modelprint.io.pool import RealPool, cache_dir
 
 __all__ = [
     "Dataset",
+    "ImageBytes",
     "ImageLimits",
     "LoadedImage",
     "RealPool",

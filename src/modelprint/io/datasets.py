@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelprint.errors import DatasetError, ImageError
+from modelprint.io.images import ImageBytes
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".jfif"}
 _MAGIC = (
@@ -31,8 +32,9 @@ _MAGIC = (
     b"MM\x00*",
 )
 
-#: What a batch of inputs holds: a file to read, or the error of something a folder scan had to skip.
-Input = Path | ImageError
+#: What a batch of inputs holds: a file to read (on disk or in memory), or the error of something a folder scan had
+#: to skip.
+Input = Path | ImageBytes | ImageError
 
 
 def looks_like_image(path: Path) -> bool:
@@ -115,9 +117,10 @@ class Inputs(list[Input]):
     """The inputs of a batch as :func:`expand_paths` found them; expanding them again returns them as they are."""
 
 
-def expand_paths(paths: Iterable[str | Path | ImageError]) -> Inputs:
+def expand_paths(paths: Iterable[str | Path | ImageBytes | ImageError]) -> Inputs:
     """Inputs of a batch: files as given (kept even if they are not images, so the error names them), what the
-    scan of each folder given finds (see the module docstring), and any :class:`ImageError` given, in order.
+    scan of each folder given finds (see the module docstring), and any :class:`ImageBytes` or :class:`ImageError`
+    given, in order.
 
     Given the :class:`Inputs` it returned, it returns them without a second look at the disk: a batch is scanned
     once, so a count taken from the scan (a progress bar's) is the count of what is read."""
@@ -125,7 +128,7 @@ def expand_paths(paths: Iterable[str | Path | ImageError]) -> Inputs:
         return paths
     out = Inputs()
     for raw in paths:
-        if isinstance(raw, ImageError):
+        if isinstance(raw, ImageBytes | ImageError):
             out.append(raw)
             continue
         p = Path(raw)

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from modelprint.config import max_pixels
-from modelprint.errors import ImageError
+from modelprint.errors import ImageError, ImageTooLargeError
 
 # We enforce our own limit from the header; Pillow's bomb check would fire with a less useful message.
 Image.MAX_IMAGE_PIXELS = None
@@ -71,6 +71,18 @@ class ImageLimits:
     def byte_limit(self) -> int:
         """The largest file an image within :attr:`pixel_limit` can be; larger files are refused unread."""
         return self.pixel_limit * MAX_BYTES_PER_PIXEL + METADATA_BYTES
+
+
+@dataclass(frozen=True)
+class ImageBytes:
+    """An image file held in memory (an upload) under ``name``, which stands for its path in results and errors;
+    :func:`load_image_file` decodes it with the same rules and limits as a file on disk."""
+
+    name: str
+    data: bytes
+
+    def __str__(self) -> str:
+        return self.name
 
 
 @dataclass(frozen=True)
@@ -142,7 +154,7 @@ def _open_header(fh: BinaryIO, name: str, limits: ImageLimits) -> Image.Image:
         raise ImageError(name, f"unreadable image header ({_one_line(exc)})") from None
     width, height = img.size
     if width * height > limits.pixel_limit:
-        raise ImageError(
+        raise ImageTooLargeError(
             name,
             f"image is {width}x{height} = {width * height:,} pixels, over the limit of {limits.pixel_limit:,} "
             "(possible decompression bomb; raise --max-pixels or MODELPRINT_MAX_PIXELS to allow it)",
@@ -228,20 +240,26 @@ def _sha256(fh: BinaryIO, size: int) -> str:
     return digest.hexdigest()
 
 
-def load_image_file(path: str | Path, limits: ImageLimits | None = None) -> LoadedImage:
-    """Read and decode one file; every failure is an :class:`ImageError` naming ``path``.
+def load_image_file(path: str | Path | ImageBytes, limits: ImageLimits | None = None) -> LoadedImage:
+    """Read and decode one file (or :class:`ImageBytes`); every failure is an :class:`ImageError` naming ``path``.
 
     Memory and reading are bounded by the limits whatever the file holds: see the module docstring.
     """
     limits = limits or ImageLimits()
     name = str(path)
+    if isinstance(path, ImageBytes):
+        if len(path.data) > limits.byte_limit:
+            raise ImageTooLargeError(name, f"file is {_size_text(len(path.data))}, larger than any image within the "
+                                           f"pixel limit of {limits.pixel_limit:,} can be")
+        return decode_image(path.data, name, limits)
     with _open_regular_file(path) as fh:
         size = os.fstat(fh.fileno()).st_size
         if size == 0:
             raise ImageError(name, "file is empty (0 bytes)")
         if size > limits.byte_limit:
-            raise ImageError(name, f"file is {_size_text(size)}, larger than any image within the pixel limit of "
-                                   f"{limits.pixel_limit:,} can be ({_size_text(limits.byte_limit)}); not read")
+            raise ImageTooLargeError(
+                name, f"file is {_size_text(size)}, larger than any image within the pixel limit of "
+                      f"{limits.pixel_limit:,} can be ({_size_text(limits.byte_limit)}); not read")
         pixels, fmt, mode = _decode(fh, name, limits)
         return LoadedImage(name, pixels, fmt, mode, _sha256(fh, size))
 
