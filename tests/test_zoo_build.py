@@ -79,6 +79,14 @@ def test_resume_rebuilds_only_what_is_missing_or_corrupt(tmp_path: Path) -> None
         build_zoo(tmp_path, tier="standard", only=["vae"])
 
 
+def test_a_child_builds_after_its_parent_was_built_by_an_earlier_run(tmp_path: Path) -> None:
+    build_zoo(tmp_path, tier="tiny", only=["tiny-ddpm"])
+    parent = read_manifest(tmp_path)["tiny-ddpm"]["files"]
+    build_zoo(tmp_path, tier="tiny", only=["tiny-ddpm-lora"])  # the parent is kept, not rebuilt
+    manifest = read_manifest(tmp_path)
+    assert manifest["tiny-ddpm"]["files"] == parent and "tiny-ddpm-lora" in manifest
+
+
 def test_a_seed_changes_the_weights_and_is_reproducible(tmp_path: Path) -> None:
     threads = torch.get_num_threads()
     other = 2 if threads == 1 else 1

@@ -142,6 +142,8 @@ def membership_splits(recipe: Recipe, members: Any) -> dict[str, dict[str, Any]]
 
 
 def _waves(recipes: Sequence[Recipe]) -> list[list[Recipe]]:
+    """``recipes`` in waves that can train in parallel: each after its parent's (a parent not among ``recipes`` is
+    already built)."""
     by_name = {r.name: r for r in recipes}
     depth: dict[str, int] = {}
 
@@ -149,7 +151,8 @@ def _waves(recipes: Sequence[Recipe]) -> list[list[Recipe]]:
         if r.name in seen:
             raise ModelprintError(f"zoo recipe {r.name!r}: circular parent chain {' → '.join(seen + (r.name,))}")
         if r.name not in depth:
-            depth[r.name] = 0 if r.parent is None else d(by_name[r.parent], seen + (r.name,)) + 1
+            parent = by_name.get(r.parent) if r.parent is not None else None
+            depth[r.name] = 0 if parent is None else d(parent, seen + (r.name,)) + 1
         return depth[r.name]
 
     for r in recipes:
