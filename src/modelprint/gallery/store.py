@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from modelprint.errors import GalleryError
 from modelprint.gallery import tables
 from modelprint.gallery.calibration import CHUNK, calibrate, group_stats
+from modelprint.gallery.checks import SHA256, as_matrix, check_model_name, check_name, pair, verify
 from modelprint.gallery.export import check_target, read_export, write_export
 from modelprint.gallery.fallback import open_set_threshold
 from modelprint.gallery.integrity import row_checksum
@@ -41,65 +40,9 @@ from modelprint.gallery.results import (
     Verification,
 )
 from modelprint.gallery.tables import F32, tag
-from modelprint.scores import cosine, l2_normalize
+from modelprint.scores import l2_normalize
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def _as_matrix(vectors: Any, what: str) -> np.ndarray:
-    """``vectors`` as a C-contiguous ``(n, d)`` float32 array of finite, non-zero rows (not normalised)."""
-    try:
-        arr = np.asarray(vectors, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise GalleryError(f"{what}: not a numeric array ({exc})") from None
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] == 0:
-        raise GalleryError(f"{what}: expected an (n, d) array of embeddings, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.flatnonzero(~np.all(np.isfinite(arr), axis=1))[0])
-        raise GalleryError(f"{what}: embedding {bad} contains NaN or infinity")
-    norms = np.linalg.norm(arr, axis=1)
-    if arr.shape[0] and np.any(norms == 0):
-        raise GalleryError(f"{what}: embedding {int(np.flatnonzero(norms == 0)[0])} is all zeros")
-    return np.ascontiguousarray(arr, dtype=np.float32)
-
-
-def _pair(a: Any, b: Any, threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Two single embeddings as ``(1, d)`` arrays, after checking them and ``threshold``."""
-    va, vb = _as_matrix(a, "embedding a"), _as_matrix(b, "embedding b")
-    if va.shape[0] != 1 or vb.shape[0] != 1:
-        raise GalleryError(f"verify compares two single embeddings, got {va.shape[0]} and {vb.shape[0]} rows")
-    if threshold is not None and not math.isfinite(float(threshold)):
-        raise GalleryError(f"threshold must be a finite number, got {threshold}")
-    return va, vb
-
-
-def verify(a: Any, b: Any, threshold: float | None = None) -> Verification:
-    """Cosine similarity of two single embeddings and whether it reaches ``threshold`` (``None``: no decision).
-
-    The one verification rule: :meth:`Gallery.verify_embeddings` applies it with the gallery's threshold.
-    """
-    va, vb = _pair(a, b, threshold)
-    sim = cosine(va, vb)
-    thr = None if threshold is None else float(threshold)
-    return Verification(similarity=sim, same_model=None if thr is None else sim >= thr, threshold=thr)
-
-
-def _check_name(name: Any, what: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise GalleryError(f"{what} must be a non-empty string, got {name!r}")
-    if name != name.strip() or any(ord(c) < 32 for c in name):
-        raise GalleryError(f"{what} {name!r} has leading/trailing spaces or control characters")
-    return name
-
-
-def _check_model_name(name: Any) -> str:
-    name = _check_name(name, "model name")
-    if name == UNKNOWN:
-        raise GalleryError(f"model name {UNKNOWN!r} is reserved for open-set rejections")
-    return name
-
+__all__ = ["Gallery", "verify"]
 
 # --------------------------------------------------------------------------------------------- gallery
 
@@ -239,7 +182,7 @@ class Gallery:
 
     def add_model(self, name: str, notes: str = "") -> None:
         """Register a model with no embeddings; ``GalleryError`` if the name exists or is reserved."""
-        name = _check_model_name(name)
+        name = check_model_name(name)
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone():
                 raise self._fail(f"model {name!r} already exists")
@@ -250,9 +193,9 @@ class Gallery:
 
         :meth:`add_embeddings` checks the same again inside its transaction.
         """
-        _check_model_name(model)
-        _check_name(method, "method name")
-        _check_name(version, "method version")
+        check_model_name(model)
+        check_name(method, "method name")
+        check_name(version, "method version")
         self._require_writable()
         with self._read() as conn:
             refusal = self._enroll_refusal(conn, model, method, version, None)
@@ -297,10 +240,10 @@ class Gallery:
         the embeddings and refreshing prototypes and calibration are one transaction, so concurrent enrolments
         of one new model both add to it.
         """
-        model = _check_model_name(model)
-        method = _check_name(method, "method name")
-        version = _check_name(version, "method version")
-        x = _as_matrix(vectors, f"embeddings of {model}")
+        model = check_model_name(model)
+        method = check_name(method, "method name")
+        version = check_name(version, "method version")
+        x = as_matrix(vectors, f"embeddings of {model}")
         n, dim = x.shape
         hashes = [str(h).lower() for h in image_hashes]
         srcs = [tables.storable(str(s)) for s in sources]
@@ -309,7 +252,7 @@ class Gallery:
                 f"embeddings of {model}: {n} vectors but {len(hashes)} image hashes and {len(srcs)} sources"
             )
         for h in hashes:
-            if not _SHA256.fullmatch(h):
+            if not SHA256.fullmatch(h):
                 raise GalleryError(f"embeddings of {model}: {h!r} is not a hex sha256 digest")
         blobs = [row.tobytes() for row in x.astype(F32, copy=False)]
         with self._write() as conn:
@@ -420,7 +363,7 @@ class Gallery:
             raise GalleryError(f"top_k must be at least 1, got {top_k}")
         if threshold is not None and not math.isfinite(float(threshold)):
             raise GalleryError(f"threshold must be a finite number, got {threshold}")
-        q = l2_normalize(_as_matrix(vectors, "query embeddings"), np.float32)
+        q = l2_normalize(as_matrix(vectors, "query embeddings"), np.float32)
         with self._read() as conn:
             dim = self._require(conn, method, version)
             if q.shape[1] != dim:
@@ -456,7 +399,7 @@ class Gallery:
         may be omitted when the gallery holds exactly one version of ``method``. Without calibration and
         without ``threshold``, ``same_model`` is ``None``.
         """
-        va, vb = _pair(a, b, threshold)
+        va, vb = pair(a, b, threshold)
         with self._read() as conn:
             version = self._resolve_version(conn, method, version)
             dim = self._require(conn, method, version)
