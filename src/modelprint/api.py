@@ -19,6 +19,7 @@ import numpy as np
 from modelprint.errors import GalleryError, ImageError
 from modelprint.gallery import Gallery as GalleryStore
 from modelprint.gallery import verify
+from modelprint.gallery.index import describe as describe_indexes
 from modelprint.io.datasets import Dataset, expand_paths
 from modelprint.io.images import ImageLimits, load_image_file
 from modelprint.methods import DEFAULT_METHOD, FingerprintMethod, load_method
@@ -425,6 +426,8 @@ def identify(
         chosen = gallery.open_set_threshold(m.name, m.version)
         threshold, source, detail = chosen.value, chosen.source, chosen.detail
         warnings = [] if chosen.calibrated else [chosen.detail]
+    stale = describe_indexes(gallery.index_status())
+    warnings += [stale] if stale else []
     emb = embed_paths(m, collect_paths(paths), limits=limits, progress=progress)
     results = (
         gallery.identify_embeddings(emb.vectors, m.name, m.version, top_k=top_k, threshold=threshold)

@@ -188,3 +188,21 @@ def gallery_export(
         with Gallery(gallery, create=False) as g:
             g.export(dest)
         out.print(f"wrote {shown(dest)}", soft_wrap=True)
+
+
+@gallery_app.command("reindex", cls=Command)
+def gallery_reindex(
+    gallery: GalleryOpt,
+    threshold: Annotated[int | None, typer.Option(
+        min=0, help="Rows from which an index is built and used (default MODELPRINT_INDEX_THRESHOLD).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Build every index, even below the threshold.")] = False,
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Rebuild the gallery's ANN indexes (prototypes and images) from its current content; prints JSON."""
+    with fatal_errors():
+        from modelprint.gallery import Gallery
+
+        with Gallery(gallery, create=False, index_threshold=threshold) as g:
+            built = g.reindex(force=force)
+            status = [vars(s) for s in g.index_status()]
+        emit_json({"reindexed": built, "indexes": status}, True, json_out)

@@ -22,12 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from modelprint import config
 from modelprint.errors import GalleryError
 from modelprint.gallery import tables
 from modelprint.gallery.calibration import CHUNK, calibrate, group_stats
 from modelprint.gallery.checks import SHA256, as_matrix, check_model_name, check_name, pair, verify
 from modelprint.gallery.export import check_target, read_export, write_export
 from modelprint.gallery.fallback import open_set_threshold
+from modelprint.gallery.index import KINDS, Indexes, IndexParams, IndexStatus, content_token, load_rows, nearest
 from modelprint.gallery.integrity import row_checksum
 from modelprint.gallery.opening import connect, fail
 from modelprint.gallery.results import (
@@ -36,6 +38,7 @@ from modelprint.gallery.results import (
     EnrollResult,
     Identification,
     ModelInfo,
+    Neighbour,
     OpenSetThreshold,
     Verification,
 )
@@ -62,15 +65,20 @@ class Gallery:
     and never ``"unknown"``; :meth:`verify_embeddings` returns ``same_model=None``.
     """
 
-    def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False,
+                 index_threshold: int | None = None, index_params: IndexParams | None = None) -> None:
         """Open (and with ``create``, create if missing) the gallery at ``path``; ``GalleryError`` otherwise.
 
         With ``read_only``, or when the file or its folder is not writable, the gallery is opened read-only.
+        ``index_threshold`` (default ``MODELPRINT_INDEX_THRESHOLD``) is the number of rows from which searches use
+        an ANN index (:mod:`modelprint.gallery.index`); ``index_params`` are the HNSW settings of indexes built here.
         """
         self._path = Path(path)
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._conn, self._read_only = connect(self._path, create, read_only)  # why it cannot be written, or None
+        threshold = config.index_threshold() if index_threshold is None else int(index_threshold)
+        self._ann = Indexes(self._path, threshold, index_params)
 
     def _fail(self, reason: str) -> GalleryError:
         return fail(self._path, reason)
@@ -262,7 +270,8 @@ class Gallery:
             found = conn.execute("SELECT id FROM models WHERE name = ?", (model,)).fetchone()
             model_id = int(found[0]) if found else tables.insert_model(conn, model, str(notes))
             elsewhere = tables.held_elsewhere(conn, model_id, hashes)
-            before = conn.total_changes
+            before, last_id = content_token(conn), conn.execute("SELECT max(id) FROM embeddings").fetchone()[0] or 0
+            changes = conn.total_changes
             created = tables.now()
             conn.executemany(
                 "INSERT OR IGNORE INTO embeddings (model_id, method, version, image_sha256, source, dim, vector, "
@@ -273,9 +282,12 @@ class Gallery:
                     for i in range(n)
                 ),
             )
-            added = conn.total_changes - before
+            added = conn.total_changes - changes
             if added:
                 self._refresh(conn, method, version)
+            after = content_token(conn)
+        if added:
+            self._ann.sync(self._read, method, version, (before, after, last_id))
         return EnrollResult(added=added, skipped=n - added, also_enrolled_as=elsewhere)
 
     def remove_model(self, name: str) -> None:
@@ -293,6 +305,8 @@ class Gallery:
             conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
             for method, version in groups:
                 self._refresh(conn, method, version)
+        for method, version in groups:
+            self._ann.sync(self._read, method, version)
 
     def recalibrate(self, target_tpr: float | None = None) -> None:
         """Recompute all prototypes and calibrations, optionally with a new stored ``target_tpr``."""
@@ -371,19 +385,63 @@ class Gallery:
                     f"query embeddings have dimension {q.shape[1]}, but the gallery's {tag(method, version)} "
                     f"embeddings have dimension {dim}"
                 )
-            names, protos = tables.load_prototypes(conn, method, version)
+            ann = self._ann.usable(conn, "prototypes", method, version)
+            if ann is None:
+                names, protos = tables.load_prototypes(conn, method, version)
+            else:
+                names, protos = ann.name_rows(conn), None
             thr = float(threshold) if threshold is not None else open_set_threshold(conn, method, version).value
-        k = min(int(top_k), len(names))
         out: list[Identification] = []
         for s in range(0, len(q), CHUNK):
-            sims = np.clip(q[s : s + CHUNK] @ protos.T, -1.0, 1.0)
-            order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+            with self._ann.lock:
+                sims, order = ann.search(q[s : s + CHUNK], int(top_k)) if ann else nearest(q[s : s + CHUNK], protos,
+                                                                                           int(top_k))
             for r in range(len(sims)):
-                top = [(names[j], float(sims[r, j])) for j in order[r]]
+                top = [(names[j], float(np.clip(v, -1.0, 1.0))) for v, j in zip(sims[r], order[r]) if j >= 0]
                 best_name, best = top[0]
                 model = UNKNOWN if thr is not None and best < thr else best_name
                 out.append(Identification(model=model, similarity=best, top_k=top, threshold=thr))
         return out
+
+    def nearest_images(
+        self, vectors: np.ndarray, method: str, version: str | None = None, k: int = 5
+    ) -> list[list[Neighbour]]:
+        """The ``k`` enrolled images most similar to each row of ``vectors`` (``method@version`` embeddings), best
+        first; from the images index when it is fresh and the gallery is at or above the index threshold."""
+        if int(k) < 1:
+            raise GalleryError(f"k must be at least 1, got {k}")
+        q = l2_normalize(as_matrix(vectors, "query embeddings"), np.float32)
+        with self._read() as conn:
+            version = self._resolve_version(conn, method, version)
+            dim = self._require(conn, method, version)
+            if q.shape[1] != dim:
+                raise self._fail(f"query embeddings have dimension {q.shape[1]}, but the gallery's "
+                                 f"{tag(method, version)} embeddings have dimension {dim}")
+            ann = self._ann.usable(conn, "images", method, version)
+            if ann is None:
+                ids, x = load_rows(conn, "images", method, version)
+                sims, pos = nearest(q, x, int(k))
+            else:
+                ids = ann.ids
+                with self._ann.lock:
+                    sims, pos = ann.search(q, int(k))
+            found = {int(i) for i in ids[pos[pos >= 0]]}
+            rows = {r[0]: r[1:] for r in conn.execute(
+                "SELECT e.id, m.name, e.image_sha256, e.source FROM embeddings e JOIN models m ON m.id = e.model_id "
+                f"WHERE e.id IN ({', '.join(map(str, sorted(found)))})")}
+        return [[Neighbour(*rows[int(ids[j])], float(np.clip(v, -1.0, 1.0))) for v, j in zip(sr, pr) if j >= 0]
+                for sr, pr in zip(sims, pos)]
+
+    def index_status(self) -> list[IndexStatus]:
+        """State of every index (prototypes and images of each method version): rows, threshold, used or why not."""
+        with self._read() as conn:
+            return [self._ann.status(conn, kind, m, v) for m, v in tables.held(conn) for kind in KINDS]
+
+    def reindex(self, force: bool = False) -> list[dict]:
+        """Rebuild every index at or above the threshold (every one with ``force``) from the gallery as it is now,
+        removing those below; one dict per index (kind, method, rows, file, built, seconds)."""
+        self._require_writable()
+        return [self._ann.rebuild(self._read, kind, m, v, force) for m, v in self.methods() for kind in KINDS]
 
     def verify_embeddings(
         self,
