@@ -271,9 +271,8 @@ class Gallery:
             model_id = int(found[0]) if found else tables.insert_model(conn, model, str(notes))
             elsewhere = tables.held_elsewhere(conn, model_id, hashes)
             before, last_id = content_token(conn), conn.execute("SELECT max(id) FROM embeddings").fetchone()[0] or 0
-            changes = conn.total_changes
             created = tables.now()
-            conn.executemany(
+            cur = conn.executemany(
                 "INSERT OR IGNORE INTO embeddings (model_id, method, version, image_sha256, source, dim, vector, "
                 "created, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -282,7 +281,7 @@ class Gallery:
                     for i in range(n)
                 ),
             )
-            added = conn.total_changes - changes
+            added = cur.rowcount  # rows this statement inserted (sqlite3_changes: not the triggers')
             if added:
                 self._refresh(conn, method, version)
             after = content_token(conn)
