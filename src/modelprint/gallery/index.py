@@ -52,8 +52,8 @@ _TRIGGERS = {
 class IndexParams:
     """HNSW settings: links per node, candidates explored while building and per query."""
 
-    m: int = 32
-    ef_construction: int = 80
+    m: int = 16
+    ef_construction: int = 40
     ef_search: int = 128
 
 
@@ -350,8 +350,10 @@ def nearest(q: np.ndarray, x: np.ndarray, k: int, chunk: int = 8192) -> tuple[np
     pos = np.empty((len(q), k), np.int64)
     for s in range(0, len(q), chunk):
         full = q[s : s + chunk] @ x.T
-        top = np.argsort(-full, axis=1, kind="stable")[:, :k]
-        sims[s : s + chunk], pos[s : s + chunk] = np.take_along_axis(full, top, 1), top
+        top = np.argpartition(-full, k - 1, axis=1)[:, :k] if k < len(x) else np.tile(np.arange(len(x)), (len(full), 1))
+        part = np.take_along_axis(full, top, 1)
+        order = np.lexsort((top, -part), axis=1)
+        sims[s : s + chunk], pos[s : s + chunk] = np.take_along_axis(part, order, 1), np.take_along_axis(top, order, 1)
     return sims, pos
 
 
