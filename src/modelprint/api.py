@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from modelprint.errors import GalleryError, ImageError
+from modelprint.executor import Executor, LocalExecutor
 from modelprint.gallery import Gallery as GalleryStore
 from modelprint.gallery import verify
 from modelprint.gallery.index import describe as describe_indexes
@@ -44,32 +45,80 @@ def embed_paths(
     *,
     limits: ImageLimits | None = None,
     progress: Progress | None = None,
+    executor: Executor | None = None,
 ) -> Embedded:
     """Decode, embed and drop one image at a time, so memory is bounded by one image whatever the batch holds.
 
     Bad inputs (and the :class:`ImageError` entries of a folder scan, see :func:`collect_paths`) are collected in
-    input order, not raised; ``progress`` is called once per input.
+    input order, not raised; ``progress`` is called once per input. With an ``executor`` (worker processes, Ray),
+    chunks of :data:`EMBED_CHUNK` images are embedded by its workers, each holding one copy of ``method``.
     """
     kept_paths: list[str] = []
     hashes: list[str] = []
     vectors: list[np.ndarray] = []
     errors: list[ImageError] = []
-    for p in paths:
-        if isinstance(p, ImageError):
-            errors.append(p)
+    for p, got in _embedded(method, paths, limits, progress, executor):
+        if isinstance(got, ImageError):
+            errors.append(got)
         else:
-            try:
-                vector, sha = _embed_file(method, p, limits)
-            except ImageError as err:
-                errors.append(err)
-            else:
-                kept_paths.append(str(p))
-                hashes.append(sha)
-                vectors.append(vector)
-        if progress:
-            progress(1)
+            kept_paths.append(str(p))
+            hashes.append(got[1])
+            vectors.append(got[0])
     stacked = np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
     return Embedded(kept_paths, hashes, stacked, errors)
+
+
+EMBED_CHUNK = 16
+_WORKER: dict[str, FingerprintMethod] = {}
+
+
+def _init_embed(method: FingerprintMethod) -> None:
+    _WORKER["method"] = method
+
+
+def _embed_chunk(paths: list[str | Path], limits: ImageLimits | None) -> list[tuple[np.ndarray, str] | tuple[str, str]]:
+    """In a worker: ``(vector, sha256)`` per image, or ``(path, reason)`` for one that failed (picklable)."""
+    out: list = []
+    for p in paths:
+        try:
+            out.append(_embed_file(_WORKER["method"], p, limits))
+        except ImageError as err:
+            out.append((err.path, err.reason))
+    return out
+
+
+def _embedded(method: FingerprintMethod, paths: Sequence[str | Path | ImageError], limits: ImageLimits | None,
+              progress: Progress | None, executor: Executor | None):  # noqa: ANN202
+    """``(path, (vector, sha256) or ImageError)`` for each input, in input order."""
+    if executor is None or isinstance(executor, LocalExecutor):
+        for p in paths:
+            if isinstance(p, ImageError):
+                yield p.path, p
+            else:
+                try:
+                    yield p, _embed_file(method, p, limits)
+                except ImageError as err:
+                    yield p, err
+            if progress:
+                progress(1)
+        return
+    files = [p for p in paths if not isinstance(p, ImageError)]
+    chunks = [files[s : s + EMBED_CHUNK] for s in range(0, len(files), EMBED_CHUNK)]
+    done: dict[int, list] = {}
+    for i, got in executor.run(_embed_chunk, [(c, limits) for c in chunks], initializer=_init_embed,
+                               initargs=(method,)):
+        done[i] = got
+        if progress:
+            progress(len(got))
+    results = iter([r for i in range(len(chunks)) for r in done[i]])
+    for p in paths:
+        if isinstance(p, ImageError):
+            if progress:
+                progress(1)
+            yield p.path, p
+            continue
+        got = next(results)
+        yield p, (ImageError(*got) if isinstance(got[0], str) else got)
 
 
 def _embed_file(method: FingerprintMethod, path: str | Path, limits: ImageLimits | None) -> tuple[np.ndarray, str]:
@@ -346,6 +395,7 @@ def enroll(
     notes: str = "",
     limits: ImageLimits | None = None,
     progress: Progress | None = None,
+    executor: Executor | None = None,
 ) -> EnrollReport:
     """Embed the images (and folders) in ``paths`` and enroll them as ``model`` in ``gallery``, in one transaction.
 
@@ -356,9 +406,9 @@ def enroll(
     m = resolve_method(method)
     if not isinstance(gallery, GalleryStore):
         with GalleryStore(gallery) as g:
-            return enroll(g, model, paths, method=m, notes=notes, limits=limits, progress=progress)
+            return enroll(g, model, paths, method=m, notes=notes, limits=limits, progress=progress, executor=executor)
     gallery.check_enroll(model, m.name, m.version)
-    emb = embed_paths(m, collect_paths(paths), limits=limits, progress=progress)
+    emb = embed_paths(m, collect_paths(paths), limits=limits, progress=progress, executor=executor)
     report = EnrollReport(model, m.tag, 0, 0, emb.errors, None)
     if emb.paths:
         res = gallery.add_embeddings(model, emb.vectors, emb.hashes, emb.paths, m.name, m.version, notes=notes)
@@ -414,6 +464,7 @@ def identify(
     threshold: float | None = None,
     limits: ImageLimits | None = None,
     progress: Progress | None = None,
+    executor: Executor | None = None,
 ) -> IdentifyReport:
     """Attribute each image (1:N) to the gallery's models, or to ``unknown`` below the threshold.
 
@@ -428,7 +479,7 @@ def identify(
         warnings = [] if chosen.calibrated else [chosen.detail]
     stale = describe_indexes(gallery.index_status())
     warnings += [stale] if stale else []
-    emb = embed_paths(m, collect_paths(paths), limits=limits, progress=progress)
+    emb = embed_paths(m, collect_paths(paths), limits=limits, progress=progress, executor=executor)
     results = (
         gallery.identify_embeddings(emb.vectors, m.name, m.version, top_k=top_k, threshold=threshold)
         if emb.paths else []
