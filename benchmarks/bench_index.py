@@ -14,13 +14,14 @@ recall@1 / recall@10 against exact search. Build with the CPU's threads, queries
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from dataclasses import asdict
 
 import numpy as np
 
-from common import machine, update_readme_section, write_result
+from common import RESULTS_DIR, machine, update_readme_section, write_result
 from modelprint.gallery.index import IndexParams, build, nearest
 
 DIM = 256
@@ -122,13 +123,22 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     params = IndexParams(args.m, args.ef_construction)
-    rows = [run(kind, int(n), args.queries, args.exact_queries, params, args.seed)
-            for kind in args.kinds.split(",") for n in args.sizes.split(",")]
-    res = {"params": asdict(params), "queries": args.queries,
-           "exact_queries": args.exact_queries, "seed": args.seed, "machine": machine(), "rows": rows}
-    path = write_result("index", res)
-    update_readme_section("index", report(res))
-    print(f"wrote {path} and the README section")
+    res = {"params": asdict(params), "queries": args.queries, "exact_queries": args.exact_queries, "seed": args.seed,
+           "machine": machine(), "rows": []}
+    previous = RESULTS_DIR / "index.json"
+    if previous.exists():  # rows of other sizes measured with the same settings are kept
+        old = json.loads(previous.read_text())
+        if {k: old.get(k) for k in ("params", "queries", "exact_queries", "seed")} == {
+                k: res[k] for k in ("params", "queries", "exact_queries", "seed")}:
+            res["rows"] = old["rows"]
+    for kind in args.kinds.split(","):
+        for n in args.sizes.split(","):
+            row = run(kind, int(n), args.queries, args.exact_queries, params, args.seed)
+            res["rows"] = sorted([r for r in res["rows"] if (r["kind"], r["n"]) != (kind, row["n"])] + [row],
+                                 key=lambda r: (r["kind"], r["n"]))
+            path = write_result("index", res)  # after every size: a long run keeps what it measured
+            update_readme_section("index", report(res))
+            print(f"wrote {path} and the README section", flush=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ PACKAGE = "modelprint"
 MAX_LINES = 500
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "atomic", "config", "seeding", "registry", "scores", "artefacts", "manifest", "executor"),  # ground floor
+    # ground floor
+    ("errors", "atomic", "config", "seeding", "registry", "scores", "artefacts", "manifest", "executor"),
     ("io",),  # decoding, datasets, the real-image pool
     ("residuals", "spectra", "gallery"),  # the gallery stores and compares embeddings: nothing above io
     ("synthesis", "zoo"),  # generators: the synthetic space and the zoo of small real ones

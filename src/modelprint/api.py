@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 
 from modelprint.errors import GalleryError, ImageError
-from modelprint.executor import Executor, LocalExecutor
+from modelprint.executor import Executor
 from modelprint.gallery import Gallery as GalleryStore
 from modelprint.gallery import verify
 from modelprint.gallery.index import describe as describe_indexes
 from modelprint.io.datasets import Dataset, expand_paths
 from modelprint.io.images import ImageLimits, load_image_file
 from modelprint.methods import DEFAULT_METHOD, FingerprintMethod, load_method
+from modelprint.methods.batch import embedded
 
 Progress = Callable[[int], None]
 SPECTRA_PER_MODEL = 12  # images per model whose spectra a report averages when the method computes none itself
@@ -51,13 +52,13 @@ def embed_paths(
 
     Bad inputs (and the :class:`ImageError` entries of a folder scan, see :func:`collect_paths`) are collected in
     input order, not raised; ``progress`` is called once per input. With an ``executor`` (worker processes, Ray),
-    chunks of :data:`EMBED_CHUNK` images are embedded by its workers, each holding one copy of ``method``.
+    chunks of :data:`~modelprint.methods.batch.EMBED_CHUNK` images are embedded by its workers, each holding one copy of ``method``.
     """
     kept_paths: list[str] = []
     hashes: list[str] = []
     vectors: list[np.ndarray] = []
     errors: list[ImageError] = []
-    for p, got in _embedded(method, paths, limits, progress, executor):
+    for p, got in embedded(method, paths, limits, progress, executor):
         if isinstance(got, ImageError):
             errors.append(got)
         else:
@@ -66,65 +67,6 @@ def embed_paths(
             vectors.append(got[0])
     stacked = np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
     return Embedded(kept_paths, hashes, stacked, errors)
-
-
-EMBED_CHUNK = 16
-_WORKER: dict[str, FingerprintMethod] = {}
-
-
-def _init_embed(method: FingerprintMethod) -> None:
-    _WORKER["method"] = method
-
-
-def _embed_chunk(paths: list[str | Path], limits: ImageLimits | None) -> list[tuple[np.ndarray, str] | tuple[str, str]]:
-    """In a worker: ``(vector, sha256)`` per image, or ``(path, reason)`` for one that failed (picklable)."""
-    out: list = []
-    for p in paths:
-        try:
-            out.append(_embed_file(_WORKER["method"], p, limits))
-        except ImageError as err:
-            out.append((err.path, err.reason))
-    return out
-
-
-def _embedded(method: FingerprintMethod, paths: Sequence[str | Path | ImageError], limits: ImageLimits | None,
-              progress: Progress | None, executor: Executor | None):  # noqa: ANN202
-    """``(path, (vector, sha256) or ImageError)`` for each input, in input order."""
-    if executor is None or isinstance(executor, LocalExecutor):
-        for p in paths:
-            if isinstance(p, ImageError):
-                yield p.path, p
-            else:
-                try:
-                    yield p, _embed_file(method, p, limits)
-                except ImageError as err:
-                    yield p, err
-            if progress:
-                progress(1)
-        return
-    files = [p for p in paths if not isinstance(p, ImageError)]
-    chunks = [files[s : s + EMBED_CHUNK] for s in range(0, len(files), EMBED_CHUNK)]
-    done: dict[int, list] = {}
-    for i, got in executor.run(_embed_chunk, [(c, limits) for c in chunks], initializer=_init_embed,
-                               initargs=(method,)):
-        done[i] = got
-        if progress:
-            progress(len(got))
-    results = iter([r for i in range(len(chunks)) for r in done[i]])
-    for p in paths:
-        if isinstance(p, ImageError):
-            if progress:
-                progress(1)
-            yield p.path, p
-            continue
-        got = next(results)
-        yield p, (ImageError(*got) if isinstance(got[0], str) else got)
-
-
-def _embed_file(method: FingerprintMethod, path: str | Path, limits: ImageLimits | None) -> tuple[np.ndarray, str]:
-    """One image's embedding and sha256; its pixels are freed on return, before the next image is decoded."""
-    img = load_image_file(path, limits)
-    return method.embed([img.pixels])[0], img.sha256
 
 
 def resolve_method(method: FingerprintMethod | str | None) -> FingerprintMethod:

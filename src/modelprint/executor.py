@@ -118,7 +118,7 @@ class RayExecutor(Executor):
         try:
             import ray
         except ImportError:
-            raise ModelprintError("--ray needs the 'ray' package (pip install ray)") from None
+            raise ModelprintError("--ray needs the 'ray' package: pip install 'modelprint[ray]'") from None
         if not ray.is_initialized():
             env = {"env_vars": dict(_ONE_THREAD)}
             try:
