@@ -3,6 +3,7 @@ results (synthetic pool weights bit for bit, embeddings), in input order, with b
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,10 @@ ARCHS = ["b1-c1-pre-up_nearest-act_relu-norm_batch", "b2-c2-post-up_transposed-a
 def ray_cluster():
     """A local Ray cluster of 2 CPUs for the whole session (Ray takes seconds to start)."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    here = str(Path(__file__).resolve().parent)  # this module's functions are tasks: importable by the workers
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
     yield ray
     ray.shutdown()
 
