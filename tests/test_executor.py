@@ -96,3 +96,13 @@ def test_ray_embedding_matches_in_process_embedding(ray_cluster, tmp_path: Path)
     assert np.array_equal(remote.vectors, local.vectors)
     assert [str(e) for e in remote.errors] == [str(e) for e in local.errors] and len(remote.errors) == 2
     assert sum(seen) == len(paths)
+
+
+def test_ray_zoo_build_has_the_files_of_the_in_process_build(ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    from modelprint.zoo import build_zoo
+
+    only = ["tiny-gan", "tiny-vae"]  # one wave of two models: two Ray tasks
+    local = build_zoo(tmp_path / "local", tier="tiny", only=only, n_samples=2)
+    remote = build_zoo(tmp_path / "ray", tier="tiny", only=only, n_samples=2, executor=RayExecutor(2))
+    assert [(e["name"], e["files"], e["samples"]["sha256"]) for e in remote] == [
+        (e["name"], e["files"], e["samples"]["sha256"]) for e in local]
