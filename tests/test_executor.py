@@ -98,6 +98,7 @@ def test_ray_embedding_matches_in_process_embedding(ray_cluster, tmp_path: Path)
     assert sum(seen) == len(paths)
 
 
+@pytest.mark.slow  # trains two tiny zoo models twice (about 40 s on an idle core)
 def test_ray_zoo_build_has_the_files_of_the_in_process_build(ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
     from modelprint.zoo import build_zoo
 
