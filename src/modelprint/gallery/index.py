@@ -235,7 +235,7 @@ class Indexes:
         self.params = params or IndexParams()
         self.lock = threading.RLock()
         self._cache: dict[tuple[str, str, str], AnnIndex] = {}
-        self._seen: dict[tuple[str, str, str], tuple[int, int]] = {}  # file (mtime, size) found unusable
+        self._seen: dict[tuple[str, str, str], tuple[int, int, str]] = {}  # file (mtime, size) unusable at token
 
     def usable(self, conn: sqlite3.Connection, kind: str, method: str, version: str) -> AnnIndex | None:
         """The fresh index of this kind to search (inside the caller's read transaction), or ``None``: exact."""
@@ -255,11 +255,11 @@ class Indexes:
             st = path.stat()
         except OSError:
             return None
-        if self._seen.get(key) == (st.st_mtime_ns, st.st_size):
+        if self._seen.get(key) == (st.st_mtime_ns, st.st_size, token):
             return None
         found = load(path, *key, token)
         if isinstance(found, str):
-            self._seen[key] = (st.st_mtime_ns, st.st_size)
+            self._seen[key] = (st.st_mtime_ns, st.st_size, token)
             return None
         self._cache[key] = found
         return found
