@@ -12,9 +12,9 @@ gallery's current one and its bytes match their sha256: a stale, damaged, foreig
 ignored (search is then exact), never used. Indexes are built and used from
 :data:`~modelprint.config.DEFAULT_INDEX_THRESHOLD` rows on (``MODELPRINT_INDEX_THRESHOLD``); below, search is exact.
 
-**Search.** Inner product on unit vectors (cosine similarity), HNSW with ``M`` links per node; ``ef_search``
-candidates are explored per query and the best are re-ranked by similarity, ties by row order as exact search
-breaks them.
+**Search.** Inner product on unit vectors (cosine similarity), HNSW with ``M`` links per node (:data:`DEFAULT_PARAMS`
+per kind); ``ef_search`` candidates are explored per query and the best are re-ranked by similarity, ties by row
+order as exact search breaks them.
 """
 
 from __future__ import annotations
@@ -55,6 +55,12 @@ class IndexParams:
     m: int = 16
     ef_construction: int = 40
     ef_search: int = 128
+
+
+#: Measured in ``benchmarks/bench_index.py``: prototypes (one per model) are near-random directions, which need the
+#: denser graph for recall@1 >= 0.99 at 1e5 rows; gallery-like image embeddings reach it with the cheaper one.
+DEFAULT_PARAMS = {"prototypes": IndexParams(m=32, ef_construction=128, ef_search=128),
+                  "images": IndexParams(m=16, ef_construction=40, ef_search=128)}
 
 
 @dataclass(frozen=True)
@@ -232,7 +238,7 @@ class Indexes:
     def __init__(self, gallery: Path, threshold: int, params: IndexParams | None = None) -> None:
         self.gallery = gallery
         self.threshold = int(threshold)
-        self.params = params or IndexParams()
+        self.params = {kind: params or DEFAULT_PARAMS[kind] for kind in KINDS}
         self.lock = threading.RLock()
         self._cache: dict[tuple[str, str, str], AnnIndex] = {}
         self._seen: dict[tuple[str, str, str], tuple[int, int, str]] = {}  # file (mtime, size) unusable at token
@@ -293,7 +299,7 @@ class Indexes:
             if ids is None or x is None:
                 path.unlink(missing_ok=True)
                 return {**done, "built": False}
-            ann = build(kind, method, version, str(token), ids, x, self.params)
+            ann = build(kind, method, version, str(token), ids, x, self.params[kind])
             save(path, ann)
             self._cache[(kind, method, version)] = ann
         return {**done, "built": True, "seconds": round(time.perf_counter() - start, 3)}

@@ -71,7 +71,7 @@ class Gallery:
 
         With ``read_only``, or when the file or its folder is not writable, the gallery is opened read-only.
         ``index_threshold`` (default ``MODELPRINT_INDEX_THRESHOLD``) is the number of rows from which searches use
-        an ANN index (:mod:`modelprint.gallery.index`); ``index_params`` are the HNSW settings of indexes built here.
+        an ANN index (:mod:`modelprint.gallery.index`); ``index_params``, the HNSW settings of both kinds built here.
         """
         self._path = Path(path)
         self._lock = threading.RLock()
