@@ -18,11 +18,14 @@ from typing import Any
 import numpy as np
 
 from modelprint.errors import GalleryError, ImageError
+from modelprint.executor import Executor
 from modelprint.gallery import Gallery as GalleryStore
 from modelprint.gallery import verify
+from modelprint.gallery.index import describe as describe_indexes
 from modelprint.io.datasets import Dataset, expand_paths
 from modelprint.io.images import ImageLimits, load_image_file
 from modelprint.methods import DEFAULT_METHOD, FingerprintMethod, load_method
+from modelprint.methods.batch import embedded
 from modelprint.methods.tap import SpectraTap
 
 Progress = Callable[[int], None]
@@ -45,38 +48,27 @@ def embed_paths(
     *,
     limits: ImageLimits | None = None,
     progress: Progress | None = None,
+    executor: Executor | None = None,
 ) -> Embedded:
     """Decode, embed and drop one image at a time, so memory is bounded by one image whatever the batch holds.
 
     Bad inputs (and the :class:`ImageError` entries of a folder scan, see :func:`collect_paths`) are collected in
-    input order, not raised; ``progress`` is called once per input.
+    input order, not raised; ``progress`` is called once per input. With an ``executor`` (worker processes, Ray),
+    chunks of :data:`~modelprint.methods.batch.EMBED_CHUNK` images are embedded by its workers, each holding one copy of ``method``.
     """
     kept_paths: list[str] = []
     hashes: list[str] = []
     vectors: list[np.ndarray] = []
     errors: list[ImageError] = []
-    for p in paths:
-        if isinstance(p, ImageError):
-            errors.append(p)
+    for p, got in embedded(method, paths, limits, progress, executor):
+        if isinstance(got, ImageError):
+            errors.append(got)
         else:
-            try:
-                vector, sha = _embed_file(method, p, limits)
-            except ImageError as err:
-                errors.append(err)
-            else:
-                kept_paths.append(str(p))
-                hashes.append(sha)
-                vectors.append(vector)
-        if progress:
-            progress(1)
+            kept_paths.append(str(p))
+            hashes.append(got[1])
+            vectors.append(got[0])
     stacked = np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
     return Embedded(kept_paths, hashes, stacked, errors)
-
-
-def _embed_file(method: FingerprintMethod, path: str | Path, limits: ImageLimits | None) -> tuple[np.ndarray, str]:
-    """One image's embedding and sha256; its pixels are freed on return, before the next image is decoded."""
-    img = load_image_file(path, limits)
-    return method.embed([img.pixels])[0], img.sha256
 
 
 def resolve_method(method: FingerprintMethod | str | None) -> FingerprintMethod:
@@ -321,6 +313,7 @@ def enroll(
     notes: str = "",
     limits: ImageLimits | None = None,
     progress: Progress | None = None,
+    executor: Executor | None = None,
 ) -> EnrollReport:
     """Embed the images (and folders) in ``paths`` and enroll them as ``model`` in ``gallery``, in one transaction.
 
@@ -331,10 +324,10 @@ def enroll(
     m = resolve_method(method)
     if not isinstance(gallery, GalleryStore):
         with GalleryStore(gallery) as g:
-            return enroll(g, model, paths, method=m, notes=notes, limits=limits, progress=progress)
+            return enroll(g, model, paths, method=m, notes=notes, limits=limits, progress=progress, executor=executor)
     gallery.check_enroll(model, m.name, m.version)
     tap = SpectraTap(m, keep=True)  # the spectra the method computes anyway join the model's mean spectrum
-    emb = embed_paths(tap, collect_paths(paths), limits=limits, progress=progress)
+    emb = embed_paths(tap, collect_paths(paths), limits=limits, progress=progress, executor=executor)
     report = EnrollReport(model, m.tag, 0, 0, emb.errors, None)
     if emb.paths:
         res = gallery.add_embeddings(model, emb.vectors, emb.hashes, emb.paths, m.name, m.version, notes=notes,
@@ -395,6 +388,7 @@ def identify(
     limits: ImageLimits | None = None,
     progress: Progress | None = None,
     spectra: bool = False,
+    executor: Executor | None = None,
 ) -> IdentifyReport:
     """Attribute each image (1:N) to the gallery's models, or to ``unknown`` below the threshold.
 
@@ -408,8 +402,10 @@ def identify(
         chosen = gallery.open_set_threshold(m.name, m.version)
         threshold, source, detail = chosen.value, chosen.source, chosen.detail
         warnings = [] if chosen.calibrated else [chosen.detail]
+    stale = describe_indexes(gallery.index_status())
+    warnings += [stale] if stale else []
     tap = SpectraTap(m, keep=True) if spectra else None
-    emb = embed_paths(tap or m, collect_paths(paths), limits=limits, progress=progress)
+    emb = embed_paths(tap or m, collect_paths(paths), limits=limits, progress=progress, executor=executor)
     results = (
         gallery.identify_embeddings(emb.vectors, m.name, m.version, top_k=top_k, threshold=threshold)
         if emb.paths else []

@@ -15,6 +15,8 @@ from modelprint.errors import ModelprintError
 
 #: Images with more pixels are refused from their header (decompression bombs), unless ``--max-pixels`` says more.
 DEFAULT_MAX_PIXELS = 64_000_000
+#: Rows (prototypes, or images, of one method version) from which a gallery searches an ANN index (benchmarked).
+DEFAULT_INDEX_THRESHOLD = 20_000
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ VARIABLES = (
     Variable("MODELPRINT_REALWORLD", "`../shared/realworld` if present",
              "folder of real-world generated images that `modelprint demo` adds"),
     Variable("MODELPRINT_SHARED", "`../shared` beside the repository", "shared data folder the benchmarks read"),
+    Variable("MODELPRINT_INDEX_THRESHOLD", f"`{DEFAULT_INDEX_THRESHOLD}`",
+             "rows from which a gallery builds and searches its ANN index (exact below); a non-negative integer"),
 )
 
 
@@ -72,6 +76,12 @@ def max_pixels() -> int:
 def torch_threads() -> int:
     """``MODELPRINT_THREADS``, else 0: all cores."""
     return _integer("MODELPRINT_THREADS", 0) or 0
+
+
+def index_threshold() -> int:
+    """``MODELPRINT_INDEX_THRESHOLD``, else :data:`DEFAULT_INDEX_THRESHOLD`."""
+    value = _integer("MODELPRINT_INDEX_THRESHOLD", 0)
+    return DEFAULT_INDEX_THRESHOLD if value is None else value
 
 
 def realworld_dir() -> Path | None:

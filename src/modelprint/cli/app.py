@@ -259,6 +259,12 @@ MaxPixelsOpt = Annotated[int | None, typer.Option(
     "--max-pixels", help="Refuse images with more pixels (default 64M or MODELPRINT_MAX_PIXELS).")]
 TopKOpt = Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many candidates to list.")]
 PathsArg = Annotated[list[Path], typer.Argument(help="Images or folders to attribute.", readable=False)]
+WorkersOpt = Annotated[int, typer.Option(
+    min=1, help="Embed in this many worker processes (or Ray workers with --ray).")]
+RayFlag = Annotated[bool, typer.Option(
+    "--ray", help="Run the tasks on Ray: a local cluster of --workers CPUs, or the one at --address.")]
+AddressOpt = Annotated[str | None, typer.Option(
+    "--address", help="Ray cluster to join (host:port of 'ray start --head', or 'auto'); implies --ray.")]
 
 
 def legacy_json_path(args: list[str]) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from modelprint.cli.app import (
+    AddressOpt,
     Command,
     GalleryOpt,
     JsonFlag,
@@ -15,8 +16,10 @@ from modelprint.cli.app import (
     MaxPixelsOpt,
     MethodOpt,
     PathsArg,
+    RayFlag,
     TopKOpt,
     UnusedSeedOpt,
+    WorkersOpt,
     emit_json,
     fatal_errors,
     make_table,
@@ -41,18 +44,23 @@ def enroll(
     seed: UnusedSeedOpt = None,
     as_json: JsonFlag = False,
     json_out: JsonOutOpt = None,
+    workers: WorkersOpt = 1,
+    ray: RayFlag = False,
+    address: AddressOpt = None,
 ) -> None:
     """Enroll a model into a gallery from a few of its images."""
     with fatal_errors():
         from modelprint.api import collect_paths
         from modelprint.api import enroll as api_enroll
+        from modelprint.executor import executor_for
         from modelprint.io import ImageLimits
 
         files = collect_paths(paths)  # scanned once: api_enroll takes the collected inputs as they are
         bar, task = progress_bar(len(files), f"enrolling {model}")
         with bar:
             rep = api_enroll(gallery, model, files, method=method, notes=notes,
-                             limits=ImageLimits(max_pixels=max_pixels), progress=lambda n: bar.advance(task, n))
+                             limits=ImageLimits(max_pixels=max_pixels), progress=lambda n: bar.advance(task, n),
+                             executor=executor_for(workers, ray, address))
         report_input_errors(rep.errors)
         report_warnings(rep.warnings)
         emit_json(rep.to_dict(), as_json, json_out)
@@ -75,11 +83,15 @@ def identify(
     seed: UnusedSeedOpt = None,
     as_json: JsonFlag = False,
     json_out: JsonOutOpt = None,
+    workers: WorkersOpt = 1,
+    ray: RayFlag = False,
+    address: AddressOpt = None,
 ) -> None:
     """Attribute images to the enrolled models (1:N), answering 'unknown' below the threshold."""
     with fatal_errors():
         from modelprint.api import collect_paths
         from modelprint.api import identify as api_identify
+        from modelprint.executor import executor_for
         from modelprint.gallery import Gallery
         from modelprint.io import ImageLimits
 
@@ -87,7 +99,8 @@ def identify(
         bar, task = progress_bar(len(files), "identifying")
         with Gallery(gallery, create=False) as g, bar:
             rep = api_identify(g, files, method=method, top_k=top_k, threshold=threshold,
-                               limits=ImageLimits(max_pixels=max_pixels), progress=lambda n: bar.advance(task, n))
+                               limits=ImageLimits(max_pixels=max_pixels), progress=lambda n: bar.advance(task, n),
+                               executor=executor_for(workers, ray, address))
         report_input_errors(rep.errors)
         report_warnings(rep.warnings)
         d = rep.to_dict()
@@ -183,3 +196,21 @@ def gallery_export(
         with Gallery(gallery, create=False) as g:
             g.export(dest)
         out.print(f"wrote {shown(dest)}", soft_wrap=True)
+
+
+@gallery_app.command("reindex", cls=Command)
+def gallery_reindex(
+    gallery: GalleryOpt,
+    threshold: Annotated[int | None, typer.Option(
+        min=0, help="Rows from which an index is built and used (default MODELPRINT_INDEX_THRESHOLD).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Build every index, even below the threshold.")] = False,
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Rebuild the gallery's ANN indexes (prototypes and images) from its current content; prints JSON."""
+    with fatal_errors():
+        from modelprint.gallery import Gallery
+
+        with Gallery(gallery, create=False, index_threshold=threshold) as g:
+            built = g.reindex(force=force)
+            status = [vars(s) for s in g.index_status()]
+        emit_json({"reindexed": built, "indexes": status}, True, json_out)

@@ -9,9 +9,11 @@ from typing import Annotated, Any
 import typer
 
 from modelprint.cli.app import (
+    AddressOpt,
     Command,
     JsonFlag,
     JsonOutOpt,
+    RayFlag,
     SeedOpt,
     command_line,
     emit_json,
@@ -73,9 +75,12 @@ def synthesize(
         min=1, help="Step budget per model when the residual criterion is not reached.")] = 200,
     list_only: Annotated[bool, typer.Option("--list", help="List the architectures and exit.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="First seed: models use seeds seed … seed+seeds-1.")] = 0,
+    ray: RayFlag = False,
+    address: AddressOpt = None,
 ) -> None:
     """Train a pool of synthetic generators (Model Synthesis) to reconstruct real photos."""
     with fatal_errors():
+        from modelprint.executor import executor_for
         from modelprint.synthesis.pool import synthesize_pool
         from modelprint.synthesis.space import list_architectures
 
@@ -91,7 +96,8 @@ def synthesize(
         with bar:
             summary = synthesize_pool(out_dir, archs if archs in _SPACES else names,
                                       list(range(seed, seed + seeds)), crop=crop, max_steps=max_steps, workers=workers,
-                                      progress=lambda done, tot, rec: bar.update(task, completed=done, total=tot))
+                                      progress=lambda done, tot, rec: bar.update(task, completed=done, total=tot),
+                                      executor=executor_for(workers, ray, address) if ray or address else None)
         emit_json({"out": str(out_dir), "models": summary.total, "trained": summary.trained,
                    "already_done": summary.skipped, "seconds": summary.seconds})
 

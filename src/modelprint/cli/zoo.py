@@ -8,9 +8,11 @@ from typing import Annotated, Any
 import typer
 
 from modelprint.cli.app import (
+    AddressOpt,
     Command,
     JsonFlag,
     JsonOutOpt,
+    RayFlag,
     SeedOpt,
     emit_json,
     err,
@@ -37,9 +39,12 @@ def zoo_build(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (1 torch thread each).")] = 1,
     samples: Annotated[int | None, typer.Option(min=0, help="Samples saved per model (default: the tier's).")] = None,
     seed: SeedOpt = 0,
+    ray: RayFlag = False,
+    address: AddressOpt = None,
 ) -> None:
     """Train the zoo's recipes (resumes: models already built and intact are kept)."""
     with fatal_errors():
+        from modelprint.executor import executor_for
         from modelprint.zoo import build_zoo, tier_recipes
 
         total = len(only) if only else len(tier_recipes(tier))
@@ -53,7 +58,7 @@ def zoo_build(
 
         with bar:
             entries = build_zoo(zoo, tier=tier, only=only or (), seed=seed, workers=workers, n_samples=samples,
-                                progress=on_model)
+                                progress=on_model, executor=executor_for(workers, ray, address))
         emit_json({"zoo": str(zoo), "tier": tier, "models": len(entries),
                    "cpu_seconds": round(sum(e["cpu_seconds"] for e in entries), 1)})
 

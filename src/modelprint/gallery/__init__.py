@@ -5,12 +5,14 @@ The ground floor of the attribution side: it stores and compares embeddings and 
 """
 
 from modelprint.gallery.calibration import calibrate
+from modelprint.gallery.index import IndexParams, IndexStatus
 from modelprint.gallery.results import (
     UNKNOWN,
     Calibration,
     EnrollResult,
     Identification,
     ModelInfo,
+    Neighbour,
     OpenSetThreshold,
     Verification,
 )
@@ -24,7 +26,10 @@ __all__ = [
     "EnrollResult",
     "Gallery",
     "Identification",
+    "IndexParams",
+    "IndexStatus",
     "ModelInfo",
+    "Neighbour",
     "OpenSetThreshold",
     "Verification",
     "calibrate",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from modelprint.errors import GalleryError
 from modelprint.gallery.calibration import DEFAULT_TARGET_TPR
+from modelprint.gallery.index import install_token
 from modelprint.gallery.integrity import add_missing_checksums, problem
 from modelprint.gallery.tables import APPLICATION, APPLICATION_ID, SCHEMA, SCHEMA_VERSION, has_table, now
 
@@ -80,6 +81,7 @@ def connect(path: Path, create: bool, read_only: bool) -> tuple[sqlite3.Connecti
             raise damaged(path, found)
         if not blocker:
             add_missing_checksums(conn)
+            install_token(conn)
     except sqlite3.Error as exc:
         conn.close()
         raise _sqlite_failure(path, blocker, exc) from None

@@ -79,6 +79,16 @@ class Identification:
 
 
 @dataclass(frozen=True)
+class Neighbour:
+    """One enrolled image near a query: its model, image sha256, source path as enrolled, and cosine similarity."""
+
+    model: str
+    image_sha256: str
+    source: str
+    similarity: float
+
+
+@dataclass(frozen=True)
 class OpenSetThreshold:
     """The similarity below which identification answers "unknown", where it comes from, and that in one line.
 

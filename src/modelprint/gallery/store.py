@@ -15,20 +15,21 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from modelprint import config
 from modelprint.errors import GalleryError
 from modelprint.gallery import spectra, tables
 from modelprint.gallery.calibration import CHUNK, calibrate, group_stats
+from modelprint.gallery.checks import SHA256, as_matrix, check_model_name, check_name, pair, verify
 from modelprint.gallery.export import check_target, read_export, write_export
 from modelprint.gallery.fallback import open_set_threshold
+from modelprint.gallery.index import KINDS, Indexes, IndexParams, IndexStatus, content_token, load_rows, nearest
 from modelprint.gallery.integrity import row_checksum
 from modelprint.gallery.opening import connect, fail
 from modelprint.gallery.results import (
@@ -37,69 +38,14 @@ from modelprint.gallery.results import (
     EnrollResult,
     Identification,
     ModelInfo,
+    Neighbour,
     OpenSetThreshold,
     Verification,
 )
 from modelprint.gallery.tables import F32, tag
-from modelprint.scores import cosine, l2_normalize
+from modelprint.scores import l2_normalize
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def _as_matrix(vectors: Any, what: str) -> np.ndarray:
-    """``vectors`` as a C-contiguous ``(n, d)`` float32 array of finite, non-zero rows (not normalised)."""
-    try:
-        arr = np.asarray(vectors, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise GalleryError(f"{what}: not a numeric array ({exc})") from None
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] == 0:
-        raise GalleryError(f"{what}: expected an (n, d) array of embeddings, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.flatnonzero(~np.all(np.isfinite(arr), axis=1))[0])
-        raise GalleryError(f"{what}: embedding {bad} contains NaN or infinity")
-    norms = np.linalg.norm(arr, axis=1)
-    if arr.shape[0] and np.any(norms == 0):
-        raise GalleryError(f"{what}: embedding {int(np.flatnonzero(norms == 0)[0])} is all zeros")
-    return np.ascontiguousarray(arr, dtype=np.float32)
-
-
-def _pair(a: Any, b: Any, threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Two single embeddings as ``(1, d)`` arrays, after checking them and ``threshold``."""
-    va, vb = _as_matrix(a, "embedding a"), _as_matrix(b, "embedding b")
-    if va.shape[0] != 1 or vb.shape[0] != 1:
-        raise GalleryError(f"verify compares two single embeddings, got {va.shape[0]} and {vb.shape[0]} rows")
-    if threshold is not None and not math.isfinite(float(threshold)):
-        raise GalleryError(f"threshold must be a finite number, got {threshold}")
-    return va, vb
-
-
-def verify(a: Any, b: Any, threshold: float | None = None) -> Verification:
-    """Cosine similarity of two single embeddings and whether it reaches ``threshold`` (``None``: no decision).
-
-    The one verification rule: :meth:`Gallery.verify_embeddings` applies it with the gallery's threshold.
-    """
-    va, vb = _pair(a, b, threshold)
-    sim = cosine(va, vb)
-    thr = None if threshold is None else float(threshold)
-    return Verification(similarity=sim, same_model=None if thr is None else sim >= thr, threshold=thr)
-
-
-def _check_name(name: Any, what: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise GalleryError(f"{what} must be a non-empty string, got {name!r}")
-    if name != name.strip() or any(ord(c) < 32 for c in name):
-        raise GalleryError(f"{what} {name!r} has leading/trailing spaces or control characters")
-    return name
-
-
-def _check_model_name(name: Any) -> str:
-    name = _check_name(name, "model name")
-    if name == UNKNOWN:
-        raise GalleryError(f"model name {UNKNOWN!r} is reserved for open-set rejections")
-    return name
-
+__all__ = ["Gallery", "verify"]
 
 # --------------------------------------------------------------------------------------------- gallery
 
@@ -119,15 +65,20 @@ class Gallery:
     and never ``"unknown"``; :meth:`verify_embeddings` returns ``same_model=None``.
     """
 
-    def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False,
+                 index_threshold: int | None = None, index_params: IndexParams | None = None) -> None:
         """Open (and with ``create``, create if missing) the gallery at ``path``; ``GalleryError`` otherwise.
 
         With ``read_only``, or when the file or its folder is not writable, the gallery is opened read-only.
+        ``index_threshold`` (default ``MODELPRINT_INDEX_THRESHOLD``) is the number of rows from which searches use
+        an ANN index (:mod:`modelprint.gallery.index`); ``index_params``, the HNSW settings of both kinds built here.
         """
         self._path = Path(path)
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._conn, self._read_only = connect(self._path, create, read_only)  # why it cannot be written, or None
+        threshold = config.index_threshold() if index_threshold is None else int(index_threshold)
+        self._ann = Indexes(self._path, threshold, index_params)
 
     def _fail(self, reason: str) -> GalleryError:
         return fail(self._path, reason)
@@ -239,7 +190,7 @@ class Gallery:
 
     def add_model(self, name: str, notes: str = "") -> None:
         """Register a model with no embeddings; ``GalleryError`` if the name exists or is reserved."""
-        name = _check_model_name(name)
+        name = check_model_name(name)
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone():
                 raise self._fail(f"model {name!r} already exists")
@@ -250,9 +201,9 @@ class Gallery:
 
         :meth:`add_embeddings` checks the same again inside its transaction.
         """
-        _check_model_name(model)
-        _check_name(method, "method name")
-        _check_name(version, "method version")
+        check_model_name(model)
+        check_name(method, "method name")
+        check_name(version, "method version")
         self._require_writable()
         with self._read() as conn:
             refusal = self._enroll_refusal(conn, model, method, version, None)
@@ -298,10 +249,10 @@ class Gallery:
         the embeddings and refreshing prototypes and calibration are one transaction, so concurrent enrolments
         of one new model both add to it. ``log_spectra`` (``(n, side, side)``) join the model's mean spectrum.
         """
-        model = _check_model_name(model)
-        method = _check_name(method, "method name")
-        version = _check_name(version, "method version")
-        x = _as_matrix(vectors, f"embeddings of {model}")
+        model = check_model_name(model)
+        method = check_name(method, "method name")
+        version = check_name(version, "method version")
+        x = as_matrix(vectors, f"embeddings of {model}")
         n, dim = x.shape
         hashes = [str(h).lower() for h in image_hashes]
         srcs = [tables.storable(str(s)) for s in sources]
@@ -310,7 +261,7 @@ class Gallery:
                 f"embeddings of {model}: {n} vectors but {len(hashes)} image hashes and {len(srcs)} sources"
             )
         for h in hashes:
-            if not _SHA256.fullmatch(h):
+            if not SHA256.fullmatch(h):
                 raise GalleryError(f"embeddings of {model}: {h!r} is not a hex sha256 digest")
         blobs = [row.tobytes() for row in x.astype(F32, copy=False)]
         with self._write() as conn:
@@ -322,9 +273,9 @@ class Gallery:
             elsewhere = tables.held_elsewhere(conn, model_id, hashes)
             if log_spectra is not None:
                 spectra.add(conn, model_id, model, method, version, hashes, log_spectra)
-            before = conn.total_changes
+            before, last_id = content_token(conn), conn.execute("SELECT max(id) FROM embeddings").fetchone()[0] or 0
             created = tables.now()
-            conn.executemany(
+            cur = conn.executemany(
                 "INSERT OR IGNORE INTO embeddings (model_id, method, version, image_sha256, source, dim, vector, "
                 "created, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -333,9 +284,12 @@ class Gallery:
                     for i in range(n)
                 ),
             )
-            added = conn.total_changes - before
+            added = cur.rowcount  # rows this statement inserted (sqlite3_changes: not the triggers')
             if added:
                 self._refresh(conn, method, version)
+            after = content_token(conn)
+        if added:
+            self._ann.sync(self._read, method, version, (before, after, last_id))
         return EnrollResult(added=added, skipped=n - added, also_enrolled_as=elsewhere)
 
     def remove_model(self, name: str) -> None:
@@ -353,6 +307,8 @@ class Gallery:
             conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
             for method, version in groups:
                 self._refresh(conn, method, version)
+        for method, version in groups:
+            self._ann.sync(self._read, method, version)
 
     def recalibrate(self, target_tpr: float | None = None) -> None:
         """Recompute all prototypes and calibrations, optionally with a new stored ``target_tpr``."""
@@ -423,7 +379,7 @@ class Gallery:
             raise GalleryError(f"top_k must be at least 1, got {top_k}")
         if threshold is not None and not math.isfinite(float(threshold)):
             raise GalleryError(f"threshold must be a finite number, got {threshold}")
-        q = l2_normalize(_as_matrix(vectors, "query embeddings"), np.float32)
+        q = l2_normalize(as_matrix(vectors, "query embeddings"), np.float32)
         with self._read() as conn:
             dim = self._require(conn, method, version)
             if q.shape[1] != dim:
@@ -431,19 +387,63 @@ class Gallery:
                     f"query embeddings have dimension {q.shape[1]}, but the gallery's {tag(method, version)} "
                     f"embeddings have dimension {dim}"
                 )
-            names, protos = tables.load_prototypes(conn, method, version)
+            ann = self._ann.usable(conn, "prototypes", method, version)
+            if ann is None:
+                names, protos = tables.load_prototypes(conn, method, version)
+            else:
+                names, protos = ann.name_rows(conn), None
             thr = float(threshold) if threshold is not None else open_set_threshold(conn, method, version).value
-        k = min(int(top_k), len(names))
         out: list[Identification] = []
         for s in range(0, len(q), CHUNK):
-            sims = np.clip(q[s : s + CHUNK] @ protos.T, -1.0, 1.0)
-            order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+            with self._ann.lock:
+                sims, order = ann.search(q[s : s + CHUNK], int(top_k)) if ann else nearest(q[s : s + CHUNK], protos,
+                                                                                           int(top_k))
             for r in range(len(sims)):
-                top = [(names[j], float(sims[r, j])) for j in order[r]]
+                top = [(names[j], float(np.clip(v, -1.0, 1.0))) for v, j in zip(sims[r], order[r]) if j >= 0]
                 best_name, best = top[0]
                 model = UNKNOWN if thr is not None and best < thr else best_name
                 out.append(Identification(model=model, similarity=best, top_k=top, threshold=thr))
         return out
+
+    def nearest_images(
+        self, vectors: np.ndarray, method: str, version: str | None = None, k: int = 5
+    ) -> list[list[Neighbour]]:
+        """The ``k`` enrolled images most similar to each row of ``vectors`` (``method@version`` embeddings), best
+        first; from the images index when it is fresh and the gallery is at or above the index threshold."""
+        if int(k) < 1:
+            raise GalleryError(f"k must be at least 1, got {k}")
+        q = l2_normalize(as_matrix(vectors, "query embeddings"), np.float32)
+        with self._read() as conn:
+            version = self._resolve_version(conn, method, version)
+            dim = self._require(conn, method, version)
+            if q.shape[1] != dim:
+                raise self._fail(f"query embeddings have dimension {q.shape[1]}, but the gallery's "
+                                 f"{tag(method, version)} embeddings have dimension {dim}")
+            ann = self._ann.usable(conn, "images", method, version)
+            if ann is None:
+                ids, x = load_rows(conn, "images", method, version)
+                sims, pos = nearest(q, x, int(k))
+            else:
+                ids = ann.ids
+                with self._ann.lock:
+                    sims, pos = ann.search(q, int(k))
+            found = {int(i) for i in ids[pos[pos >= 0]]}
+            rows = {r[0]: r[1:] for r in conn.execute(
+                "SELECT e.id, m.name, e.image_sha256, e.source FROM embeddings e JOIN models m ON m.id = e.model_id "
+                f"WHERE e.id IN ({', '.join(map(str, sorted(found)))})")}
+        return [[Neighbour(*rows[int(ids[j])], float(np.clip(v, -1.0, 1.0))) for v, j in zip(sr, pr) if j >= 0]
+                for sr, pr in zip(sims, pos)]
+
+    def index_status(self) -> list[IndexStatus]:
+        """State of every index (prototypes and images of each method version): rows, threshold, used or why not."""
+        with self._read() as conn:
+            return [self._ann.status(conn, kind, m, v) for m, v in tables.held(conn) for kind in KINDS]
+
+    def reindex(self, force: bool = False) -> list[dict]:
+        """Rebuild every index at or above the threshold (every one with ``force``) from the gallery as it is now,
+        removing those below; one dict per index (kind, method, rows, file, built, seconds)."""
+        self._require_writable()
+        return [self._ann.rebuild(self._read, kind, m, v, force) for m, v in self.methods() for kind in KINDS]
 
     def verify_embeddings(
         self,
@@ -459,7 +459,7 @@ class Gallery:
         may be omitted when the gallery holds exactly one version of ``method``. Without calibration and
         without ``threshold``, ``same_model`` is ``None``.
         """
-        va, vb = _pair(a, b, threshold)
+        va, vb = pair(a, b, threshold)
         with self._read() as conn:
             version = self._resolve_version(conn, method, version)
             dim = self._require(conn, method, version)

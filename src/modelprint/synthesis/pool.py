@@ -21,15 +21,14 @@ and training amplifies that (as would another thread count), so the weights' bit
 manifest records. Runs with the same seeds, group size and thread count are bit-identical.
 
 **Parallelism.** ``workers > 1`` runs groups (one architecture, up to ``group_size`` seeds) in that many spawned
-processes with one torch thread each (the measured best on this 2-core machine); the parent process alone writes
-the manifest. ``workers=1`` trains in the calling process with its current torch thread setting.
+processes with one torch thread each (the measured best on this 2-core machine), or on a Ray cluster (an
+:class:`~modelprint.executor.Executor`); the parent process alone writes the manifest. ``workers=1`` trains in the
+calling process with its current torch thread setting.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,6 +39,7 @@ import numpy as np
 
 from modelprint.artefacts import read_tensors, verify_files, write_tensors
 from modelprint.errors import CheckpointError, ModelprintError
+from modelprint.executor import Executor, LocalExecutor, ProcessExecutor
 from modelprint.manifest import MANIFEST, check_settings, write_manifest
 from modelprint.manifest import read_manifest as _read_records
 from modelprint.synthesis.space import Architecture, all_architectures, model_id, parse_model_id
@@ -223,6 +223,7 @@ def synthesize_pool(
     group_size: int = DEFAULT_GROUP_SIZE,
     settings: SynthesisSettings | None = None,
     time_limit: float | None = None,
+    executor: Executor | None = None,
 ) -> PoolSummary:
     """Train every (architecture, seed) not yet in ``out_dir`` and record it; see the module docstring.
 
@@ -230,8 +231,9 @@ def synthesize_pool(
     ids. ``seeds``: a count ``N`` (seeds ``0 … N-1``) or explicit seeds. ``crop`` and ``max_steps`` override the
     corresponding fields of ``settings``. ``progress(done, total, record)`` is called in this process after each
     model is recorded. With ``time_limit`` (seconds), no new group starts after that time; the groups under way
-    finish and are recorded, and a later call resumes (``PoolSummary.complete`` tells). With ``workers > 1`` call
-    this from a ``if __name__ == "__main__":`` block (worker processes are spawned and re-import the main module).
+    finish and are recorded, and a later call resumes (``PoolSummary.complete`` tells). ``executor`` (default: a
+    process pool of ``workers``, or this process) runs the groups, e.g. a :class:`~modelprint.executor.RayExecutor`.
+    With worker processes call this from a ``if __name__ == "__main__":`` block (they re-import the main module).
     """
     from dataclasses import replace
 
@@ -278,42 +280,12 @@ def synthesize_pool(
     def may_start() -> bool:
         return time_limit is None or time.perf_counter() - start < time_limit
 
-    if workers <= 1:
-        _init_worker(train, val, None)
-        for a, ss in tasks:
-            if not may_start():
-                break
-            record(_run_task(str(out), a.id, ss, settings))
-    else:
-        _run_parallel(out, tasks, settings, train, val, workers, record, may_start)
+    ex = executor or (ProcessExecutor(workers) if workers > 1 else LocalExecutor())
+    threads = None if isinstance(ex, LocalExecutor) else 1  # workers: one torch thread each
+    work = [(str(out), a.id, ss, settings) for a, ss in tasks]
+    for _i, new in ex.run(_run_task, work, initializer=_init_worker, initargs=(train, val, threads),
+                          may_start=may_start):
+        record(new)
     trained = done - skipped
     return PoolSummary(str(out), total, skipped, trained, time.perf_counter() - start, list(records.values()),
                        done == total)
-
-
-def _run_parallel(out: Path, tasks: list, settings: SynthesisSettings, train: np.ndarray, val: np.ndarray,
-                  workers: int, record: Callable[[list[dict]], None], may_start: Callable[[], bool]) -> None:
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    os.environ.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})  # inherited by the spawned workers
-    queue = list(reversed(tasks))
-    try:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(train, val, 1)) as ex:
-            pending: set = set()
-            while queue or pending:
-                while queue and len(pending) < workers and may_start():  # submit lazily: stoppable at any time
-                    a, ss = queue.pop()
-                    pending.add(ex.submit(_run_task, str(out), a.id, ss, settings))
-                if not pending:
-                    break
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    record(fut.result())
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

@@ -12,18 +12,17 @@ the thread count, so this is what makes a model's weights depend only on its rec
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from modelprint.artefacts import file_digests
 from modelprint.errors import ModelprintError
+from modelprint.executor import Executor, LocalExecutor, ProcessExecutor
 from modelprint.manifest import check_settings, write_manifest
 from modelprint.zoo.base import Recipe
 from modelprint.zoo.store import (
@@ -181,10 +180,13 @@ def build_zoo(
     workers: int = 1,
     n_samples: int | None = None,
     progress: BuildProgress | None = None,
+    executor: Executor | None = None,
 ) -> list[dict]:
     """Train every recipe of ``tier`` (or ``only`` those and their parents) that is not yet valid in ``out_dir``.
 
     Returns the manifest lines of the requested models. ``n_samples`` overrides the tier's samples per model.
+    ``executor`` (default: a process pool of ``workers``, or this process) trains each wave's models, e.g. a
+    :class:`~modelprint.executor.RayExecutor`.
     """
     from modelprint.zoo.recipes import tier_recipes, tier_samples
 
@@ -199,25 +201,14 @@ def build_zoo(
     _write_manifest(out, entries, order)
     todo = [r for r in recipes if r.name not in entries]
     done = len(recipes) - len(todo)
+    ex = executor or (ProcessExecutor(workers) if workers > 1 else LocalExecutor())
     for wave in _waves(todo):
-        if workers > 1 and len(wave) > 1:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(workers, len(wave)), mp_context=ctx) as pool:
-                futures = [pool.submit(train_one, str(out), r, n, seed) for r in wave]
-                for fut in as_completed(futures):
-                    entry = fut.result()
-                    entries[entry["name"]] = entry
-                    _write_manifest(out, entries, order)
-                    done += 1
-                    if progress:
-                        progress(done, len(recipes), entry)
-        else:
-            for r in wave:
-                entry = train_one(str(out), r, n, seed)
-                entries[entry["name"]] = entry
-                _write_manifest(out, entries, order)
-                done += 1
-                if progress:
-                    progress(done, len(recipes), entry)
+        run = ex if len(wave) > 1 else LocalExecutor()
+        for _i, entry in run.run(train_one, [(str(out), r, n, seed) for r in wave]):
+            entries[entry["name"]] = entry
+            _write_manifest(out, entries, order)
+            done += 1
+            if progress:
+                progress(done, len(recipes), entry)
     return [entries[r.name] for r in recipes]
 
