@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from modelprint.errors import GalleryError, ImageError
+from modelprint.errors import GalleryError, ImageError, RegistryError
 from modelprint.gallery import Gallery as GalleryStore
 from modelprint.gallery import verify
 from modelprint.io.datasets import Dataset, expand_paths
 from modelprint.io.images import ImageLimits, load_image_file
-from modelprint.methods import DEFAULT_METHOD, FingerprintMethod, load_method
+from modelprint.methods import DEFAULT_METHOD, METHODS, FingerprintMethod, load_method
 
 Progress = Callable[[int], None]
 SPECTRA_PER_MODEL = 12  # images per model whose spectra a report averages when the method computes none itself
@@ -77,30 +77,71 @@ def _embed_file(method: FingerprintMethod, path: str | Path, limits: ImageLimits
     return method.embed([img.pixels])[0], img.sha256
 
 
-def resolve_method(method: FingerprintMethod | str | None) -> FingerprintMethod:
+Params = dict[str, Any]
+
+
+def resolve_method(method: FingerprintMethod | str | None, params: Params | None = None) -> FingerprintMethod:
+    """``method`` itself, or the method registered under that name (default :data:`DEFAULT_METHOD`) made with
+    ``params``; parameters it does not take are a one-line :class:`~modelprint.errors.RegistryError`."""
     if isinstance(method, FingerprintMethod):
+        if params:
+            raise RegistryError(f"method {method.name}: parameters go to a method name, not to a method object")
         return method
-    return load_method(method or DEFAULT_METHOD)
+    name = method or DEFAULT_METHOD
+    try:
+        return load_method(name, **(params or {}))
+    except TypeError as exc:  # an unknown or missing keyword of the method's __init__
+        raise RegistryError(f"method {name}: {exc}") from None
+    except ValueError as exc:
+        raise RegistryError(f"method {name}: {str(exc).splitlines()[0] if str(exc) else 'invalid parameters'}") from None
 
 
-def gallery_method(gallery: GalleryStore, method: FingerprintMethod | str | None) -> FingerprintMethod:
-    """The method to compare with: the one named, which the gallery must hold, else the gallery's single method."""
+def method_params(method: FingerprintMethod) -> Params | None:
+    """The method's parameters (``get_params()``) as JSON data, which a gallery stores to recreate the method, or
+    ``None`` if it has none to give or one is not JSON (numbers, strings, lists, objects; paths become strings)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        if value is None or isinstance(value, bool | int | float | str):
+            return value
+        raise TypeError(type(value).__name__)
+
+    try:
+        return {k: plain(v) for k, v in method.get_params().items()}
+    except (AttributeError, TypeError):
+        return None
+
+
+def gallery_method(gallery: GalleryStore, method: FingerprintMethod | str | None,
+                   params: Params | None = None) -> FingerprintMethod:
+    """The method to compare with: the one named (with ``params``), which the gallery must hold, else the gallery's
+    single method, recreated from the parameters the gallery stored with it (``params`` override them)."""
     held = gallery.methods()
     if not held:
         raise GalleryError(f"{gallery.path}: gallery is empty; enroll models first")
-    if method is not None:
-        m = resolve_method(method)
-        if (m.name, m.version) not in held:
-            tags = ", ".join(f"{n}@{v}" for n, v in held)
-            raise GalleryError(
-                f"{gallery.path}: gallery holds {tags} embeddings, not {m.tag}; its method is needed to compare "
-                "with it (leave out --method)"
-            )
-        return m
-    names = sorted({name for name, _ in held})
-    if len(names) > 1:
-        raise GalleryError(f"{gallery.path}: gallery holds several methods ({', '.join(names)}); choose one with --method")
-    return load_method(names[0])
+    if method is None:
+        names = sorted({name for name, _ in held})
+        if len(names) > 1:
+            raise GalleryError(f"{gallery.path}: gallery holds several methods ({', '.join(names)}); choose one with "
+                               "--method")
+        method = names[0]
+    if isinstance(method, FingerprintMethod):
+        m = resolve_method(method, params)
+    else:
+        versions = [v for n, v in held if n == method]
+        stored = gallery.method_params(method, versions[0]) if len(versions) == 1 else None
+        m = resolve_method(method, {**(stored or {}), **(params or {})})
+    if (m.name, m.version) not in held:
+        tags = ", ".join(f"{n}@{v}" for n, v in held)
+        raise GalleryError(
+            f"{gallery.path}: gallery holds {tags} embeddings, not {m.tag}; its method is needed to compare "
+            "with it (leave out --method and --method-param)"
+        )
+    return m
 
 
 def collect_paths(paths: Sequence[str | Path | ImageError]) -> list[Path | ImageError]:
@@ -180,6 +221,7 @@ def verify_pair(
     method: FingerprintMethod | str | None = None,
     threshold: float | None = None,
     max_pixels: int | None = None,
+    params: Params | None = None,
 ) -> dict:
     """Similarity of two images and, if a threshold is known, the same-model decision.
 
@@ -193,13 +235,13 @@ def verify_pair(
     source = "given" if threshold is not None else None
     if gallery is not None:
         with GalleryStore(gallery, create=False) as g:
-            m = gallery_method(g, method)
+            m = gallery_method(g, method, params)
             va, vb = m.embed([a.pixels, b.pixels])
             decision = g.verify_embeddings(va, vb, m.name, m.version, threshold=threshold)
         if source is None and decision.threshold is not None:
             source = f"calibrated in {gallery}"
     else:
-        m = resolve_method(method)
+        m = resolve_method(method, params)
         va, vb = m.embed([a.pixels, b.pixels])
         decision = verify(va, vb, threshold)
     return {
@@ -237,6 +279,7 @@ def evaluate_dataset(
     report: str | Path | None = None,
     progress: Progress | None = None,
     phase: Phase | None = None,
+    params: Params | None = None,
 ) -> DatasetEvaluation:
     """Embed a labelled dataset and run every protocol of :func:`modelprint.evaluation.evaluate_embeddings`.
 
@@ -256,7 +299,7 @@ def evaluate_dataset(
     if len(ds.classes) < 2:
         raise DatasetError(f"{ds.source}: fewer than 2 models have at least {minimum} images "
                            f"(the minimum for support {support}; see min_per_class)")
-    m = resolve_method(method)
+    m = resolve_method(method, params)
     limits = ImageLimits(max_pixels=max_pixels)
     if phase:
         phase(f"embedding {len(ds)} images of {len(ds.classes)} models with {m.name}", len(ds))
@@ -345,26 +388,40 @@ def enroll(
     notes: str = "",
     limits: ImageLimits | None = None,
     progress: Progress | None = None,
+    params: Params | None = None,
 ) -> EnrollReport:
     """Embed the images (and folders) in ``paths`` and enroll them as ``model`` in ``gallery``, in one transaction.
 
     ``gallery`` is an open :class:`~modelprint.gallery.Gallery`, or a path: the file is then created (if missing)
-    only once the method is known to exist. A read-only gallery, a reserved model name or another method than the
-    gallery's is refused before any image is embedded.
+    only once the method is known to exist. Without ``method``, a gallery that holds a method enrolls with it
+    (recreated from its stored parameters), an empty one with :data:`DEFAULT_METHOD`; ``params`` are the
+    method's parameters, stored in the gallery with its version. A read-only gallery, a reserved model name or
+    another method than the gallery's is refused before any image is embedded.
     """
-    m = resolve_method(method)
     if not isinstance(gallery, GalleryStore):
+        m = resolve_method(method, params) if method is not None or not Path(gallery).exists() else method
         with GalleryStore(gallery) as g:
-            return enroll(g, model, paths, method=m, notes=notes, limits=limits, progress=progress)
+            return enroll(g, model, paths, method=m, notes=notes, limits=limits, progress=progress,
+                          params=None if m is not None else params)
+    held = gallery.methods()
+    if method is None and held and len({n for n, _ in held}) == 1:
+        m = gallery_method(gallery, None, params)
+    else:
+        m = resolve_method(method, params)
     gallery.check_enroll(model, m.name, m.version)
     emb = embed_paths(m, collect_paths(paths), limits=limits, progress=progress)
     report = EnrollReport(model, m.tag, 0, 0, emb.errors, None)
+    params = method_params(m)
     if emb.paths:
-        res = gallery.add_embeddings(model, emb.vectors, emb.hashes, emb.paths, m.name, m.version, notes=notes)
+        res = gallery.add_embeddings(model, emb.vectors, emb.hashes, emb.paths, m.name, m.version, notes=notes,
+                                     params=params)
         report.added, report.skipped, report.also_enrolled_as = res.added, res.skipped, dict(res.also_enrolled_as)
     if report.also_enrolled_as:
         others = ", ".join(f"{name} ({n})" for name, n in report.also_enrolled_as.items())
         report.warnings.append(f"some of these images are already enrolled under other model names: {others}")
+    if params is None and m.name in METHODS and METHODS.get(m.name) is type(m):
+        report.warnings.append(f"the parameters of {m.name} are not JSON data: the gallery cannot store them, and "
+                               "reopens the method with its defaults")
     if (m.name, m.version) in gallery.methods():
         threshold = gallery.open_set_threshold(m.name, m.version)
         report.unknown_threshold, report.threshold_source = threshold.value, threshold.source
@@ -413,13 +470,16 @@ def identify(
     threshold: float | None = None,
     limits: ImageLimits | None = None,
     progress: Progress | None = None,
+    params: Params | None = None,
 ) -> IdentifyReport:
     """Attribute each image (1:N) to the gallery's models, or to ``unknown`` below the threshold.
+
+    The method is the one named (with ``params``), else the gallery's, recreated from its stored parameters.
 
     The threshold is ``threshold`` if given, else the gallery's :meth:`~modelprint.gallery.Gallery.open_set_threshold`
     (calibrated, or the method's measured fallback, with a warning, when the gallery cannot calibrate).
     """
-    m = gallery_method(gallery, method)
+    m = gallery_method(gallery, method, params)
     source, detail, warnings = "given", f"given: {threshold}", []
     if threshold is None:
         chosen = gallery.open_set_threshold(m.name, m.version)
@@ -450,9 +510,11 @@ class Gallery(GalleryStore):
         notes: str = "",
         limits: ImageLimits | None = None,
         progress: Progress | None = None,
+        params: Params | None = None,
     ) -> EnrollReport:
         """Embed ``paths`` (files or folders) and enroll them as ``model``; see :func:`enroll`."""
-        return enroll(self, model, paths, method=method, notes=notes, limits=limits, progress=progress)
+        return enroll(self, model, paths, method=method, notes=notes, limits=limits, progress=progress,
+                      params=params)
 
     def identify(
         self,
@@ -463,7 +525,8 @@ class Gallery(GalleryStore):
         threshold: float | None = None,
         limits: ImageLimits | None = None,
         progress: Progress | None = None,
+        params: Params | None = None,
     ) -> IdentifyReport:
         """Attribute images (files or folders) to enrolled models; see :func:`identify`."""
         return identify(self, paths, method=method, top_k=top_k, threshold=threshold, limits=limits,
-                        progress=progress)
+                        progress=progress, params=params)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from modelprint.cli import demo, evaluate, gallery, probe, provenance, registries, train, zoo
+from modelprint.cli import demo, evaluate, gallery, probe, provenance, registries, train, views, zoo
 from modelprint.cli.app import Command, app, legacy_json_path
 
 app.command("enroll", cls=Command)(gallery.enroll)
@@ -31,6 +31,7 @@ app.add_typer(train.extractor_app, name="extractor")
 app.add_typer(zoo.zoo_app, name="zoo")
 app.add_typer(probe.probe_app, name="probe")
 app.add_typer(provenance.provenance_app, name="provenance")
+app.add_typer(views.views_app, name="views")
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """The gallery store: one SQLite file of enrolled fingerprint embeddings, per-model prototypes and calibrations.
 
-The layout is in :mod:`modelprint.gallery.tables`, opening and its checks in :mod:`modelprint.gallery.opening`, the
+The layout is in :mod:`modelprint.gallery.tables`, opening and its checks in :mod:`modelprint.gallery.opening`, input checks in :mod:`modelprint.gallery.checks`, the
 calibration maths in :mod:`modelprint.gallery.calibration` and export in :mod:`modelprint.gallery.export`. Every write
 (enrolment, removal, prototype refresh and recalibration) runs in a single ``BEGIN IMMEDIATE`` transaction in WAL
 mode, so a process killed mid-way leaves the gallery exactly as it was. Embeddings are compared by cosine
@@ -14,11 +14,11 @@ path-level enrolment and identification (which embed images) are :class:`modelpr
 from __future__ import annotations
 
 import contextlib
+import json
 import math
-import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import numpy as np
 from modelprint.errors import GalleryError
 from modelprint.gallery import tables
 from modelprint.gallery.calibration import CHUNK, calibrate, group_stats
+from modelprint.gallery.checks import SHA256, as_matrix, check_model_name, check_name
 from modelprint.gallery.export import check_target, read_export, write_export
 from modelprint.gallery.fallback import open_set_threshold
 from modelprint.gallery.integrity import row_checksum
@@ -43,31 +44,10 @@ from modelprint.gallery.results import (
 from modelprint.gallery.tables import F32, tag
 from modelprint.scores import cosine, l2_normalize
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def _as_matrix(vectors: Any, what: str) -> np.ndarray:
-    """``vectors`` as a C-contiguous ``(n, d)`` float32 array of finite, non-zero rows (not normalised)."""
-    try:
-        arr = np.asarray(vectors, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise GalleryError(f"{what}: not a numeric array ({exc})") from None
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] == 0:
-        raise GalleryError(f"{what}: expected an (n, d) array of embeddings, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.flatnonzero(~np.all(np.isfinite(arr), axis=1))[0])
-        raise GalleryError(f"{what}: embedding {bad} contains NaN or infinity")
-    norms = np.linalg.norm(arr, axis=1)
-    if arr.shape[0] and np.any(norms == 0):
-        raise GalleryError(f"{what}: embedding {int(np.flatnonzero(norms == 0)[0])} is all zeros")
-    return np.ascontiguousarray(arr, dtype=np.float32)
-
 
 def _pair(a: Any, b: Any, threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
     """Two single embeddings as ``(1, d)`` arrays, after checking them and ``threshold``."""
-    va, vb = _as_matrix(a, "embedding a"), _as_matrix(b, "embedding b")
+    va, vb = as_matrix(a, "embedding a"), as_matrix(b, "embedding b")
     if va.shape[0] != 1 or vb.shape[0] != 1:
         raise GalleryError(f"verify compares two single embeddings, got {va.shape[0]} and {vb.shape[0]} rows")
     if threshold is not None and not math.isfinite(float(threshold)):
@@ -84,21 +64,6 @@ def verify(a: Any, b: Any, threshold: float | None = None) -> Verification:
     sim = cosine(va, vb)
     thr = None if threshold is None else float(threshold)
     return Verification(similarity=sim, same_model=None if thr is None else sim >= thr, threshold=thr)
-
-
-def _check_name(name: Any, what: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise GalleryError(f"{what} must be a non-empty string, got {name!r}")
-    if name != name.strip() or any(ord(c) < 32 for c in name):
-        raise GalleryError(f"{what} {name!r} has leading/trailing spaces or control characters")
-    return name
-
-
-def _check_model_name(name: Any) -> str:
-    name = _check_name(name, "model name")
-    if name == UNKNOWN:
-        raise GalleryError(f"model name {UNKNOWN!r} is reserved for open-set rejections")
-    return name
 
 
 # --------------------------------------------------------------------------------------------- gallery
@@ -200,6 +165,7 @@ class Gallery:
         ids, _names, x, starts, counts = tables.load_group(conn, method, version)
         if not ids:
             conn.execute("DELETE FROM calibrations WHERE method = ? AND version = ?", (method, version))
+            tables.store_params(conn, method, version, None)
             return
         _sums, protos = group_stats(x, starts, counts)
         dim = x.shape[1]
@@ -239,7 +205,7 @@ class Gallery:
 
     def add_model(self, name: str, notes: str = "") -> None:
         """Register a model with no embeddings; ``GalleryError`` if the name exists or is reserved."""
-        name = _check_model_name(name)
+        name = check_model_name(name)
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone():
                 raise self._fail(f"model {name!r} already exists")
@@ -250,9 +216,9 @@ class Gallery:
 
         :meth:`add_embeddings` checks the same again inside its transaction.
         """
-        _check_model_name(model)
-        _check_name(method, "method name")
-        _check_name(version, "method version")
+        check_model_name(model)
+        check_name(method, "method name")
+        check_name(version, "method version")
         self._require_writable()
         with self._read() as conn:
             refusal = self._enroll_refusal(conn, model, method, version, None)
@@ -288,6 +254,7 @@ class Gallery:
         method: str,
         version: str,
         notes: str = "",
+        params: Mapping[str, Any] | None = None,
     ) -> EnrollResult:
         """Enroll ``(n, d)`` embeddings of ``model`` (created with ``notes`` if new) made by ``method@version``.
 
@@ -295,12 +262,14 @@ class Gallery:
         version is skipped and counted in ``skipped``. The dimension must match the gallery's other
         ``method@version`` embeddings, and the gallery must hold no other method. Creating the model, inserting
         the embeddings and refreshing prototypes and calibration are one transaction, so concurrent enrolments
-        of one new model both add to it.
+        of one new model both add to it. ``params`` (JSON data: the method's parameters) are stored with
+        ``method@version`` in that transaction, so the method can be recreated from the gallery
+        (:meth:`method_params`).
         """
-        model = _check_model_name(model)
-        method = _check_name(method, "method name")
-        version = _check_name(version, "method version")
-        x = _as_matrix(vectors, f"embeddings of {model}")
+        model = check_model_name(model)
+        method = check_name(method, "method name")
+        version = check_name(version, "method version")
+        x = as_matrix(vectors, f"embeddings of {model}")
         n, dim = x.shape
         hashes = [str(h).lower() for h in image_hashes]
         srcs = [tables.storable(str(s)) for s in sources]
@@ -309,9 +278,13 @@ class Gallery:
                 f"embeddings of {model}: {n} vectors but {len(hashes)} image hashes and {len(srcs)} sources"
             )
         for h in hashes:
-            if not _SHA256.fullmatch(h):
+            if not SHA256.fullmatch(h):
                 raise GalleryError(f"embeddings of {model}: {h!r} is not a hex sha256 digest")
         blobs = [row.tobytes() for row in x.astype(F32, copy=False)]
+        try:
+            params = None if params is None else json.loads(json.dumps(dict(params)))
+        except (TypeError, ValueError) as exc:
+            raise GalleryError(f"parameters of {tag(method, version)} are not JSON data ({exc})") from None
         with self._write() as conn:
             refusal = self._enroll_refusal(conn, model, method, version, dim)
             if refusal:
@@ -333,6 +306,8 @@ class Gallery:
             added = conn.total_changes - before
             if added:
                 self._refresh(conn, method, version)
+            if params is not None:
+                tables.store_params(conn, method, version, params)
         return EnrollResult(added=added, skipped=n - added, also_enrolled_as=elsewhere)
 
     def remove_model(self, name: str) -> None:
@@ -385,6 +360,12 @@ class Gallery:
         with self._read() as conn:
             return tables.held(conn)
 
+    def method_params(self, method: str, version: str) -> dict[str, Any] | None:
+        """The parameters stored with ``method@version`` at enrolment, or ``None`` (a gallery made before they
+        were stored: the method's defaults)."""
+        with self._read() as conn:
+            return tables.load_params(conn, method, version)
+
     def prototypes(self, method: str, version: str) -> tuple[list[str], np.ndarray]:
         """Model names (sorted) and their ``(k, d)`` unit-norm prototypes for ``method@version``."""
         with self._read() as conn:
@@ -420,7 +401,7 @@ class Gallery:
             raise GalleryError(f"top_k must be at least 1, got {top_k}")
         if threshold is not None and not math.isfinite(float(threshold)):
             raise GalleryError(f"threshold must be a finite number, got {threshold}")
-        q = l2_normalize(_as_matrix(vectors, "query embeddings"), np.float32)
+        q = l2_normalize(as_matrix(vectors, "query embeddings"), np.float32)
         with self._read() as conn:
             dim = self._require(conn, method, version)
             if q.shape[1] != dim:
