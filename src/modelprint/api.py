@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from modelprint.errors import GalleryError, ImageError, RegistryError
+from modelprint.errors import GalleryError, ImageError
 from modelprint.gallery import Gallery as GalleryStore
 from modelprint.gallery import verify
 from modelprint.io.datasets import Dataset, expand_paths
 from modelprint.io.images import ImageLimits, load_image_file
-from modelprint.methods import DEFAULT_METHOD, METHODS, FingerprintMethod, load_method
+from modelprint.methods import DEFAULT_METHOD, METHODS, FingerprintMethod, resolve_method
 
 Progress = Callable[[int], None]
 SPECTRA_PER_MODEL = 12  # images per model whose spectra a report averages when the method computes none itself
@@ -78,42 +78,6 @@ def _embed_file(method: FingerprintMethod, path: str | Path, limits: ImageLimits
 
 
 Params = dict[str, Any]
-
-
-def resolve_method(method: FingerprintMethod | str | None, params: Params | None = None) -> FingerprintMethod:
-    """``method`` itself, or the method registered under that name (default :data:`DEFAULT_METHOD`) made with
-    ``params``; parameters it does not take are a one-line :class:`~modelprint.errors.RegistryError`."""
-    if isinstance(method, FingerprintMethod):
-        if params:
-            raise RegistryError(f"method {method.name}: parameters go to a method name, not to a method object")
-        return method
-    name = method or DEFAULT_METHOD
-    try:
-        return load_method(name, **(params or {}))
-    except TypeError as exc:  # an unknown or missing keyword of the method's __init__
-        raise RegistryError(f"method {name}: {exc}") from None
-    except ValueError as exc:
-        raise RegistryError(f"method {name}: {str(exc).splitlines()[0] if str(exc) else 'invalid parameters'}") from None
-
-
-def method_params(method: FingerprintMethod) -> Params | None:
-    """The method's parameters (``get_params()``) as JSON data, which a gallery stores to recreate the method, or
-    ``None`` if it has none to give or one is not JSON (numbers, strings, lists, objects; paths become strings)."""
-    def plain(value: Any) -> Any:
-        if isinstance(value, os.PathLike):
-            return os.fspath(value)
-        if isinstance(value, dict):
-            return {str(k): plain(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [plain(v) for v in value]
-        if value is None or isinstance(value, bool | int | float | str):
-            return value
-        raise TypeError(type(value).__name__)
-
-    try:
-        return {k: plain(v) for k, v in method.get_params().items()}
-    except (AttributeError, TypeError):
-        return None
 
 
 def gallery_method(gallery: GalleryStore, method: FingerprintMethod | str | None,
@@ -411,7 +375,7 @@ def enroll(
     gallery.check_enroll(model, m.name, m.version)
     emb = embed_paths(m, collect_paths(paths), limits=limits, progress=progress)
     report = EnrollReport(model, m.tag, 0, 0, emb.errors, None)
-    params = method_params(m)
+    params = m.json_params()
     if emb.paths:
         res = gallery.add_embeddings(model, emb.vectors, emb.hashes, emb.paths, m.name, m.version, notes=notes,
                                      params=params)

@@ -32,6 +32,7 @@ app.add_typer(zoo.zoo_app, name="zoo")
 app.add_typer(probe.probe_app, name="probe")
 app.add_typer(provenance.provenance_app, name="provenance")
 app.add_typer(views.views_app, name="views")
+app.add_typer(views.fusion_app, name="fusion")
 
 
 def main() -> None:

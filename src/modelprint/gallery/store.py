@@ -1,14 +1,16 @@
 """The gallery store: one SQLite file of enrolled fingerprint embeddings, per-model prototypes and calibrations.
 
-The layout is in :mod:`modelprint.gallery.tables`, opening and its checks in :mod:`modelprint.gallery.opening`, input checks in :mod:`modelprint.gallery.checks`, the
-calibration maths in :mod:`modelprint.gallery.calibration` and export in :mod:`modelprint.gallery.export`. Every write
+The layout is in :mod:`modelprint.gallery.tables`, opening and its checks in :mod:`modelprint.gallery.opening`,
+input checks in :mod:`modelprint.gallery.checks`, the calibration maths in :mod:`modelprint.gallery.calibration` and
+export in :mod:`modelprint.gallery.export`. Every write
 (enrolment, removal, prototype refresh and recalibration) runs in a single ``BEGIN IMMEDIATE`` transaction in WAL
 mode, so a process killed mid-way leaves the gallery exactly as it was. Embeddings are compared by cosine
 similarity, and only with embeddings of the same method name *and* version; a gallery holds one method (several
-versions of it may coexist). Opening checks integrity (SQLite's ``quick_check``, the embeddings' checksums,
-prototypes and calibrations against the embeddings) and refuses a damaged file. A gallery whose file or folder is
-not writable is opened read-only; writes are then refused naming the reason. The store works on embeddings only;
-path-level enrolment and identification (which embed images) are :class:`modelprint.api.Gallery`'s.
+versions of it may coexist), with the JSON parameters that recreate it. Opening checks integrity (SQLite's
+``quick_check``, the embeddings' checksums, prototypes and calibrations against the embeddings) and refuses a
+damaged file. A gallery whose file or folder is not writable is opened read-only; writes are then refused naming the
+reason. The store works on embeddings only; path-level enrolment and identification (which embed images) are
+:class:`modelprint.api.Gallery`'s.
 """
 
 from __future__ import annotations
