@@ -97,7 +97,8 @@ def test_parameters_follow_scikit_learns_convention() -> None:
 # ------------------------------------------------------------------------------------------------ methods
 
 METHOD_CHANGES = {"spectral": {"margin": 0}, "learned": {"window": None},
-                  "fused": {"views": (("learned", 1.0), ("spectral", 3.0))}}
+                  "fused": {"views": (("learned", 1.0), ("spectral", 3.0))}, "dire-stats": {"steps": 3},
+                  "dire-fourier": {"quantum": 0.5}, "dire-cnn": {"steps": 3}}
 
 
 @pytest.mark.parametrize("name", METHODS.names())

@@ -81,6 +81,8 @@ class Registry(Generic[T]):
         return self.get(name)(*args, **params)
 
     def names(self) -> list[str]:
+        """Every registered name, built-in entries of higher packages included (see :meth:`get`)."""
+        discover_builtins()
         return sorted(self._entries)
 
     def describe(self) -> dict[str, str]:
