@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from modelprint.cli.app import Command, SeedOpt, command_line, emit_json, fatal_errors, make_typer, seed_all
+from modelprint.cli.app import (
+    Command,
+    SeedOpt,
+    UnusedSeedOpt,
+    command_line,
+    emit_json,
+    fatal_errors,
+    make_typer,
+    seed_all,
+)
 
 views_app = make_typer("The DIRE feature views: their reconstruction model and residual CNN.")
 
@@ -60,14 +69,13 @@ def fusion_fit(
         help="Fit on the index rows of this split only ('' = every image, e.g. a folder of validation images).")
     ] = "val",
     resolution: Annotated[float, typer.Option(help="Step of the weight grid.")] = 0.1,
-    seed: SeedOpt = 0,
+    seed: UnusedSeedOpt = None,
 ) -> None:
     """Learn the fused method's view weights on a validation split (leave-one-out nearest-prototype accuracy)."""
     with fatal_errors():
         from modelprint.methods import load_method
         from modelprint.methods.fusion import fit_fusion_dataset, save_fusion
 
-        seed_all(seed)
         fused = load_method("fused", views=[(v, 1.0) for v in view], resolution=resolution)
         fit = fit_fusion_dataset(fused, dataset, split or None)
         sha = save_fusion(out_path, fused.views, fused.params, {**fit.to_dict(), "views_given": list(view),
