@@ -72,17 +72,17 @@ class DireCnnView(DireView):
 
 
 def sample_architectures(n: int, seed: int) -> list[Any]:
-    """``n`` architectures of the paper's space, drawn by ``seed`` (sorted by id)."""
+    """``n`` architectures of the paper's space, drawn by ``seed`` (sorted by id; a smaller ``n`` draws a subset)."""
     from modelprint.synthesis.pool import resolve_archs
 
     archs = sorted(resolve_archs("paper"), key=lambda a: a.id)
     if not 2 <= n <= len(archs):
         raise ModelprintError(f"archs must be in [2, {len(archs)}], got {n}")
-    return [archs[i] for i in sorted(np.random.default_rng(seed).choice(len(archs), n, replace=False))]
+    return [archs[i] for i in sorted(np.random.default_rng(seed).permutation(len(archs))[:n])]
 
 
-def train_dire_cnn(out: str | Path, pool: str | Path, *, archs: int = 12, seeds: int = 2, max_steps: int = 40,
-                   val_archs: int = 3, per_model: int = 24, size: int = 64, steps: int = 600, model: str | None = None,
+def train_dire_cnn(out: str | Path, pool: str | Path, *, archs: int = 8, seeds: int = 2, max_steps: int = 40,
+                   val_archs: int = 2, per_model: int = 24, size: int = 64, steps: int = 600, model: str | None = None,
                    zoo: str | None = None, dire_steps: int = 5, max_tiles: int = 4, seed: int = 0,
                    command: str = "") -> dict[str, Any]:
     """Train the DIRE CNN and write ``out`` (safetensors) with its sidecar; returns the sidecar's fields.

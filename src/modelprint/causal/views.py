@@ -78,16 +78,17 @@ def reconstruction_residuals(candidate: DiffusionCandidate, digest: str, recon: 
     not in the process's cache."""
     setting = f"{recon.name}:{sorted(recon.get_params().items())}"
     keys = [(digest, setting, hashlib.sha1(t.tobytes() + repr(t.shape).encode()).hexdigest()) for t in tiles]
-    todo = [i for i, k in enumerate(keys) if k not in _RESIDUALS]
+    found = {i: _RESIDUALS[k] for i, k in enumerate(keys) if k in _RESIDUALS}
+    for i in found:
+        _RESIDUALS.move_to_end(keys[i])
+    todo = [i for i in range(len(keys)) if i not in found]
     if todo:
         res = recon.residuals(candidate, np.concatenate([tiles[i] for i in todo])).residuals
         for i, part in zip(todo, np.split(res, np.cumsum([len(tiles[i]) for i in todo])[:-1]), strict=True):
-            _RESIDUALS[keys[i]] = part
-            while len(_RESIDUALS) > _CACHED_IMAGES:
-                _RESIDUALS.popitem(last=False)
-    for k in keys:
-        _RESIDUALS.move_to_end(k)
-    return [_RESIDUALS[k] for k in keys]
+            found[i] = _RESIDUALS[keys[i]] = part
+    while len(_RESIDUALS) > _CACHED_IMAGES:
+        _RESIDUALS.popitem(last=False)
+    return [found[i] for i in range(len(keys))]
 
 
 class DireView(FingerprintMethod):
