@@ -48,6 +48,14 @@ def test_each_view_embeds_any_image_of_32_px_or_more_deterministically(view) -> 
     assert "\n" not in str(info.value)
 
 
+def test_a_diffusers_folder_is_a_model_too(tmp_path) -> None:
+    reference.load_reconstructor().model.save(tmp_path / "dire")  # the shipped weights as a diffusers folder
+    shipped = load_method("dire-fourier", max_tiles=2)
+    folder = load_method("dire-fourier", model=str(tmp_path / "dire"), max_tiles=2)
+    assert folder.version != shipped.version and folder.get_params()["model"] == str(tmp_path / "dire")
+    np.testing.assert_allclose(folder.embed(IMAGES[:1]), shipped.embed(IMAGES[:1]), atol=1e-4)
+
+
 def test_large_images_cost_at_most_max_tiles() -> None:
     assert len(tile_corners(4096, 4096, 32, 16)) == 16 and len(tile_corners(32, 300, 32, 16)) == 9
     assert tile_corners(32, 32, 32, 16) == [(0, 0)] and tile_corners(40, 40, 32, 1) == [(0, 0)]

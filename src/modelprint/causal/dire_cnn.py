@@ -81,7 +81,7 @@ def sample_architectures(n: int, seed: int) -> list[Any]:
     return [archs[i] for i in sorted(np.random.default_rng(seed).permutation(len(archs))[:n])]
 
 
-def train_dire_cnn(out: str | Path, pool: str | Path, *, archs: int = 8, seeds: int = 2, max_steps: int = 40,
+def train_dire_cnn(out: str | Path, pool: str | Path, *, archs: int = 8, seeds: int = 2, max_steps: int = 10,
                    val_archs: int = 2, per_model: int = 24, size: int = 64, steps: int = 600, model: str | None = None,
                    zoo: str | None = None, dire_steps: int = 5, max_tiles: int = 4, seed: int = 0,
                    command: str = "") -> dict[str, Any]:

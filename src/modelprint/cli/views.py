@@ -42,7 +42,7 @@ def train_cnn(
     pool: Annotated[Path, typer.Option(help="Synthetic generator pool folder (made or resumed here).")],
     archs: Annotated[int, typer.Option(min=2, help="Architectures of the paper's space, drawn by --seed.")] = 8,
     seeds: Annotated[int, typer.Option(min=1, help="Generators per architecture.")] = 2,
-    max_steps: Annotated[int, typer.Option(min=1, help="Training steps of each synthetic generator.")] = 40,
+    max_steps: Annotated[int, typer.Option(min=1, help="Training steps of each synthetic generator.")] = 10,
     val_archs: Annotated[int, typer.Option(min=1, help="Architectures held out to choose the checkpoint.")] = 2,
     per_model: Annotated[int, typer.Option(min=4, help="Images rendered per generator.")] = 24,
     steps: Annotated[int, typer.Option(min=1, help="CNN training steps.")] = 600,
