@@ -74,18 +74,16 @@ def _model(model: str | None, zoo: str | None) -> tuple[DiffusionCandidate, str]
 
 def reconstruction_residuals(candidate: DiffusionCandidate, digest: str, recon: Reconstructor,
                              tiles: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Residuals ``(k, t, t, 3)`` float32 of each image's uint8 tiles through ``candidate``, one batch for the images
-    not in the process's cache."""
+    """Residuals ``(k, t, t, 3)`` float32 of each image's uint8 tiles through ``candidate`` (an image's tiles are one
+    network batch), kept in the process's cache."""
     setting = f"{recon.name}:{sorted(recon.get_params().items())}"
     keys = [(digest, setting, hashlib.sha1(t.tobytes() + repr(t.shape).encode()).hexdigest()) for t in tiles]
     found = {i: _RESIDUALS[k] for i, k in enumerate(keys) if k in _RESIDUALS}
     for i in found:
         _RESIDUALS.move_to_end(keys[i])
     todo = [i for i in range(len(keys)) if i not in found]
-    if todo:
-        res = recon.residuals(candidate, np.concatenate([tiles[i] for i in todo])).residuals
-        for i, part in zip(todo, np.split(res, np.cumsum([len(tiles[i]) for i in todo])[:-1]), strict=True):
-            found[i] = _RESIDUALS[keys[i]] = part
+    for i in todo:  # one image per call: the same network batch whatever else is embedded, so the same numbers
+        found[i] = _RESIDUALS[keys[i]] = recon.residuals(candidate, tiles[i]).residuals
     while len(_RESIDUALS) > _CACHED_IMAGES:
         _RESIDUALS.popitem(last=False)
     return [found[i] for i in range(len(keys))]
