@@ -24,7 +24,7 @@ from common import fmt_ci, machine, update_readme_section, write_result
 from modelprint.io import Dataset, load_image
 from modelprint.methods import load_method
 from modelprint.methods.fusion import fit_weights
-from modelprint.seeding import seed_everything
+from modelprint.seeding import configure_torch_threads, seed_everything
 
 VIEWS = ("learned", "spectral", "dire-stats", "dire-fourier", "dire-cnn")
 
@@ -97,6 +97,7 @@ def main() -> None:
     ap.add_argument("--no-readme", action="store_true")
     args = ap.parse_args()
     seed_everything(args.seed)
+    configure_torch_threads()
     methods = {name: load_method(name) for name in VIEWS}
     result = {"machine": machine(), "settings": vars(args) | {"data": [str(d) for d in args.data]},
               "versions": {n: m.tag for n, m in methods.items()}, "cost_seconds_per_image": costs(methods, args.seed),
