@@ -216,8 +216,9 @@ def test_version_and_help_texts_without_artefacts() -> None:
 
 
 SEEDED = {"evaluate", "demo", "synthesize", "fidelity", "spectral-reference", "denoiser train", "extractor train",
-          "zoo build", "zoo sample", "probe prototypes", "anonymize"}
-SEEDLESS = {"enroll", "identify", "verify", "probe identify"}  # no random draw: an old --seed is accepted, noted
+          "zoo build", "zoo sample", "probe prototypes", "anonymize", "views train-reconstructor", "views train-cnn"}
+# no random draw: an old --seed is accepted, noted
+SEEDLESS = {"enroll", "identify", "verify", "probe identify", "fusion fit"}
 
 
 def test_seed_only_where_it_changes_something(workspace: Path, small_gallery: Path, tmp_path: Path) -> None:

@@ -115,7 +115,9 @@ def decoupler_file(path: Path, seed: int) -> str:
 METHOD_ARGS = {"decoupled": lambda tmp: {"weights": decoupler_file(tmp / "a.safetensors", 0)}}
 METHOD_CHANGES = {"spectral": lambda tmp: {"margin": 0}, "learned": lambda tmp: {"window": None},
                   "fused": lambda tmp: {"views": (("learned", 1.0), ("spectral", 3.0))},
-                  "decoupled": lambda tmp: {"weights": decoupler_file(tmp / "b.safetensors", 1)}}
+                  "decoupled": lambda tmp: {"weights": decoupler_file(tmp / "b.safetensors", 1)},
+                  "dire-stats": lambda tmp: {"steps": 3}, "dire-fourier": lambda tmp: {"quantum": 0.5},
+                  "dire-cnn": lambda tmp: {"steps": 3}}
 
 
 @pytest.mark.parametrize("name", METHODS.names())

@@ -24,7 +24,7 @@ from modelprint.gallery import verify
 from modelprint.gallery.index import describe as describe_indexes
 from modelprint.io.datasets import Dataset, expand_paths
 from modelprint.io.images import ImageLimits, load_image_file
-from modelprint.methods import DEFAULT_METHOD, FingerprintMethod, load_method
+from modelprint.methods import DEFAULT_METHOD, METHODS, FingerprintMethod, resolve_method
 from modelprint.methods.batch import embedded
 from modelprint.methods.tap import SpectraTap
 
@@ -71,30 +71,35 @@ def embed_paths(
     return Embedded(kept_paths, hashes, stacked, errors)
 
 
-def resolve_method(method: FingerprintMethod | str | None) -> FingerprintMethod:
-    if isinstance(method, FingerprintMethod):
-        return method
-    return load_method(method or DEFAULT_METHOD)
+Params = dict[str, Any]
 
 
-def gallery_method(gallery: GalleryStore, method: FingerprintMethod | str | None) -> FingerprintMethod:
-    """The method to compare with: the one named, which the gallery must hold, else the gallery's single method."""
+def gallery_method(gallery: GalleryStore, method: FingerprintMethod | str | None,
+                   params: Params | None = None) -> FingerprintMethod:
+    """The method to compare with: the one named (with ``params``), which the gallery must hold, else the gallery's
+    single method, recreated from the parameters the gallery stored with it (``params`` override them)."""
     held = gallery.methods()
     if not held:
         raise GalleryError(f"{gallery.path}: gallery is empty; enroll models first")
-    if method is not None:
-        m = resolve_method(method)
-        if (m.name, m.version) not in held:
-            tags = ", ".join(f"{n}@{v}" for n, v in held)
-            raise GalleryError(
-                f"{gallery.path}: gallery holds {tags} embeddings, not {m.tag}; its method is needed to compare "
-                "with it (leave out --method)"
-            )
-        return m
-    names = sorted({name for name, _ in held})
-    if len(names) > 1:
-        raise GalleryError(f"{gallery.path}: gallery holds several methods ({', '.join(names)}); choose one with --method")
-    return load_method(names[0])
+    if method is None:
+        names = sorted({name for name, _ in held})
+        if len(names) > 1:
+            raise GalleryError(f"{gallery.path}: gallery holds several methods ({', '.join(names)}); choose one with "
+                               "--method")
+        method = names[0]
+    if isinstance(method, FingerprintMethod):
+        m = resolve_method(method, params)
+    else:
+        versions = [v for n, v in held if n == method]
+        stored = gallery.method_params(method, versions[0]) if len(versions) == 1 else None
+        m = resolve_method(method, {**(stored or {}), **(params or {})})
+    if (m.name, m.version) not in held:
+        tags = ", ".join(f"{n}@{v}" for n, v in held)
+        raise GalleryError(
+            f"{gallery.path}: gallery holds {tags} embeddings, not {m.tag}; its method is needed to compare "
+            "with it (leave out --method and --method-param)"
+        )
+    return m
 
 
 def collect_paths(paths: Sequence[str | Path | ImageError]) -> list[Path | ImageError]:
@@ -146,6 +151,7 @@ def verify_pair(
     method: FingerprintMethod | str | None = None,
     threshold: float | None = None,
     max_pixels: int | None = None,
+    params: Params | None = None,
 ) -> dict:
     """Similarity of two images and, if a threshold is known, the same-model decision.
 
@@ -161,13 +167,13 @@ def verify_pair(
     if gallery is not None:
         opened = isinstance(gallery, GalleryStore)
         with contextlib.nullcontext(gallery) if opened else GalleryStore(gallery, create=False) as g:
-            m = gallery_method(g, method)
+            m = gallery_method(g, method, params)
             va, vb = m.embed([a.pixels, b.pixels])
             decision = g.verify_embeddings(va, vb, m.name, m.version, threshold=threshold)
         if source is None and decision.threshold is not None:
             source = f"calibrated in {g.path if opened else gallery}"
     else:
-        m = resolve_method(method)
+        m = resolve_method(method, params)
         va, vb = m.embed([a.pixels, b.pixels])
         decision = verify(va, vb, threshold)
     return {
@@ -205,6 +211,7 @@ def evaluate_dataset(
     report: str | Path | None = None,
     progress: Progress | None = None,
     phase: Phase | None = None,
+    params: Params | None = None,
 ) -> DatasetEvaluation:
     """Embed a labelled dataset and run every protocol of :func:`modelprint.evaluation.evaluate_embeddings`.
 
@@ -224,7 +231,7 @@ def evaluate_dataset(
     if len(ds.classes) < 2:
         raise DatasetError(f"{ds.source}: fewer than 2 models have at least {minimum} images "
                            f"(the minimum for support {support}; see min_per_class)")
-    m = resolve_method(method)
+    m = resolve_method(method, params)
     limits = ImageLimits(max_pixels=max_pixels)
     if phase:
         phase(f"embedding {len(ds)} images of {len(ds.classes)} models with {m.name}", len(ds))
@@ -314,28 +321,41 @@ def enroll(
     limits: ImageLimits | None = None,
     progress: Progress | None = None,
     executor: Executor | None = None,
+    params: Params | None = None,
 ) -> EnrollReport:
     """Embed the images (and folders) in ``paths`` and enroll them as ``model`` in ``gallery``, in one transaction.
 
     ``gallery`` is an open :class:`~modelprint.gallery.Gallery`, or a path: the file is then created (if missing)
-    only once the method is known to exist. A read-only gallery, a reserved model name or another method than the
-    gallery's is refused before any image is embedded.
+    only once the method is known to exist. Without ``method``, a gallery that holds a method enrolls with it
+    (recreated from its stored parameters), an empty one with :data:`DEFAULT_METHOD`; ``params`` are the
+    method's parameters, stored in the gallery with its version. A read-only gallery, a reserved model name or
+    another method than the gallery's is refused before any image is embedded.
     """
-    m = resolve_method(method)
     if not isinstance(gallery, GalleryStore):
+        m = resolve_method(method, params) if method is not None or not Path(gallery).exists() else method
         with GalleryStore(gallery) as g:
-            return enroll(g, model, paths, method=m, notes=notes, limits=limits, progress=progress, executor=executor)
+            return enroll(g, model, paths, method=m, notes=notes, limits=limits, progress=progress,
+                          params=None if m is not None else params, executor=executor)
+    held = gallery.methods()
+    if method is None and held and len({n for n, _ in held}) == 1:
+        m = gallery_method(gallery, None, params)
+    else:
+        m = resolve_method(method, params)
     gallery.check_enroll(model, m.name, m.version)
     tap = SpectraTap(m, keep=True)  # the spectra the method computes anyway join the model's mean spectrum
     emb = embed_paths(tap, collect_paths(paths), limits=limits, progress=progress, executor=executor)
     report = EnrollReport(model, m.tag, 0, 0, emb.errors, None)
+    params = m.json_params()
     if emb.paths:
         res = gallery.add_embeddings(model, emb.vectors, emb.hashes, emb.paths, m.name, m.version, notes=notes,
-                                     log_spectra=tap.pop_each(len(emb.paths)))
+                                     log_spectra=tap.pop_each(len(emb.paths)), params=params)
         report.added, report.skipped, report.also_enrolled_as = res.added, res.skipped, dict(res.also_enrolled_as)
     if report.also_enrolled_as:
         others = ", ".join(f"{name} ({n})" for name, n in report.also_enrolled_as.items())
         report.warnings.append(f"some of these images are already enrolled under other model names: {others}")
+    if params is None and m.name in METHODS and METHODS.get(m.name) is type(m):
+        report.warnings.append(f"the parameters of {m.name} are not JSON data: the gallery cannot store them, and "
+                               "reopens the method with its defaults")
     if (m.name, m.version) in gallery.methods():
         threshold = gallery.open_set_threshold(m.name, m.version)
         report.unknown_threshold, report.threshold_source = threshold.value, threshold.source
@@ -389,14 +409,17 @@ def identify(
     progress: Progress | None = None,
     spectra: bool = False,
     executor: Executor | None = None,
+    params: Params | None = None,
 ) -> IdentifyReport:
     """Attribute each image (1:N) to the gallery's models, or to ``unknown`` below the threshold.
+
+    The method is the one named (with ``params``), else the gallery's, recreated from its stored parameters.
 
     The threshold is ``threshold`` if given, else the gallery's :meth:`~modelprint.gallery.Gallery.open_set_threshold`
     (calibrated, or the method's measured fallback, with a warning, when the gallery cannot calibrate). With
     ``spectra``, the report keeps the residual log-spectra the method computes while embedding (no extra cost).
     """
-    m = gallery_method(gallery, method)
+    m = gallery_method(gallery, method, params)
     source, detail, warnings = "given", f"given: {threshold}", []
     if threshold is None:
         chosen = gallery.open_set_threshold(m.name, m.version)
@@ -431,9 +454,11 @@ class Gallery(GalleryStore):
         notes: str = "",
         limits: ImageLimits | None = None,
         progress: Progress | None = None,
+        params: Params | None = None,
     ) -> EnrollReport:
         """Embed ``paths`` (files or folders) and enroll them as ``model``; see :func:`enroll`."""
-        return enroll(self, model, paths, method=method, notes=notes, limits=limits, progress=progress)
+        return enroll(self, model, paths, method=method, notes=notes, limits=limits, progress=progress,
+                      params=params)
 
     def identify(
         self,
@@ -445,10 +470,11 @@ class Gallery(GalleryStore):
         limits: ImageLimits | None = None,
         progress: Progress | None = None,
         spectra: bool = False,
+        params: Params | None = None,
     ) -> IdentifyReport:
         """Attribute images (files or folders) to enrolled models; see :func:`identify`."""
         return identify(self, paths, method=method, top_k=top_k, threshold=threshold, limits=limits,
-                        progress=progress, spectra=spectra)
+                        progress=progress, spectra=spectra, params=params)
 
     def listing(self) -> dict[str, Any]:
         """Models (name, notes, created, embedding and image counts, methods) and each method's calibration, as

@@ -63,11 +63,14 @@ class Registry(Generic[T]):
         return decorate
 
     def get(self, name: str) -> type[T]:
-        """The class registered as ``name`` (importing the built-in modules first if it is not yet registered, so
-        an entry registered above its registry's layer, such as the ``decoupled`` method, is found by name); a
-        clear error lists the known names otherwise."""
+        """The class registered as ``name``; a clear error lists the known names otherwise.
+
+        A name not registered yet is looked for once more after importing :data:`BUILTIN_MODULES`: a package may
+        register entries in a registry of a lower layer (the causal package's DIRE views and ``decoupled`` are
+        fingerprint methods), and ``load_method("dire-stats")`` must find them without the caller importing that
+        package."""
         if name not in self._entries:
-            all_registries()
+            discover_builtins()
         try:
             return self._entries[name]
         except KeyError:
@@ -79,6 +82,8 @@ class Registry(Generic[T]):
         return self.get(name)(*args, **params)
 
     def names(self) -> list[str]:
+        """Every registered name, built-in entries of higher packages included (see :meth:`get`)."""
+        discover_builtins()
         return sorted(self._entries)
 
     def describe(self) -> dict[str, str]:
@@ -92,13 +97,18 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-def all_registries() -> dict[str, Registry[Any]]:
-    """Every registry by kind (sorted), after importing :data:`BUILTIN_MODULES` so the built-in entries are there.
+def discover_builtins() -> None:
+    """Import :data:`BUILTIN_MODULES` (once), so every built-in entry is registered.
 
     The modules are named, not imported at the top, because they sit above this module: the registries are where
     they register, this only discovers them."""
     for module in BUILTIN_MODULES:
         importlib.import_module(module)
+
+
+def all_registries() -> dict[str, Registry[Any]]:
+    """Every registry by kind (sorted), after :func:`discover_builtins` so the built-in entries are there."""
+    discover_builtins()
     return {kind: _REGISTRIES[kind] for kind in sorted(_REGISTRIES)}
 
 

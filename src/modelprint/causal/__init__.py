@@ -1,9 +1,11 @@
 """Causal fingerprints (issue 14): reconstruction residuals through diffusion models and autoencoders, paired data
-redrawn by zoo models, the content decoupler (registered as the ``decoupled`` method), the invariance study, and
-counterfactual anonymization against a gallery's fingerprint."""
+redrawn by zoo models, the content decoupler (registered as the ``decoupled`` method), the invariance study,
+counterfactual anonymization against a gallery's fingerprint, and the DIRE feature views (fingerprint methods
+on those residuals)."""
 
 from modelprint.causal.anonymize import Anonymizer, AttackResult, GalleryJudge
 from modelprint.causal.decoupler import CausalDecoupler
+from modelprint.causal.dire_cnn import DireCnnView
 from modelprint.causal.invariance import (
     content_leakage,
     decoupling_study,
@@ -23,8 +25,10 @@ from modelprint.causal.reconstruction import (
     Reconstructor,
     tile_grid,
 )
+from modelprint.causal.views import DireFourierView, DireStatsView, DireView
 
 __all__ = ["RECONSTRUCTIONS", "Anonymizer", "AttackResult", "AutoencoderReconstruction", "CausalDecoupler",
-           "DecoupledMethod", "DireReconstruction", "GalleryJudge", "OneStepReconstruction", "PairSet",
-           "Reconstruction", "Reconstructor", "build_pairs", "content_images", "content_leakage", "decoupling_study",
-           "distances", "identification", "invariance_report", "redraw", "split_contents", "tile_grid"]
+           "DecoupledMethod", "DireCnnView", "DireFourierView", "DireReconstruction", "DireStatsView", "DireView",
+           "GalleryJudge", "OneStepReconstruction", "PairSet", "Reconstruction", "Reconstructor", "build_pairs",
+           "content_images", "content_leakage", "decoupling_study", "distances", "identification",
+           "invariance_report", "redraw", "split_contents", "tile_grid"]

@@ -254,7 +254,11 @@ JsonFlag = Annotated[bool, typer.Option(
 JsonOutOpt = Annotated[Path | None, typer.Option("--json-out", help="Also write the result as JSON to this file.")]
 GalleryOpt = Annotated[Path, typer.Option("--gallery", "-g", help="Gallery file (SQLite).")]
 MethodOpt = Annotated[str | None, typer.Option(
-    "--method", "-m", help="Fingerprint method: learned, spectral, fused (default: the gallery's, else learned).")]
+    "--method", "-m", help="Fingerprint method: learned, spectral, fused, a DIRE view (dire-stats, dire-fourier, "
+    "dire-cnn) or any other `modelprint list` shows (default: the gallery's, else learned).")]
+MethodParamOpt = Annotated[list[str] | None, typer.Option(
+    "--method-param", "-p", help="A parameter of the method as KEY=VALUE (VALUE is read as JSON when it parses, "
+    "else as a string), e.g. -p weights=fusion.json; repeatable. A gallery stores them with the method.")]
 MaxPixelsOpt = Annotated[int | None, typer.Option(
     "--max-pixels", help="Refuse images with more pixels (default 64M or MODELPRINT_MAX_PIXELS).")]
 TopKOpt = Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many candidates to list.")]
@@ -265,6 +269,24 @@ RayFlag = Annotated[bool, typer.Option(
     "--ray", help="Run the tasks on Ray: a local cluster of --workers CPUs, or the one at --address.")]
 AddressOpt = Annotated[str | None, typer.Option(
     "--address", help="Ray cluster to join (host:port of 'ray start --head', or 'auto'); implies --ray.")]
+
+
+def method_params(values: list[str] | None) -> dict[str, Any] | None:
+    """``--method-param KEY=VALUE`` options as a dict (``None`` if none); a one-line error for a malformed one."""
+    from modelprint.errors import ModelprintError
+
+    if not values:
+        return None
+    params: dict[str, Any] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ModelprintError(f"--method-param {item!r}: expected KEY=VALUE")
+        try:
+            params[key.strip()] = json.loads(value)
+        except ValueError:
+            params[key.strip()] = value
+    return params
 
 
 def legacy_json_path(args: list[str]) -> list[str]:

@@ -12,11 +12,13 @@ from modelprint.cli.app import (
     JsonFlag,
     JsonOutOpt,
     MaxPixelsOpt,
+    MethodParamOpt,
     Phases,
     SeedOpt,
     emit_json,
     fatal_errors,
     make_table,
+    method_params,
     out,
     report_input_errors,
     seed_all,
@@ -31,7 +33,9 @@ _SUMMARY_METRICS = (("identification", "accuracy"), ("identification", "macro_f1
 def evaluate(
     dataset: Annotated[Path, typer.Argument(help="Folder with one sub-folder per model, or a CSV/JSONL index.")],
     method: Annotated[str | None, typer.Option(
-        "--method", "-m", help="Fingerprint method: learned (default), spectral or fused.")] = None,
+        "--method", "-m", help="Fingerprint method: learned (default), spectral, fused, a DIRE view, or any other "
+        "`modelprint list` shows.")] = None,
+    method_param: MethodParamOpt = None,
     support: Annotated[int, typer.Option(min=1, help="Support images per model (1:N protocol).")] = 5,
     pairs: Annotated[int, typer.Option(min=2, help="Verification pairs (half same, half different).")] = 2000,
     min_per_class: Annotated[int | None, typer.Option(
@@ -53,7 +57,8 @@ def evaluate(
         with progress.bar:
             res = evaluate_dataset(dataset, method, support=support, pairs=pairs, seed=seed,
                                    min_per_class=min_per_class, max_pixels=max_pixels, report=report,
-                                   progress=progress.advance, phase=progress.phase)
+                                   progress=progress.advance, phase=progress.phase,
+                                   params=method_params(method_param))
         progress.done()
         report_input_errors(res.errors)
         report_input_errors((f"{name}: {why['reason']}" for name, why in res.result.dropped_classes.items()),

@@ -15,6 +15,7 @@ from modelprint.cli.app import (
     JsonOutOpt,
     MaxPixelsOpt,
     MethodOpt,
+    MethodParamOpt,
     PathsArg,
     RayFlag,
     TopKOpt,
@@ -24,6 +25,7 @@ from modelprint.cli.app import (
     fatal_errors,
     make_table,
     make_typer,
+    method_params,
     out,
     progress_bar,
     report_input_errors,
@@ -39,6 +41,7 @@ def enroll(
     gallery: GalleryOpt,
     model: Annotated[str, typer.Option("--model", help="Name of the model the images come from.")],
     method: MethodOpt = None,
+    method_param: MethodParamOpt = None,
     notes: Annotated[str, typer.Option(help="Free-text notes stored with the model.")] = "",
     max_pixels: MaxPixelsOpt = None,
     seed: UnusedSeedOpt = None,
@@ -58,7 +61,7 @@ def enroll(
         files = collect_paths(paths)  # scanned once: api_enroll takes the collected inputs as they are
         bar, task = progress_bar(len(files), f"enrolling {model}")
         with bar:
-            rep = api_enroll(gallery, model, files, method=method, notes=notes,
+            rep = api_enroll(gallery, model, files, method=method, params=method_params(method_param), notes=notes,
                              limits=ImageLimits(max_pixels=max_pixels), progress=lambda n: bar.advance(task, n),
                              executor=executor_for(workers, ray, address))
         report_input_errors(rep.errors)
@@ -79,6 +82,7 @@ def identify(
     threshold: Annotated[float | None, typer.Option(
         help="Similarity below which the answer is 'unknown' (default: the gallery's calibrated one).")] = None,
     method: MethodOpt = None,
+    method_param: MethodParamOpt = None,
     max_pixels: MaxPixelsOpt = None,
     seed: UnusedSeedOpt = None,
     as_json: JsonFlag = False,
@@ -98,7 +102,8 @@ def identify(
         files = collect_paths(paths)  # scanned once: api_identify takes the collected inputs as they are
         bar, task = progress_bar(len(files), "identifying")
         with Gallery(gallery, create=False) as g, bar:
-            rep = api_identify(g, files, method=method, top_k=top_k, threshold=threshold,
+            rep = api_identify(g, files, method=method, params=method_params(method_param), top_k=top_k,
+                               threshold=threshold,
                                limits=ImageLimits(max_pixels=max_pixels), progress=lambda n: bar.advance(task, n),
                                executor=executor_for(workers, ray, address))
         report_input_errors(rep.errors)
@@ -125,6 +130,7 @@ def verify(
         "--gallery", "-g", help="Use this gallery's method and calibrated threshold.")] = None,
     threshold: Annotated[float | None, typer.Option(help="Decision threshold on cosine similarity.")] = None,
     method: MethodOpt = None,
+    method_param: MethodParamOpt = None,
     max_pixels: MaxPixelsOpt = None,
     seed: UnusedSeedOpt = None,
     as_json: JsonFlag = False,
@@ -137,7 +143,7 @@ def verify(
 
         try:
             res = verify_pair(image_a, image_b, gallery=gallery, method=method, threshold=threshold,
-                              max_pixels=max_pixels)
+                              max_pixels=max_pixels, params=method_params(method_param))
         except ImageError as exc:
             report_input_errors([exc], "error")
             raise typer.Exit(1) from None

@@ -23,6 +23,7 @@ from modelprint.cli import (
     registries,
     serve,
     train,
+    views,
     zoo,
 )
 from modelprint.cli.app import Command, app, legacy_json_path
@@ -47,6 +48,8 @@ app.add_typer(zoo.zoo_app, name="zoo")
 app.add_typer(probe.probe_app, name="probe")
 app.add_typer(provenance.provenance_app, name="provenance")
 app.add_typer(decoupler.decoupler_app, name="decoupler")
+app.add_typer(views.views_app, name="views")
+app.add_typer(views.fusion_app, name="fusion")
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from modelprint.errors import GalleryError
 from modelprint.gallery.results import UNKNOWN, Verification
 from modelprint.scores import cosine
 
+#: A hex sha256 digest.
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 

@@ -1,24 +1,28 @@
 """The gallery store: one SQLite file of enrolled fingerprint embeddings, per-model prototypes and calibrations.
 
-The layout is in :mod:`modelprint.gallery.tables`, opening and its checks in :mod:`modelprint.gallery.opening`, the
-calibration maths in :mod:`modelprint.gallery.calibration` and export in :mod:`modelprint.gallery.export`. Every write
+The layout is in :mod:`modelprint.gallery.tables`, opening and its checks in :mod:`modelprint.gallery.opening`,
+input checks in :mod:`modelprint.gallery.checks`, the calibration maths in :mod:`modelprint.gallery.calibration` and
+export in :mod:`modelprint.gallery.export`. Every write
 (enrolment, removal, prototype refresh and recalibration) runs in a single ``BEGIN IMMEDIATE`` transaction in WAL
 mode, so a process killed mid-way leaves the gallery exactly as it was. Embeddings are compared by cosine
 similarity, and only with embeddings of the same method name *and* version; a gallery holds one method (several
-versions of it may coexist). Opening checks integrity (SQLite's ``quick_check``, the embeddings' checksums,
-prototypes and calibrations against the embeddings) and refuses a damaged file. A gallery whose file or folder is
-not writable is opened read-only; writes are then refused naming the reason. The store works on embeddings only;
-path-level enrolment and identification (which embed images) are :class:`modelprint.api.Gallery`'s.
+versions of it may coexist), with the JSON parameters that recreate it. Opening checks integrity (SQLite's
+``quick_check``, the embeddings' checksums, prototypes and calibrations against the embeddings) and refuses a
+damaged file. A gallery whose file or folder is not writable is opened read-only; writes are then refused naming the
+reason. The store works on embeddings only; path-level enrolment and identification (which embed images) are
+:class:`modelprint.api.Gallery`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +33,7 @@ from modelprint.gallery.calibration import CHUNK, calibrate, group_stats
 from modelprint.gallery.checks import SHA256, as_matrix, check_model_name, check_name, pair, verify
 from modelprint.gallery.export import check_target, read_export, write_export
 from modelprint.gallery.fallback import open_set_threshold
-from modelprint.gallery.index import KINDS, Indexes, IndexParams, IndexStatus, content_token, load_rows, nearest
+from modelprint.gallery.index import Indexes, IndexParams, content_token, nearest
 from modelprint.gallery.integrity import row_checksum
 from modelprint.gallery.opening import connect, fail
 from modelprint.gallery.results import (
@@ -38,10 +42,10 @@ from modelprint.gallery.results import (
     EnrollResult,
     Identification,
     ModelInfo,
-    Neighbour,
     OpenSetThreshold,
     Verification,
 )
+from modelprint.gallery.search import NeighbourSearch
 from modelprint.gallery.tables import F32, tag
 from modelprint.scores import l2_normalize
 
@@ -50,7 +54,7 @@ __all__ = ["Gallery", "verify"]
 # --------------------------------------------------------------------------------------------- gallery
 
 
-class Gallery:
+class Gallery(NeighbourSearch):
     """An attribution gallery stored in one SQLite file.
 
     >>> with Gallery("g.sqlite") as g:                                  # doctest: +SKIP
@@ -151,6 +155,7 @@ class Gallery:
         ids, _names, x, starts, counts = tables.load_group(conn, method, version)
         if not ids:
             conn.execute("DELETE FROM calibrations WHERE method = ? AND version = ?", (method, version))
+            tables.store_params(conn, method, version, None)
             return
         _sums, protos = group_stats(x, starts, counts)
         dim = x.shape[1]
@@ -240,6 +245,7 @@ class Gallery:
         version: str,
         notes: str = "",
         log_spectra: np.ndarray | None = None,
+        params: Mapping[str, Any] | None = None,
     ) -> EnrollResult:
         """Enroll ``(n, d)`` embeddings of ``model`` (created with ``notes`` if new) made by ``method@version``.
 
@@ -248,6 +254,9 @@ class Gallery:
         ``method@version`` embeddings, and the gallery must hold no other method. Creating the model, inserting
         the embeddings and refreshing prototypes and calibration are one transaction, so concurrent enrolments
         of one new model both add to it. ``log_spectra`` (``(n, side, side)``) join the model's mean spectrum.
+``params`` (JSON data: the method's parameters) are stored with
+        ``method@version`` in that transaction, so the method can be recreated from the gallery
+        (:meth:`method_params`).
         """
         model = check_model_name(model)
         method = check_name(method, "method name")
@@ -264,6 +273,10 @@ class Gallery:
             if not SHA256.fullmatch(h):
                 raise GalleryError(f"embeddings of {model}: {h!r} is not a hex sha256 digest")
         blobs = [row.tobytes() for row in x.astype(F32, copy=False)]
+        try:
+            params = None if params is None else json.loads(json.dumps(dict(params)))
+        except (TypeError, ValueError) as exc:
+            raise GalleryError(f"parameters of {tag(method, version)} are not JSON data ({exc})") from None
         with self._write() as conn:
             refusal = self._enroll_refusal(conn, model, method, version, dim)
             if refusal:
@@ -287,6 +300,8 @@ class Gallery:
             added = cur.rowcount  # rows this statement inserted (sqlite3_changes: not the triggers')
             if added:
                 self._refresh(conn, method, version)
+            if params is not None:
+                tables.store_params(conn, method, version, params)
             after = content_token(conn)
         if added:
             self._ann.sync(self._read, method, version, (before, after, last_id))
@@ -343,6 +358,12 @@ class Gallery:
         """The ``(method, version)`` pairs the gallery holds embeddings for."""
         with self._read() as conn:
             return tables.held(conn)
+
+    def method_params(self, method: str, version: str) -> dict[str, Any] | None:
+        """The parameters stored with ``method@version`` at enrolment, or ``None`` (a gallery made before they
+        were stored: the method's defaults)."""
+        with self._read() as conn:
+            return tables.load_params(conn, method, version)
 
     def prototypes(self, method: str, version: str) -> tuple[list[str], np.ndarray]:
         """Model names (sorted) and their ``(k, d)`` unit-norm prototypes for ``method@version``."""
@@ -404,46 +425,6 @@ class Gallery:
                 model = UNKNOWN if thr is not None and best < thr else best_name
                 out.append(Identification(model=model, similarity=best, top_k=top, threshold=thr))
         return out
-
-    def nearest_images(
-        self, vectors: np.ndarray, method: str, version: str | None = None, k: int = 5
-    ) -> list[list[Neighbour]]:
-        """The ``k`` enrolled images most similar to each row of ``vectors`` (``method@version`` embeddings), best
-        first; from the images index when it is fresh and the gallery is at or above the index threshold."""
-        if int(k) < 1:
-            raise GalleryError(f"k must be at least 1, got {k}")
-        q = l2_normalize(as_matrix(vectors, "query embeddings"), np.float32)
-        with self._read() as conn:
-            version = self._resolve_version(conn, method, version)
-            dim = self._require(conn, method, version)
-            if q.shape[1] != dim:
-                raise self._fail(f"query embeddings have dimension {q.shape[1]}, but the gallery's "
-                                 f"{tag(method, version)} embeddings have dimension {dim}")
-            ann = self._ann.usable(conn, "images", method, version)
-            if ann is None:
-                ids, x = load_rows(conn, "images", method, version)
-                sims, pos = nearest(q, x, int(k))
-            else:
-                ids = ann.ids
-                with self._ann.lock:
-                    sims, pos = ann.search(q, int(k))
-            found = {int(i) for i in ids[pos[pos >= 0]]}
-            rows = {r[0]: r[1:] for r in conn.execute(
-                "SELECT e.id, m.name, e.image_sha256, e.source FROM embeddings e JOIN models m ON m.id = e.model_id "
-                f"WHERE e.id IN ({', '.join(map(str, sorted(found)))})")}
-        return [[Neighbour(*rows[int(ids[j])], float(np.clip(v, -1.0, 1.0))) for v, j in zip(sr, pr) if j >= 0]
-                for sr, pr in zip(sims, pos)]
-
-    def index_status(self) -> list[IndexStatus]:
-        """State of every index (prototypes and images of each method version): rows, threshold, used or why not."""
-        with self._read() as conn:
-            return [self._ann.status(conn, kind, m, v) for m, v in tables.held(conn) for kind in KINDS]
-
-    def reindex(self, force: bool = False) -> list[dict]:
-        """Rebuild every index at or above the threshold (every one with ``force``) from the gallery as it is now,
-        removing those below; one dict per index (kind, method, rows, file, built, seconds)."""
-        self._require_writable()
-        return [self._ann.rebuild(self._read, kind, m, v, force) for m, v in self.methods() for kind in KINDS]
 
     def verify_embeddings(
         self,

@@ -1,6 +1,8 @@
 """The gallery's SQLite layout (schema version :data:`SCHEMA_VERSION`) and the queries that read it.
 
-* ``meta(key, value)`` — ``application = "modelprint-gallery"``, ``schema_version``, ``target_tpr``;
+* ``meta(key, value)`` — ``application = "modelprint-gallery"``, ``schema_version``, ``target_tpr``, and
+  ``params:<method>@<version>``: the JSON parameters that recreate the method (galleries made before they were
+  stored have none: their methods reopen with default parameters);
 * ``models(id, name UNIQUE, notes, created)``;
 * ``embeddings(model_id, method, version, image_sha256, source, dim, vector BLOB <f4, created, checksum)``, unique
   on ``(model_id, method, version, image_sha256)``; ``checksum`` (see :mod:`modelprint.gallery.integrity`) is
@@ -14,9 +16,11 @@ The functions below run inside the caller's transaction.
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -109,6 +113,32 @@ def held(conn: sqlite3.Connection) -> list[tuple[str, str]]:
     """The ``(method, version)`` pairs with embeddings, sorted."""
     rows = conn.execute("SELECT DISTINCT method, version FROM embeddings ORDER BY method, version").fetchall()
     return [(m, v) for m, v in rows]
+
+
+def params_key(method: str, version: str) -> str:
+    """The ``meta`` key of the parameters of ``method@version``."""
+    return f"params:{tag(method, version)}"
+
+
+def load_params(conn: sqlite3.Connection, method: str, version: str) -> dict[str, Any] | None:
+    """The stored parameters of ``method@version``, or ``None`` (none stored, or not a JSON object)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (params_key(method, version),)).fetchone()
+    if row is None:
+        return None
+    try:
+        params = json.loads(row[0])
+    except ValueError:
+        return None
+    return params if isinstance(params, dict) else None
+
+
+def store_params(conn: sqlite3.Connection, method: str, version: str, params: Mapping[str, Any] | None) -> None:
+    """Store (or, with ``None``, delete) the parameters of ``method@version``."""
+    key = params_key(method, version)
+    if params is None:
+        conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+    else:
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(dict(params))))
 
 
 def embedding_dim(conn: sqlite3.Connection, method: str, version: str) -> int | None:

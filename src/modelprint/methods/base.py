@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +31,25 @@ class FingerprintMethod(Parametrised, ABC):
     @property
     def tag(self) -> str:
         return f"{self.name}@{self.version}"
+
+    def json_params(self) -> dict[str, Any] | None:
+        """:meth:`get_params` as JSON data (paths as strings), which a gallery stores to recreate the method, or
+        ``None`` if the method has none to give or a value is not JSON (numbers, strings, lists, objects)."""
+        def plain(value: Any) -> Any:
+            if isinstance(value, os.PathLike):
+                return os.fspath(value)
+            if isinstance(value, dict):
+                return {str(k): plain(v) for k, v in value.items()}
+            if isinstance(value, list | tuple):
+                return [plain(v) for v in value]
+            if value is None or isinstance(value, bool | int | float | str):
+                return value
+            raise TypeError(type(value).__name__)
+
+        try:
+            return {k: plain(v) for k, v in self.get_params().items()}
+        except (AttributeError, TypeError):
+            return None
 
     def fit(self, images: Sequence[np.ndarray], labels: Sequence[str] | None = None) -> FingerprintMethod:
         """Learn from images (optional); returns ``self``."""
