@@ -8,6 +8,7 @@ line from the CLI), never a traceback. :data:`VARIABLES` lists them all; the REA
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,11 +41,13 @@ VARIABLES = (
     Variable("MODELPRINT_SHARED", "`../shared` beside the repository", "shared data folder the benchmarks read"),
     Variable("MODELPRINT_INDEX_THRESHOLD", f"`{DEFAULT_INDEX_THRESHOLD}`",
              "rows from which a gallery builds and searches its ANN index (exact below); a non-negative integer"),
+    Variable("MODELPRINT_TOKENS", "none",
+             "bearer tokens `modelprint serve` accepts, comma-separated (beside those of `--token-file`)"),
 )
 
 
-def _raw(name: str) -> str | None:
-    value = os.environ.get(name, "").strip()
+def _raw(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    value = (os.environ if environ is None else environ).get(name, "").strip()
     return value or None
 
 
@@ -82,6 +85,11 @@ def index_threshold() -> int:
     """``MODELPRINT_INDEX_THRESHOLD``, else :data:`DEFAULT_INDEX_THRESHOLD`."""
     value = _integer("MODELPRINT_INDEX_THRESHOLD", 0)
     return DEFAULT_INDEX_THRESHOLD if value is None else value
+
+
+def service_tokens(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``MODELPRINT_TOKENS`` (of ``environ``, else the process's) split at commas, blank parts dropped."""
+    return [s for part in (_raw("MODELPRINT_TOKENS", environ) or "").split(",") if (s := part.strip())]
 
 
 def realworld_dir() -> Path | None:

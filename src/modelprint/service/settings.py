@@ -8,10 +8,10 @@ a loopback address.
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelprint import config
 from modelprint.errors import ModelprintError
 
 TOKENS_ENV = "MODELPRINT_TOKENS"
@@ -60,7 +60,6 @@ class Settings:
 
 def load_tokens(token_file: str | Path | None = None, environ: dict[str, str] | None = None) -> tuple[str, ...]:
     """The tokens of ``token_file`` (one per line) and of ``MODELPRINT_TOKENS`` (comma-separated), deduplicated."""
-    env = os.environ if environ is None else environ
     tokens: list[str] = []
     if token_file is not None:
         try:
@@ -71,7 +70,7 @@ def load_tokens(token_file: str | Path | None = None, environ: dict[str, str] | 
         tokens += [s for line in lines if (s := line.strip()) and not s.startswith("#")]
         if not tokens:
             raise ServiceError(f"{token_file}: token file holds no token")
-    tokens += [s for part in env.get(TOKENS_ENV, "").split(",") if (s := part.strip())]
+    tokens += config.service_tokens(environ)
     for t in tokens:
         if any(c.isspace() for c in t):
             raise ServiceError("a token contains white space")
