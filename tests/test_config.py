@@ -18,7 +18,8 @@ from modelprint.errors import ModelprintError
 ROOT = Path(__file__).resolve().parent.parent
 NAME = re.compile(r"\bMODELPRINT_[A-Z_]+\b")
 #: A read of a MODELPRINT_* variable (setting one for a child process, ``environ["MODELPRINT_X"] = …``, is not).
-READ = re.compile(r"(environ\.get\(|getenv\()\s*[\"']MODELPRINT_|environ\[\s*[\"']MODELPRINT_[A-Z_]+[\"']\s*\](?!\s*=[^=])")
+READ = re.compile(r"(environ\.get\(|getenv\()\s*[\"']MODELPRINT_"
+                  r"|environ\[\s*[\"']MODELPRINT_[A-Z_]+[\"']\s*\](?!\s*=[^=])")
 
 
 def _sources() -> list[Path]:
