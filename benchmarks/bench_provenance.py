@@ -82,6 +82,33 @@ def measure_all(denoiser, images: np.ndarray, table: dict, work: Path, tag: str)
     return out
 
 
+def attribution_signatures(probe, candidates: dict, images: np.ndarray, labels: np.ndarray, path: Path
+                           ) -> tuple[np.ndarray, float]:
+    """Every image's loss trajectory through every candidate ``(n, K, T)`` and the seconds per image it took, cached
+    in ``path`` (reused while the candidates, labels, images and probe are the same)."""
+    import hashlib
+    import json
+
+    from modelprint.atomic import atomic_path
+    from modelprint.probes import unknown_origin_signatures
+
+    stamp = json.dumps({"candidates": list(candidates), "labels": labels.tolist(), "probe": probe.get_params(),
+                        "images": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()},
+                       sort_keys=True, default=str)
+    if path.exists():
+        with np.load(path) as data:
+            if str(data["stamp"]) == stamp:
+                return data["signatures"], float(data["seconds"])
+    t0 = time.perf_counter()
+    signatures = unknown_origin_signatures(probe, candidates, images)
+    seconds = (time.perf_counter() - t0) / len(images)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, signatures=signatures, seconds=np.float64(seconds), stamp=np.array(stamp))
+    print(f"measured attribution signatures: {len(images)} images x {len(candidates)} candidates, "
+          f"{seconds * len(images):.0f} s", flush=True)
+    return signatures, seconds
+
+
 def standard_seconds(seed: int, n: int = 4) -> dict:
     """Seconds per image of each measurement through an (untrained) network of the standard ``ddpm-members``
     recipe: the cost of the full run, measured on this machine without building it."""
@@ -116,7 +143,7 @@ def main() -> None:
     import torch
 
     from modelprint.config import torch_threads
-    from modelprint.probes import DenoisingLossProbe, DiffusersCandidate, unknown_origin_signatures
+    from modelprint.probes import DenoisingLossProbe, DiffusersCandidate
     from modelprint.provenance import NONE, audit_split, membership_testbed
     from modelprint.provenance import protocols as P
     from modelprint.seeding import seed_everything
@@ -172,11 +199,11 @@ def main() -> None:
     attr_labels = np.concatenate([[c] * len(v) for c, v in own.items()] + [[NONE] * len(external)])
     loaded = {c: DiffusersCandidate.load(c, zoo=str(args.zoo), name=c) for c in candidates}
     probe = DenoisingLossProbe(**LOSS_PROBE, seed=args.seed)
-    t0 = time.perf_counter()
-    signatures = unknown_origin_signatures(probe, loaded, attr_images)
+    signatures, seconds = attribution_signatures(probe, loaded, attr_images, attr_labels,
+                                                 work / f"attribution-s{args.seed}-{args.attribution_per_model}.npz")
     attribution = P.attribution_with_reject(signatures, attr_labels, candidates, args.seed)
     attribution["cost"] = {"calls_per_image": probe.calls_per_image * len(candidates),
-                           "seconds_per_image": (time.perf_counter() - t0) / len(attr_images),
+                           "seconds_per_image": seconds,
                            "probe": {k: list(v) if isinstance(v, tuple) else v for k, v in LOSS_PROBE.items()}}
 
     out = {"model": model, "tier": "tiny (smoke run of the script, not the benchmark)" if args.quick else "standard",
