@@ -368,16 +368,29 @@ def report(out: dict, name: str) -> None:
                   f"coverage {t['coverage']:.2f}, accuracy {f3(t['accuracy_answered'])} ({t['n_test']} test images).")
     a = out["attribution"]
     plain = a["lowest_loss_without_reject"]
+    chosen = ", ".join(f"{k} {v}" for k, v in a.items() if k in ("normalisation", "accept", "kind", "C", "threshold"))
     md += ["", f"Attribution with reject over {len(a['candidates'])} zoo diffusion models "
            f"({', '.join(a['candidates'])}) "
            f"plus external images: accuracy {a['accuracy']:.3f} ({a['n_test']} test images, {a['n_test_external']} "
            f"external; own samples {a['accuracy_own_samples']:.3f}, external rejected {f3(a['external_rejected'])}); "
-           f"chosen on validation: {a['normalisation']}, accept {a['accept']}. Lowest loss without reject "
+           f"chosen on validation: the {a['rule']} rule ({chosen}); {a['n_fit']} fit rows ({a['n_fit_external']} "
+           f"external), {a['n_val']} validation rows. Lowest loss without reject "
            f"(never says none): raw {plain['raw']['accuracy']:.3f}, "
            f"standardised {plain['standardised']['accuracy']:.3f}"
            f" (own samples {plain['raw']['accuracy_own_samples']:.3f} / "
            f"{plain['standardised']['accuracy_own_samples']:.3f}; validation picks {plain['chosen_on_validation']}); "
-           f"{a['cost']['calls_per_image']} calls, {a['cost']['seconds_per_image']:.3f} s per image.", "",
+           f"{a['cost']['calls_per_image']} calls, {a['cost']['seconds_per_image']:.3f} s per image. Every rule "
+           "family at its best setting on validation:", "",
+           "| rule | setting | val accuracy | val own | val external rejected | test accuracy | test own | "
+           "test external rejected |", "|---|---|---|---|---|---|---|---|"]
+    for family, r in a["rules"].items():
+        setting = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()
+                            if k not in ("rule", "validation", "test"))
+        v, t = r["validation"], r["test"]
+        md.append(f"| {family} | {setting} | {v['accuracy']:.3f} | {f3(v['accuracy_own_samples'])} | "
+                  f"{f3(v['external_rejected'])} | {t['accuracy']:.3f} | {f3(t['accuracy_own_samples'])} | "
+                  f"{f3(t['external_rejected'])} |")
+    md += ["",
            "| target | value | met |", "|---|---|---|"]
     md += [f"| {t['target']} | {t['value']:.3f} | {'yes' if t['met'] else 'no'} |" for t in out["targets"]]
     md += ["", *(f"![{s}](results/{name}-{s}.png)" for s in ("loss", "auc-t", "budget", "weights")), "", "**Reading.** "
@@ -408,8 +421,23 @@ def reading(out: dict) -> str:
             f"{m['trajectory']['shifted']['auc']:.3f} (shifted). At the 1% operating point the single-t baselines call "
             f"{min(gen.values()):.0%}–{max(gen.values()):.0%} of the model's own generations members. The loss alone "
             f"separates members best at t = {peak} (matched AUC {max(curves['auc']):.3f}) against "
-            f"{m['trajectory']['matched']['auc']:.3f} for the whole-trajectory classifier.{overfit} {met} of "
-            f"{len(out['targets'])} targets met.")
+            f"{m['trajectory']['matched']['auc']:.3f} for the whole-trajectory classifier.{overfit} "
+            f"{attribution_reading(out['attribution'])} {met} of {len(out['targets'])} targets met.")
+
+
+def attribution_reading(a: dict) -> str:
+    """What the attribution rules show: the threshold rules against the best learned one, on test."""
+    rules = a["rules"]
+    learned = max((k for k in rules if k.startswith("learned")), key=lambda k: rules[k]["validation"]["accuracy"])
+    best_threshold = max((k for k in rules if k.startswith("threshold")),
+                         key=lambda k: rules[k]["validation"]["accuracy"])
+    t, lt = rules[best_threshold]["test"], rules[learned]["test"]
+    return (f"Attribution: the loss thresholds ({best_threshold}) reject {f3(t['external_rejected'])} of the external "
+            f"test images (own samples {f3(t['accuracy_own_samples'])}, accuracy {t['accuracy']:.3f}); the learned "
+            f"rule ({learned}, fitted on own samples against external fit rows) rejects "
+            f"{f3(lt['external_rejected'])} at own-sample accuracy {f3(lt['accuracy_own_samples'])} (accuracy "
+            f"{lt['accuracy']:.3f}); validation chose the {a['rule']} rule, test accuracy {a['accuracy']:.3f} "
+            f"({'meets' if a['accuracy'] >= 0.9 else 'misses'} the 0.90 target).")
 
 
 if __name__ == "__main__":
