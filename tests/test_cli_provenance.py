@@ -143,7 +143,8 @@ def test_attribution_answers_a_candidate_or_none(ws: Path) -> None:
     assert fit.exit_code == 0, fit.stderr
     summary = json.loads(fit.stdout)
     assert summary["counts"] == {"a": 16, "b": 16, "none": 16} and summary["sampled"] == {"b": 16}
-    assert summary["normalisation"] in ("raw", "standardised") and len(summary["validation"]) == 8
+    assert summary["rule"] in ("threshold", "learned") and len(summary["validation"]) == 8 + 9
+    assert summary["counts"]["none"] == 16 and {r["rule"] for r in summary["validation"]} == {"threshold", "learned"}
     res = run("provenance", "attribute", "generated", "shifted", "--attributor", "attributor.npz", "--model",
               f"a={MODEL}", "--model", "b=other", "--zoo", "zoo", "--json", cwd=ws)
     assert res.returncode == 0, res.stderr

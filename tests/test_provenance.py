@@ -288,12 +288,12 @@ def test_attribution_with_reject_calibrates_each_candidate_on_its_own_samples() 
     margins = model.decision_function(x[own])
     for j, name in enumerate(names):  # each threshold accepts 90% of that candidate's own samples
         assert np.mean(margins[y[own] == name, j] >= 0) == pytest.approx(0.9, abs=0.02)
-    choice = choose_attributor(x[own], y[own], x_val, y_val, names)
+    choice = choose_attributor(x[own], y[own], x_val, y_val, names, kinds=())  # no external rows to learn from
     best = max(choice.validation, key=lambda row: row["accuracy"])
     assert choice.to_dict()["normalisation"] == best["normalisation"] == "standardised"
     assert choice.to_dict()["accept"] == best["accept"] and len(choice.validation) == 8
     accuracy = np.mean(choice.attributor.predict(x_test) == y_test)
-    raw = choose_attributor(x[own], y[own], x_val, y_val, names, normalisations=("raw",)).attributor
+    raw = choose_attributor(x[own], y[own], x_val, y_val, names, normalisations=("raw",), kinds=()).attributor
     assert accuracy >= 0.95 and np.mean(raw.predict(x_test) == y_test) < accuracy - 0.03  # measured 0.98, 0.93
     assert np.mean(choice.attributor.predict(x_test[y_test == NONE]) == NONE) >= 0.9
     with pytest.raises(NotFittedError):

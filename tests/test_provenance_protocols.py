@@ -143,9 +143,12 @@ def _trajectories(n: int, offsets: tuple[float, ...], seed: int) -> tuple[np.nda
 def test_attribution_with_reject_against_lowest_loss_that_cannot_say_none() -> None:
     x, y = _trajectories(60, (0.0, 0.0, 0.0, -2.0), 0)
     result = attribution_with_reject(x, y, ["m0", "m1", "m2", "m3"], seed=0)
-    assert result["n_test"] == 5 * 24 and result["n_test_external"] == 24 and result["n_fit"] == 4 * 18
+    assert result["n_test"] == 5 * 24 and result["n_test_external"] == 24 and result["n_fit"] == 5 * 18
+    assert result["n_fit_external"] == 18  # external fit rows are fitted on (the learned rule), not validated on
     assert result["accuracy"] > 0.9 and result["external_rejected"] > 0.8  # measured 0.96 and 1.0
-    assert result["normalisation"] == "standardised"  # m3 works in another space
+    assert result["rules"]["threshold_standardised"]["test"]["accuracy"] > 0.9  # m3 works in another space
+    assert result["rules"]["threshold_raw"]["test"]["accuracy"] < result["rules"]["threshold_standardised"]["test"][
+        "accuracy"]
     plain = result["lowest_loss_without_reject"]
     assert plain["chosen_on_validation"] == "standardised" and plain["raw"]["accuracy_own_samples"] < 0.8
     assert plain["standardised"]["accuracy"] <= 0.8 < result["accuracy"]  # it calls every external image a model

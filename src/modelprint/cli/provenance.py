@@ -131,6 +131,13 @@ def provenance_score(
             raise typer.Exit(1)
 
 
+def describe_rule(res: dict) -> str:
+    """One phrase for a fitted attribution rule's settings (``rule`` and its parameters)."""
+    if res["rule"] == "threshold":
+        return f"threshold ({res['normalisation']} losses accepting {res['accept']:.0%} of own samples)"
+    return f"learned ({res['kind']}, C = {res['C']:g}, none below probability {res['threshold']:.2f})"
+
+
 @provenance_app.command("attribute-fit", cls=Command)
 def provenance_attribute_fit(
     models: ModelsOpt,
@@ -147,8 +154,9 @@ def provenance_attribute_fit(
     as_json: JsonFlag = False,
     json_out: JsonOutOpt = None,
 ) -> None:
-    """Fit attribution with reject: per-candidate thresholds on its own samples, settings chosen on held-out own
-    samples and the external images."""
+    """Fit attribution with reject: per-candidate loss thresholds or a rule learned from the trajectories (own
+    samples against external images), the rule and its settings chosen on held-out own samples and external
+    images."""
     with fatal_errors():
         from modelprint.probes import DenoisingLossProbe
         from modelprint.probes.workflow import load_candidates, parse_named
@@ -169,7 +177,7 @@ def provenance_attribute_fit(
         if not as_json:
             counts = ", ".join(f"{c} ({n})" for c, n in res["counts"].items())
             out.print(f"wrote {shown(dest)}: {len(candidates)} candidates from {shown(counts)}, "
-                      f"{shown(res['normalisation'])} losses accepting {res['accept']:.0%} of own samples, "
+                      f"{shown(describe_rule(res))} rule, "
                       f"{res['calls_per_image']} denoiser calls per image", soft_wrap=True)
         if res["failed"]:
             raise typer.Exit(1)

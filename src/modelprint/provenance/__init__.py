@@ -14,7 +14,14 @@ of several candidate models made it, or none.
 - :mod:`~modelprint.provenance.model`: :class:`Provenance`, fitted on one model's images and saved to ``.npz``.
 """
 
-from modelprint.provenance.attribution import NONE, AttributorChoice, RejectAttributor, choose_attributor
+from modelprint.provenance.attribution import (
+    ATTRIBUTORS,
+    NONE,
+    AttributorChoice,
+    LearnedRejectAttributor,
+    RejectAttributor,
+    choose_attributor,
+)
 from modelprint.provenance.base import (
     ATTACKS,
     EXTERNAL,
@@ -40,6 +47,7 @@ from modelprint.provenance.testbed import MembershipTestBed, membership_testbed
 
 __all__ = [
     "ATTACKS",
+    "ATTRIBUTORS",
     "EXTERNAL",
     "GENERATED",
     "GSA",
@@ -60,6 +68,7 @@ __all__ = [
     "Provenance",
     "ProvenanceClassifier",
     "ProvenanceDecisions",
+    "LearnedRejectAttributor",
     "RejectAttributor",
     "SecMI",
     "SimA",

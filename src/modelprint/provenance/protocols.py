@@ -16,8 +16,9 @@ confidences on validation rows and touches the test rows once.
   :func:`kind_curves` (mean and spread of a kind per group against ``t``), :func:`weights_by_kind`.
 - :func:`three_way`: member / generated / external with a calibrated :class:`ProvenanceClassifier`: macro accuracy,
   generated-vs-rest AUC, and what the ``uncertain`` answer costs and buys.
-- :func:`attribution_with_reject`: :func:`~modelprint.provenance.attribution.choose_attributor` on candidates'
-  own samples plus external images, against plain lowest loss (both normalisations) that can never say ``none``.
+- :func:`attribution_with_reject`: :func:`~modelprint.provenance.attribution.choose_attributor` (threshold or
+  learned rule) on candidates' own samples plus external images, every rule family scored beside the chosen one and
+  beside plain lowest loss (both normalisations) that can never say ``none``.
 - :func:`measure`: an attack's measurements with their cost (denoiser calls, backward passes, seconds per image).
 """
 
@@ -38,13 +39,14 @@ from modelprint.evaluation.metrics import roc_auc
 from modelprint.probes.attribution import NORMALISATIONS, LowestLoss
 from modelprint.probes.base import ProbeProgress
 from modelprint.probes.candidates import DiffusionCandidate
-from modelprint.provenance.attribution import NONE, choose_attributor
+from modelprint.provenance.attribution import NONE, choose_attributor, settings
 from modelprint.provenance.base import EXTERNAL, GENERATED, MEMBER, MembershipAttack
 from modelprint.provenance.classifier import ProvenanceClassifier
 from modelprint.provenance.splits import FPRS, AuditSplit, audit_split, evaluate_membership, fpr_key
 from modelprint.provenance.testbed import MembershipTestBed
 
-__all__ = ["BUDGETS", "MATCHED", "SHARES", "SHIFTED", "Measured", "attribution_with_reject", "bed_images",
+__all__ = ["ATTRIBUTION_RULES", "BUDGETS", "MATCHED", "SHARES", "SHIFTED", "Measured", "attribution_with_reject",
+           "bed_images",
            "budget_sweep", "false_member_rate", "kind_curves", "measure", "membership_condition", "parse_feature",
            "per_timestep_auc", "three_way", "weights_by_kind"]
 
@@ -239,28 +241,54 @@ def three_way(values: np.ndarray, groups: Sequence[str], split: AuditSplit, mode
             "confusion": confusion_matrix(truth, top, labels=clf.classes_).tolist()}
 
 
+#: The rule families compared by :func:`attribution_with_reject`: name → :func:`choose_attributor` restriction.
+ATTRIBUTION_RULES: dict[str, dict[str, Any]] = {
+    "threshold_raw": {"normalisations": ("raw",), "kinds": ()},
+    "threshold_standardised": {"normalisations": ("standardised",), "kinds": ()},
+    "learned_own": {"normalisations": (), "kinds": ("own",)},
+    "learned_signature": {"normalisations": (), "kinds": ("signature",)},
+    "learned_multinomial": {"normalisations": (), "kinds": ("multinomial",)},
+}
+
+
+def _attribution_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    own = truth != NONE
+    return {"accuracy": float(np.mean(pred == truth)), "accuracy_own_samples": float(np.mean(pred[own] == truth[own])),
+            "external_rejected": float(np.mean(pred[~own] == NONE)) if (~own).any() else None}
+
+
 def attribution_with_reject(signatures: np.ndarray, labels: Sequence[str], candidates: Sequence[str],
                             seed: int = 0, val_fraction: float = 0.3, test_fraction: float = 0.4) -> dict[str, Any]:
     """Attribution among ``candidates`` with a ``none`` answer, from loss trajectories ``(n, K, T)`` of each
     candidate's own samples (label: its name) and external images (label ``none``).
 
-    Per label a seeded split into fit, validation and test rows; thresholds are calibrated on the candidates'
-    own fit rows only (external fit rows join validation), normalisation and accept rate are chosen on
-    validation, and the test rows are scored once: overall accuracy, on own samples and on external images.
-    Plain lowest loss (raw or standardised, no ``none``) is scored on the same rows for comparison."""
+    Per label a seeded split into fit, validation and test rows. The fit rows of both kinds are fitted on (the
+    threshold rule calibrates on the candidates' own rows; the learned rule also learns from the external fit rows);
+    the rule and its settings are chosen on validation (:func:`choose_attributor`) and the test rows are scored once:
+    overall accuracy, on own samples and on external images. Each rule family (:data:`ATTRIBUTION_RULES`, its best
+    setting on validation) is scored on the same test rows, and so is plain lowest loss (raw or standardised, no
+    ``none``)."""
     x, y = np.asarray(signatures, dtype=np.float64), np.asarray(labels).astype(str)
     split = audit_split(y, budget=1.0, val_fraction=val_fraction, test_fraction=test_fraction, member_label="",
                         seed=seed)
-    fit = split.fit[y[split.fit] != NONE]
-    val = np.sort(np.concatenate([split.val, split.fit[y[split.fit] == NONE]]))
+    fit, val, test = split.fit, split.val, split.test
     choice = choose_attributor(x[fit], y[fit], x[val], y[val], candidates)
-    test, truth = split.test, y[split.test]
+    truth = y[test]
     pred = choice.attributor.predict(x[test])
     own = truth != NONE
+    rules = {}
+    for family, restriction in ATTRIBUTION_RULES.items():
+        best = choose_attributor(x[fit], y[fit], x[val], y[val], candidates, **restriction)
+        chosen = settings(best.attributor)
+        val_row = next(r for r in best.validation if all(r[k] == v for k, v in chosen.items()))
+        rules[family] = {**chosen, "validation": {k: val_row[k] for k in ("accuracy", "accuracy_own_samples",
+                                                                            "external_rejected")},
+                         "test": _attribution_scores(best.attributor.predict(x[test]), truth)}
     plain: dict[str, Any] = {}
-    val_own = val[y[val] != NONE]
+    fit_own, val_own = fit[y[fit] != NONE], val[y[val] != NONE]
     for normalisation in NORMALISATIONS:
-        rule = LowestLoss(tuple(candidates), normalisation=normalisation).fit(x[fit].reshape(len(fit), -1), y[fit])
+        rule = LowestLoss(tuple(candidates), normalisation=normalisation).fit(x[fit_own].reshape(len(fit_own), -1),
+                                                                               y[fit_own])
         guess = rule.predict(x[test].reshape(len(test), -1))
         plain[normalisation] = {
             "val_accuracy_own_samples": float(np.mean(rule.predict(x[val_own].reshape(len(val_own), -1))
@@ -269,9 +297,8 @@ def attribution_with_reject(signatures: np.ndarray, labels: Sequence[str], candi
             "accuracy_own_samples": float(np.mean(guess[own] == truth[own]))}
     plain["chosen_on_validation"] = max(NORMALISATIONS, key=lambda k: plain[k]["val_accuracy_own_samples"])
     classes = [*sorted(candidates), NONE]
-    return {"candidates": list(candidates), "n_fit": int(len(fit)), "n_val": int(len(val)), "n_test": int(len(test)),
-            "n_test_external": int((~own).sum()), **choice.to_dict(),
-            "accuracy": float(np.mean(pred == truth)), "accuracy_own_samples": float(np.mean(pred[own] == truth[own])),
-            "external_rejected": float(np.mean(pred[~own] == NONE)) if (~own).any() else None,
+    return {"candidates": list(candidates), "n_fit": int(len(fit)), "n_fit_external": int(np.sum(y[fit] == NONE)),
+            "n_val": int(len(val)), "n_test": int(len(test)), "n_test_external": int((~own).sum()),
+            **choice.to_dict(), **_attribution_scores(pred, truth),
             "confusion": {"labels": classes, "matrix": confusion_matrix(truth, pred, labels=classes).tolist()},
-            "lowest_loss_without_reject": plain}
+            "rules": rules, "lowest_loss_without_reject": plain}

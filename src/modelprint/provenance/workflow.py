@@ -5,8 +5,9 @@
 - :func:`fit_provenance` / :func:`score_files`: fit a :class:`~modelprint.provenance.model.Provenance` on folders
   of member, external and generated images (or ``N`` images sampled from the model), and score image files;
 - :class:`AttributionModel`, :func:`fit_attribution` / :func:`attribute_files`: which of several candidate models
-  made each image, or ``none``: a :class:`~modelprint.provenance.attribution.RejectAttributor` over denoising-loss
-  trajectories, its normalisation and acceptance chosen on held-out own samples and external images.
+  made each image, or ``none``: an attribution rule (:data:`~modelprint.provenance.attribution.ATTRIBUTORS`:
+  per-candidate loss thresholds or a rule learned from the trajectories' shape) over denoising-loss trajectories,
+  the rule and its settings chosen on held-out own samples and external images.
 
 Images are decoded one at a time (:func:`~modelprint.probes.workflow.load_probe_images`); an unusable file is
 reported (named, with the reason) and the rest go on. Fitted files are written atomically with a sidecar and record
@@ -23,21 +24,28 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from modelprint.artefacts import meta_array, read_arrays, read_meta, write_arrays
-from modelprint.errors import ImageError, ProbeError
+from modelprint.artefacts import meta_array, one_line, read_arrays, read_meta, write_arrays
+from modelprint.errors import CheckpointError, ImageError, ProbeError, RegistryError
 from modelprint.probes.attribution import unknown_origin_signatures
 from modelprint.probes.base import ProbeProgress
 from modelprint.probes.candidates import DiffusersCandidate, DiffusionCandidate
 from modelprint.probes.loss import DenoisingLossProbe
 from modelprint.probes.workflow import ProbeImages, load_candidates, load_probe_images
-from modelprint.provenance.attribution import NONE, RejectAttributor, choose_attributor
+from modelprint.provenance.attribution import (
+    ATTRIBUTORS,
+    NONE,
+    LearnedRejectAttributor,
+    RejectAttributor,
+    choose_attributor,
+    settings,
+)
 from modelprint.provenance.model import Provenance, model_digest
 
 __all__ = ["ATTRIBUTOR_FORMAT", "AttributionFit", "AttributionModel", "AttributionReport", "ProvenanceFit",
            "ProvenanceReport", "attribute_files", "fit_attribution", "fit_provenance", "load_folder", "load_model",
            "sample_images", "score_files"]
 
-ATTRIBUTOR_FORMAT = "modelprint-provenance-attributor/1"
+ATTRIBUTOR_FORMAT = "modelprint-provenance-attributor/2"
 
 
 def load_model(spec: str, zoo: str | Path | None = None) -> DiffusionCandidate:
@@ -150,11 +158,12 @@ def _digests(candidates: Mapping[str, DiffusionCandidate]) -> dict[str, str]:
 
 @dataclass
 class AttributionModel:
-    """A :class:`RejectAttributor` over the loss trajectories (``probe``) of its candidates, with what it was
-    fitted on (``features`` ``(n, K, T)`` of the candidates' own samples, ``labels``), each candidate's model
-    sha256 and the validation accuracy of every setting tried. :meth:`save` writes no pickles; :meth:`load` refits."""
+    """An attribution rule over the loss trajectories (``probe``) of its candidates, with what it was fitted on
+    (``features`` ``(n, K, T)`` of the candidates' own samples and external images, ``labels``), each candidate's
+    model sha256 and the validation accuracy of every setting tried. :meth:`save` writes no pickles; :meth:`load`
+    refits."""
 
-    attributor: RejectAttributor
+    attributor: RejectAttributor | LearnedRejectAttributor
     probe: DenoisingLossProbe
     sha256: dict[str, str]
     features: np.ndarray
@@ -166,10 +175,9 @@ class AttributionModel:
         return list(self.attributor.candidates)
 
     def settings(self) -> dict[str, Any]:
-        return {"candidates": self.candidates, "normalisation": self.attributor.normalisation,
-                "accept": float(self.attributor.accept), "calls_per_image": self.probe.calls_per_image * len(
-                    self.candidates), "probe": {k: (list(v) if isinstance(v, tuple) else v)
-                                                for k, v in self.probe.get_params().items()}}
+        return {"candidates": self.candidates, **settings(self.attributor),
+                "calls_per_image": self.probe.calls_per_image * len(self.candidates),
+                "probe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.probe.get_params().items()}}
 
     def check(self, candidates: Mapping[str, DiffusionCandidate], where: str = "attributor"
               ) -> dict[str, DiffusionCandidate]:
@@ -202,7 +210,12 @@ class AttributionModel:
                          " (written by `modelprint provenance attribute-fit`)")
         features, labels, saved = arrays["features"], arrays["labels"], arrays["scores"]
         probe = DenoisingLossProbe(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["probe"].items()})
-        attributor = RejectAttributor(meta["candidates"], meta["normalisation"], meta["accept"]).fit(features, labels)
+        try:
+            rule = ATTRIBUTORS.get(meta["rule"])
+            params = {k: meta[k] for k in rule().get_params() if k != "candidates"}
+        except (KeyError, RegistryError) as err:
+            raise CheckpointError(f"{path}: no attribution rule settings ({one_line(err)})") from None
+        attributor = rule(meta["candidates"], **params).fit(features, labels)
         if not np.allclose(attributor.decision_function(features), saved, atol=1e-9):
             raise ProbeError(f"{path}: refitting gives other scores than were saved; fit it again with "
                              "`modelprint provenance attribute-fit`")
@@ -229,8 +242,9 @@ def fit_attribution(candidates: Mapping[str, DiffusionCandidate], samples: Mappi
                     external: str | Path, probe: DenoisingLossProbe, sample: int | None = None, seed: int = 0,
                     val_fraction: float = 0.25, progress: ProbeProgress | None = None) -> AttributionFit:
     """Fit attribution with reject among ``candidates``: each candidate's own samples come from ``samples[name]``
-    (a folder) or are ``sample`` images drawn from it; a stratified ``val_fraction`` of them and the ``external``
-    images choose the normalisation and acceptance rate (:func:`choose_attributor`)."""
+    (a folder) or are ``sample`` images drawn from it. A stratified ``val_fraction`` of every class (own samples
+    and ``external`` images) chooses the rule and its settings (:func:`choose_attributor`); the rest is fitted on
+    (the learned rule learns from the external images too)."""
     unknown = [n for n in samples if n not in candidates]
     if unknown:
         raise ProbeError(f"samples given for {', '.join(unknown)}, which are not candidates "
@@ -254,12 +268,12 @@ def fit_attribution(candidates: Mapping[str, DiffusionCandidate], samples: Mappi
         X = unknown_origin_signatures(probe, candidates, np.concatenate([*own, outside.images]), progress)  # noqa: N806
     except ValueError as err:  # images of different sizes
         raise ProbeError(f"attribution: cannot probe the images together ({err})") from None
-    rows = np.flatnonzero(labels != NONE)
+    rows = np.arange(len(labels))
     try:
-        fit_rows, val_rows = train_test_split(rows, test_size=val_fraction, stratify=labels[rows], random_state=seed)
+        fit_rows, val_rows = train_test_split(rows, test_size=val_fraction, stratify=labels, random_state=seed)
     except ValueError as err:
-        raise ProbeError(f"attribution: too few own samples to hold some out for validation ({err})") from None
-    fit_rows, val_rows = np.sort(fit_rows), np.r_[np.sort(val_rows), np.flatnonzero(labels == NONE)]
+        raise ProbeError(f"attribution: too few images to hold some out for validation ({err})") from None
+    fit_rows, val_rows = np.sort(fit_rows), np.sort(val_rows)
     choice = choose_attributor(X[fit_rows], labels[fit_rows], X[val_rows], labels[val_rows], list(candidates))
     model = AttributionModel(choice.attributor, probe, _digests(candidates), X[fit_rows], labels[fit_rows],
                              choice.validation)
