@@ -18,12 +18,13 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 from realworld_cache import CACHE, VARIANTS, dataset, load
 
-from bench_extractor_realworld import class_split, speed
+from bench_extractor_realworld import class_split, dncnn17, reference_embed, resnet50
 from common import fmt_ci, machine, update_readme_section, write_result
 from modelprint.evaluation import evaluate_embeddings
 from modelprint.gallery.adaptation import ADAPTATIONS
@@ -39,19 +40,31 @@ def adaptation(name: str):  # noqa: ANN201
     return None if spec is None else ADAPTATIONS.create(spec[0], shrinkage=spec[1])
 
 
+def complete(labels: list[str], *arrays: np.ndarray | None) -> set[str]:
+    """Classes whose rows are embedded (finite) in every array given."""
+    bad = {lab for a in arrays if a is not None
+           for lab, ok in zip(labels, np.isfinite(a).all(1), strict=True) if not ok}
+    return set(labels) - bad
+
+
 def run(x: np.ndarray, labels: list[str], keep: set[str] | None, seed: int, support: int, *,
-        q: np.ndarray | None = None, adapt: str = "none", n_boot: int = 1000) -> dict:
-    idx = [i for i, lab in enumerate(labels) if keep is None or lab in keep]
+        q: np.ndarray | None = None, adapt: str = "none", n_boot: int = 1000, also: tuple = ()) -> dict:
+    """Protocols on the classes in ``keep`` (all if ``None``) that are embedded in ``x``, ``q`` and ``also``."""
+    usable = complete(labels, x, q, *also) & (set(labels) if keep is None else keep)
+    idx = [i for i, lab in enumerate(labels) if lab in usable]
+    if len(usable) < 3:
+        return {"accuracy": float("nan"), "accuracy_ci": None, "auc": float("nan"), "auc_ci": None, "n_classes": 0}
     r = evaluate_embeddings(x[idx], [labels[i] for i in idx], support=support, seed=seed, n_boot=n_boot, pairs=2000,
                             query_embeddings=None if q is None else q[idx], adaptation=adaptation(adapt)).to_dict()
     i, v = r["identification"], r["verification"]
     return {"accuracy": i["accuracy"], "accuracy_ci": i.get("accuracy_ci"), "auc": v["auc"], "auc_ci": v.get("auc_ci"),
-            "per_class_accuracy": i["per_class_accuracy"]}
+            "n_classes": len(usable), "per_class_accuracy": i["per_class_accuracy"]}
 
 
 def open_set(x: np.ndarray, labels: list[str], keep: set[str] | None, seed: int, support: int, adapt: str) -> dict:
     """Mean ± sd over ``OPEN_DRAWS`` draws (support and unknown classes) of each rule's AUROC and OSCR."""
-    idx = [i for i, lab in enumerate(labels) if keep is None or lab in keep]
+    usable = complete(labels, x) & (set(labels) if keep is None else keep)
+    idx = [i for i, lab in enumerate(labels) if lab in usable]
     rows: dict[str, list] = {}
     for s in range(seed, seed + OPEN_DRAWS):
         res = evaluate_embeddings(x[idx], [labels[i] for i in idx], support=support, seed=s, n_boot=0, pairs=0,
@@ -59,7 +72,7 @@ def open_set(x: np.ndarray, labels: list[str], keep: set[str] | None, seed: int,
         for rule, m in res.rules.items():
             rows.setdefault(rule, []).append((m["open_set_auroc"], m["oscr"]))
     return {rule: {"auroc": float(np.mean([a for a, _ in v])), "auroc_sd": float(np.std([a for a, _ in v])),
-                   "oscr": float(np.mean([o for _, o in v]))} for rule, v in rows.items()}
+                   "oscr": float(np.mean([o for _, o in v])), "n_classes": len(usable)} for rule, v in rows.items()}
 
 
 PEAK = """import resource, sys, json
@@ -117,14 +130,40 @@ def stage(name: str, fn, refresh: bool):  # noqa: ANN001, ANN201
     return value
 
 
+def per_cpu_second(fn, images: list[np.ndarray]) -> dict:  # noqa: ANN001
+    """Images per CPU second of this process (one thread: what the work costs, whatever else the machine runs)
+    and per wall second, after one warm-up call."""
+    fn(images[0])
+    c0, w0 = time.process_time(), time.perf_counter()
+    for im in images:
+        fn(im)
+    return {"images_per_cpu_s": len(images) / (time.process_time() - c0),
+            "images_per_wall_s": len(images) / (time.perf_counter() - w0)}
+
+
 def speed_and_memory(args: argparse.Namespace) -> tuple[dict, dict]:
+    """Throughput at 512² of each variant and of the reference-style pipeline (same process, one thread), and
+    peak RSS identifying one image."""
+    import torch
+
     from modelprint.methods import load_method
 
-    speeds, rss = {}, {}
-    for v in ("base", "g2"):
-        method = load_method("learned", **VARIANTS[v])
-        speeds[v] = stage(f"speed-{v}", lambda m=method: speed(m, args.seed), args.refresh)
-        rss[v] = stage(f"rss-{v}", lambda v=v: peak_rss(VARIANTS[v], args.seed), args.refresh)
+    rng = np.random.default_rng(args.seed)
+    images = [rng.random((512, 512, 3), dtype=np.float32) for _ in range(6)]
+
+    def measure() -> dict:
+        denoiser = dncnn17().eval().to(memory_format=torch.channels_last)
+        encoder = resnet50().eval().to(memory_format=torch.channels_last)
+        out = {"reference": per_cpu_second(lambda im: reference_embed(im, denoiser, encoder), images[:3])}
+        for v in ("base", "g2"):
+            m = load_method("learned", **VARIANTS[v])
+            out[v] = per_cpu_second(lambda im, m=m: m.embed([im]), images)
+            out[v]["speedup_cpu"] = out[v]["images_per_cpu_s"] / out["reference"]["images_per_cpu_s"]
+        out["threads"] = torch.get_num_threads()
+        return out
+
+    speeds = stage("speed", measure, args.refresh)
+    rss = {v: stage(f"rss-{v}", lambda v=v: peak_rss(VARIANTS[v], args.seed), args.refresh) for v in ("base", "g2")}
     return speeds, rss
 
 
@@ -143,63 +182,65 @@ def main() -> None:  # noqa: C901
     labels = ds.labels
     select_on, report_on = class_split(labels, args.seed)
     halves = {"select_half": select_on, "report_half": report_on}
-    emb = {(v, d): load(v, d) for v in VARIANTS for d in ["clean", *ROBUST]}
+    emb = {(v, d): load(v, d, len(ds)) for v in VARIANTS for d in ["clean", *ROBUST]}
     emb = {k: e for k, e in emb.items() if e is not None}
     out: dict = {"n_classes": len(ds.classes), "n_images": len(ds), "support": args.support, "seed": args.seed,
                  "variants": VARIANTS, "selection": {"select_on_classes": sorted(select_on),
                                                      "report_on_classes": sorted(report_on)},
-                 "measured": sorted(f"{v}:{d}" for v, d in emb), "levers": {}, "robustness": {}}
-    # 1. inference levers on clean images (chosen on the selection half: must not lose clean accuracy)
+                 "measured": {f"{v}:{d}": len(complete(labels, e)) for (v, d), e in emb.items()},
+                 "levers": {}, "robustness": {}, "open_set": {}}
+    base = emb.get(("base", "clean"))
+    # 1. inference levers on clean images, compared with the base on the classes both have embedded
     for v in VARIANTS:
         if (v, "clean") in emb:
             x = emb[v, "clean"]
             out["levers"][f"learned {v}"] = {"all": run(x, labels, None, args.seed, args.support),
-                                             **{h: run(x, labels, k, args.seed, args.support, n_boot=0)["accuracy"]
+                                             **{h: run(x, labels, k, args.seed, args.support, n_boot=0, also=(base,))
                                                 for h, k in halves.items()}}
-    base = out["levers"].get("learned base")
-    eligible = [n for n, r in out["levers"].items()
-                if base and r["select_half"] >= base["select_half"] - 0.01]
-    # 2. adaptations on the base embeddings: clean, and clean support / JPEG q75 queries
-    for a in ADAPT:
-        if ("base", "clean") in emb:
-            x = emb["base", "clean"]
-            row = {"all": run(x, labels, None, args.seed, args.support, adapt=a),
-                   **{h: run(x, labels, k, args.seed, args.support, adapt=a, n_boot=0)["accuracy"]
-                      for h, k in halves.items()}}
-            if ("base", "jpeg75") in emb:
-                row["jpeg75 queries, select_half"] = run(x, labels, select_on, args.seed, args.support,
-                                                         q=emb["base", "jpeg75"], adapt=a, n_boot=0)["accuracy"]
-            out["levers"][f"adaptation {a}"] = row
-    adapt_rows = {a: out["levers"][f"adaptation {a}"] for a in ADAPT if f"adaptation {a}" in out["levers"]}
-    chosen_adapt = "none"
-    if adapt_rows:
-        best = max(adapt_rows, key=lambda a: adapt_rows[a]["select_half"])
-        jq = "jpeg75 queries, select_half"
-        if adapt_rows[best]["select_half"] > adapt_rows["none"]["select_half"] and \
-                adapt_rows[best].get(jq, 1) >= adapt_rows["none"].get(jq, 0):
-            chosen_adapt = best
-    out["chosen"] = {"adaptation": chosen_adapt, "variants_not_worse_on_select_half": eligible}
-    # 3. robustness: every image degraded, and clean support with degraded queries
-    for v in VARIANTS:
+    ref = out["levers"].get("learned base", {}).get("select_half", {}).get("accuracy")
+    eligible = [n for n, r in out["levers"].items() if ref is not None and r["select_half"]["accuracy"] >= ref - 0.01]
+    # 2. adaptations: clean, and clean support with JPEG q75 queries
+    for v in ("base", "g2"):
         if (v, "clean") not in emb:
             continue
+        x, q = emb[v, "clean"], emb.get((v, "jpeg75"))
+        for a in ADAPT:
+            row = {"all": run(x, labels, None, args.seed, args.support, adapt=a),
+                   **{h: run(x, labels, k, args.seed, args.support, adapt=a, n_boot=0) for h, k in halves.items()}}
+            if q is not None:
+                row["jpeg75 queries, select_half"] = run(x, labels, select_on, args.seed, args.support, q=q, adapt=a,
+                                                         n_boot=0)
+            out["levers"][f"{v} + adaptation {a}"] = row
+    chosen = {}
+    for v in ("base", "g2"):
+        rows = {a: out["levers"][f"{v} + adaptation {a}"] for a in ADAPT if f"{v} + adaptation {a}" in out["levers"]}
+        if not rows:
+            continue
+        best = max(rows, key=lambda a: rows[a]["select_half"]["accuracy"])
+        jq = "jpeg75 queries, select_half"
+        no_worse = jq not in rows[best] or rows[best][jq]["accuracy"] >= rows["none"][jq]["accuracy"]
+        chosen[v] = best if rows[best]["select_half"]["accuracy"] > rows["none"]["select_half"]["accuracy"] \
+            and no_worse else "none"
+    out["chosen"] = {"adaptation": chosen, "variants_not_worse_on_select_half": eligible}
+    # 3. robustness: every image degraded, and clean support with degraded queries
+    for v in VARIANTS:
         for d in ROBUST:
-            if (v, d) in emb:
-                for a in sorted({"none", chosen_adapt}):
+            if (v, "clean") in emb and (v, d) in emb:
+                for a in sorted({"none", chosen.get(v, "none")}):
                     out["robustness"][f"{v} | {d} | {a}"] = {
                         "both degraded": run(emb[v, d], labels, None, args.seed, args.support, adapt=a),
                         "clean support, degraded queries": run(emb[v, "clean"], labels, None, args.seed, args.support,
                                                                q=emb[v, d], adapt=a)}
     # 4. open set: rules chosen on the selection half, reported on the other
-    out["open_set"] = {}
-    if ("base", "clean") in emb:
-        for a in sorted({"none", chosen_adapt}):
-            x = emb["base", "clean"]
-            sel = open_set(x, labels, select_on, args.seed, args.support, a)
-            rep = open_set(x, labels, report_on, args.seed, args.support, a)
-            full = open_set(x, labels, None, args.seed, args.support, a)
-            rule = max(sel, key=lambda r: sel[r]["auroc"])
-            out["open_set"][a] = {"select_half": sel, "report_half": rep, "all": full, "chosen_rule": rule}
+    for v in ("base", "g2"):
+        if (v, "clean") in emb:
+            x = emb[v, "clean"]
+            for a in sorted({"none", chosen.get(v, "none")}):
+                sel, rep, full = (open_set(x, labels, k, args.seed, args.support, a)
+                                  for k in (select_on, report_on, None))
+                rule = max(sel, key=lambda r: sel[r]["auroc"])
+                out["open_set"][f"{v} + adaptation {a}"] = {"select_half": sel, "report_half": rep, "all": full,
+                                                            "chosen_rule": rule}
     # 5. speed and memory
     if not args.skip_speed:
         out["speed"], out["peak_rss"] = speed_and_memory(args)
@@ -216,27 +257,36 @@ def markdown(out: dict, path: Path, args: argparse.Namespace) -> str:
     md = [f"## Using the shipped extractor well (`python benchmarks/bench_realworld_use.py --seed {args.seed}`)\n",
           f"{out['n_classes']} classes of `shared/realworld`, {out['n_images']} images, support {args.support}; levers "
           f"chosen on half of the classes ({', '.join(out['selection']['select_on_classes'])}) and reported on the "
-          f"other half too. Embeddings cached by `benchmarks/realworld_cache.py`; cells not listed were not measured "
-          f"(measured: {', '.join(out['measured'])}). Result: `{path.relative_to(path.parents[1])}`.\n",
-          "| lever (clean images) | identification [95% CI] | AUC | select half | report half "
-          "| JPEG q75 queries, clean support, select half |",
-          "|---|---|---|---|---|---|"]
+          f"other half too. Embeddings cached by `benchmarks/realworld_cache.py` (selection-half classes first, "
+          f"resumable); where a pass is unfinished, a row uses the classes embedded (its `classes` column). Classes "
+          f"embedded per pass: {', '.join(f'{k} {n}' for k, n in out['measured'].items())}. "
+          f"Result: `{path.relative_to(path.parents[1])}`.\n",
+          "| lever (clean images) | classes | identification [95% CI] | AUC | select half (classes) "
+          "| report half (classes) | JPEG q75 queries, clean support, select half |",
+          "|---|---|---|---|---|---|---|"]
+
+    def half(r: dict | None) -> str:
+        return "—" if r is None or not r.get("n_classes") else f"{r['accuracy']:.3f} ({r['n_classes']})"
+
     for name, r in out["levers"].items():
-        md.append(f"| {name} | {acc(r['all'])} | {r['all']['auc']:.3f} | {r['select_half']:.3f} | "
-                  f"{r['report_half']:.3f} | {r.get('jpeg75 queries, select_half', float('nan')):.3f} |")
+        md.append(f"| {name} | {r['all']['n_classes']} | {acc(r['all'])} | {r['all']['auc']:.3f} | "
+                  f"{half(r['select_half'])} | {half(r['report_half'])} | "
+                  f"{half(r.get('jpeg75 queries, select_half'))} |")
     eligible = ", ".join(out["chosen"]["variants_not_worse_on_select_half"]) or "none"
-    md.append(f"\nAdaptation kept: **{out['chosen']['adaptation']}**; inference variants not worse than the base on "
-              f"the select half (within 0.01): {eligible}.\n")
+    md.append(f"\nAdaptation kept (best on the select half, only if it beats none there and does not lose on JPEG "
+              f"q75 queries): {out['chosen']['adaptation']}; inference variants not worse than the base on the select "
+              f"half (within 0.01, same classes): {eligible}.\n")
     if out["robustness"]:
-        md += ["| variant | images | adaptation | both degraded: identification | AUC "
+        md += ["| variant | images | adaptation | classes | both degraded: identification | AUC "
                "| clean support, degraded queries: identification | AUC |",
-               "|---|---|---|---|---|---|---|"]
+               "|---|---|---|---|---|---|---|---|"]
         for key, r in out["robustness"].items():
             v, d, a = key.split(" | ")
             b, q = r["both degraded"], r["clean support, degraded queries"]
-            md.append(f"| {v} | {d} | {a} | {acc(b)} | {b['auc']:.3f} | {acc(q)} | {q['auc']:.3f} |")
+            md.append(f"| {v} | {d} | {a} | {q['n_classes']} | {acc(b)} | {b['auc']:.3f} | {acc(q)} | {q['auc']:.3f} |")
     for a, r in out.get("open_set", {}).items():
-        md += [f"\nOpen set (adaptation {a}; {OPEN_DRAWS} draws of support and unknown classes, 25% of the classes "
+        n = r["all"]["max_cosine"]["n_classes"]
+        md += [f"\nOpen set ({a}, {n} classes; {OPEN_DRAWS} draws of support and unknown classes, 25% of the classes "
                f"unknown; mean ± sd): rule chosen on the select half: **{r['chosen_rule']}**.\n",
                "| rule | AUROC select half | AUROC report half | AUROC all classes | OSCR all classes |",
                "|---|---|---|---|---|"]
@@ -244,14 +294,17 @@ def markdown(out: dict, path: Path, args: argparse.Namespace) -> str:
             cells = [f"{r[h][rule]['auroc']:.3f} ± {r[h][rule]['auroc_sd']:.3f}"
                      for h in ("select_half", "report_half", "all")]
             md.append(f"| {rule} | {' | '.join(cells)} | {r['all'][rule]['oscr']:.3f} |")
-    for v, s in out.get("speed", {}).items():
-        rss = out["peak_rss"][v]
-        md.append(f"\nSpeed at 512², learned {v}: {s['ours_images_per_s']:.2f} images/s vs "
-                  f"{s['reference_images_per_s']:.2f} for the reference-style pipeline in the same run "
-                  f"(**{s['speedup']:.1f}×**), "
-                  f"{out['machine']['threads']} thread(s). Peak RSS identifying one image: 512²: "
-                  f"{rss['512'].get('peak_rss_mb', float('nan')):.0f} MB; 4096²: "
-                  f"{rss['4096'].get('peak_rss_mb', float('nan')):.0f} MB {rss['4096'].get('failed', '')}.")
+    sp = out.get("speed")
+    if sp:
+        ref = sp["reference"]["images_per_cpu_s"]
+        md.append(f"\nSpeed at 512², one thread, in images per CPU second (the machine is shared, so wall time "
+                  f"measures the other jobs too): reference-style pipeline {ref:.2f}.")
+        for v in ("base", "g2"):
+            rss = out["peak_rss"][v]
+            md.append(f"learned {v}: {sp[v]['images_per_cpu_s']:.2f} (**{sp[v]['speedup_cpu']:.1f}×** the "
+                      f"reference); peak RSS of a process identifying one 512² image "
+                      f"{rss['512'].get('peak_rss_mb', float('nan')):.0f} MB, one 4096² image "
+                      f"{rss['4096'].get('peak_rss_mb', float('nan')):.0f} MB {rss['4096'].get('failed', '')}.")
     return "\n".join(md) + "\n"
 
 

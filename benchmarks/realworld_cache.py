@@ -1,8 +1,10 @@
 """Embeddings of ../shared/realworld (classes with ≥ 8 images) per method variant and degradation, cached on disk.
 
 ``python benchmarks/realworld_cache.py --jobs base:clean g2:jpeg75 ...`` embeds what is not cached yet, saving every
-few images, so a killed run resumes where it stopped. The cache lives in ``out/realworld_use/`` (never committed);
-each file records the method's tag, and a cache made by another method version is recomputed.
+few images, so a killed run resumes where it stopped; the classes of the selection half (the split of
+bench_extractor_realworld.py) come first, so levers can be chosen before a slow pass ends. The cache lives in
+``out/realworld_use/`` (never committed); each file records the method's tag, and a cache made by another method
+version is recomputed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_extractor_realworld import class_split
 from common import BENCH_DIR, shared_dir
 from modelprint.io import Dataset, load_image
 from modelprint.io.degrade import jpeg, resize
@@ -45,43 +48,53 @@ def cache_path(variant: str, degradation: str) -> Path:
     return CACHE / f"emb-{variant}-{degradation}.npz"
 
 
-def load(variant: str, degradation: str) -> np.ndarray | None:
-    """The cached embeddings (all images) or ``None`` when not (fully) computed."""
+def _read(p: Path) -> tuple[list[int], list[np.ndarray], str, float]:
+    z = np.load(p)
+    index = z["index"].tolist() if "index" in z else list(range(len(z["vectors"])))
+    return index, list(z["vectors"]), str(z["tag"]), float(z["seconds"])
+
+
+def load(variant: str, degradation: str, n: int) -> np.ndarray | None:
+    """The cached embeddings ``(n, d)`` in dataset order, NaN rows where not computed yet; ``None`` if none."""
     p = cache_path(variant, degradation)
     if not p.exists():
         return None
-    z = np.load(p)
-    return z["vectors"] if bool(z["complete"]) else None
+    index, vectors, _, _ = _read(p)
+    if not index:
+        return None
+    out = np.full((n, len(vectors[0])), np.nan, dtype=np.float32)
+    out[index] = np.asarray(vectors)
+    return out
 
 
-def compute(variant: str, degradation: str, paths: list[Path], save_every: int = 25) -> np.ndarray:
+def compute(variant: str, degradation: str, paths: list[Path], order: list[int], save_every: int = 25) -> None:
     method = load_method("learned", **VARIANTS[variant])
     p = cache_path(variant, degradation)
+    index: list[int] = []
     done: list[np.ndarray] = []
     seconds = 0.0
     if p.exists():
-        z = np.load(p)
-        if str(z["tag"]) == method.tag:
-            done, seconds = list(z["vectors"]), float(z["seconds"])
-            if bool(z["complete"]):
-                return np.asarray(z["vectors"])
+        cached_index, cached, tag, cached_seconds = _read(p)
+        if tag == method.tag:
+            index, done, seconds = cached_index, cached, cached_seconds
     p.parent.mkdir(parents=True, exist_ok=True)
 
-    def save(complete: bool) -> None:
+    def save() -> None:
         tmp = p.with_suffix(".tmp.npz")
-        np.savez(tmp, vectors=np.asarray(done, dtype=np.float32), tag=method.tag, complete=complete, seconds=seconds)
+        np.savez(tmp, vectors=np.asarray(done, dtype=np.float32), index=np.asarray(index, dtype=np.int64),
+                 tag=method.tag, seconds=seconds)
         tmp.replace(p)
 
-    for i in range(len(done), len(paths)):
+    todo = [i for i in order if i not in set(index)]
+    for k, i in enumerate(todo, start=1):
         img = degrade(load_image(paths[i]), DEGRADATIONS[degradation])
         t0 = time.perf_counter()
         done.append(method.embed([img])[0])
+        index.append(i)
         seconds += time.perf_counter() - t0
-        if (i + 1) % save_every == 0:
-            save(False)
-            print(f"{variant}:{degradation} {i + 1}/{len(paths)} {seconds:.0f}s", flush=True)
-    save(True)
-    return np.asarray(done)
+        if k % save_every == 0 or k == len(todo):
+            save()
+            print(f"{variant}:{degradation} {len(index)}/{len(paths)} {seconds:.0f}s", flush=True)
 
 
 def main() -> None:
@@ -89,10 +102,12 @@ def main() -> None:
     parser.add_argument("--jobs", nargs="+", required=True, help="variant:degradation pairs, in order")
     args = parser.parse_args()
     ds = dataset()
+    first, _ = class_split(ds.labels, 0)
+    order = sorted(range(len(ds)), key=lambda i: (ds.labels[i] not in first, i))
     for job in args.jobs:
         variant, degradation = job.split(":")
         t0 = time.perf_counter()
-        compute(variant, degradation, ds.paths)
+        compute(variant, degradation, ds.paths, order)
         print(json.dumps({"job": job, "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
 
 

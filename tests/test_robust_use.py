@@ -98,7 +98,7 @@ def test_within_class_whitening_removes_a_nuisance_direction() -> None:
 def test_rejection_rules_are_all_reported_and_margin_prefers_a_clear_winner() -> None:
     x, labels = _clusters()
     rules = evaluate_embeddings(x, labels, support=5, n_boot=0).open_set.rules
-    assert set(rules) == set(REJECTION_RULES.names()) >= {"max_cosine", "margin", "calibrated", "knn"}
+    assert set(rules) == set(REJECTION_RULES.names()) >= {"max_cosine", "margin", "calibrated", "knn", "znorm", "tnorm"}
     assert all(0.0 <= r["open_set_auroc"] <= 1.0 and 0.0 <= r["oscr"] <= 1.0 for r in rules.values())
     assert rules["max_cosine"]["open_set_auroc"] == evaluate_embeddings(x, labels, support=5, n_boot=0).open_set.auroc
     rule = REJECTION_RULES.create("margin").fit(np.eye(3), np.arange(3))

@@ -90,6 +90,35 @@ class Calibrated(RejectionRule):
         return (sims[np.arange(len(sims)), best] - self.mu_[best]) / self.sd_[best]
 
 
+@REJECTION_RULES.register("znorm")
+class ZNorm(RejectionRule):
+    """Per-model impostor normalisation (Z-norm): the best similarity as a z-score of the similarities of the
+    *other* models' support images to that model's prototype (how high an impostor scores there)."""
+
+    def fit(self, support: np.ndarray, codes: np.ndarray) -> ZNorm:
+        super().fit(support, codes)
+        sims = self.support_ @ self.prototypes_.T
+        impostor = [sims[self.codes_ != c, c] for c in range(len(self.prototypes_))]
+        self.mu_ = np.array([i.mean() for i in impostor])
+        self.sd_ = np.array([max(float(i.std()), 1e-6) for i in impostor])
+        return self
+
+    def score(self, sims: np.ndarray, x: np.ndarray) -> np.ndarray:
+        z = (sims - self.mu_) / self.sd_
+        return z.max(axis=1)
+
+
+@REJECTION_RULES.register("tnorm")
+class TNorm(RejectionRule):
+    """Query normalisation (T-norm): the best similarity as a z-score of the query's similarities to the other
+    prototypes, so a query that resembles every model a little scores low."""
+
+    def score(self, sims: np.ndarray, x: np.ndarray) -> np.ndarray:
+        top = np.sort(sims, axis=1)
+        rest = top[:, :-1]
+        return (top[:, -1] - rest.mean(axis=1)) / np.maximum(rest.std(axis=1), 1e-6)
+
+
 @REJECTION_RULES.register("knn")
 class NearestEnrolled(RejectionRule):
     """Density of the enrolled images: mean cosine similarity to the ``k`` most similar support images."""
