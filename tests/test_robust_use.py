@@ -106,6 +106,12 @@ def test_rejection_rules_are_all_reported_and_margin_prefers_a_clear_winner() ->
     assert scores[0] > scores[1]
 
 
+def test_tnorm_prefers_a_query_that_resembles_one_model_only() -> None:
+    rule = REJECTION_RULES.create("tnorm").fit(np.eye(3), np.arange(3))
+    scores = rule.score(np.array([[0.9, 0.1, 0.0], [0.9, 0.8, 0.7]]), np.zeros((2, 3)))
+    assert scores[0] > scores[1]
+
+
 def test_calibrated_rule_scores_each_model_against_its_own_spread() -> None:
     support = np.array([[1, 0, 0], [0.99, 0.14, 0], [0.99, -0.14, 0], [0, 1, 0], [0.6, 0.8, 0], [-0.6, 0.8, 0]])
     rule = REJECTION_RULES.create("calibrated", prior=0.0).fit(support / np.linalg.norm(support, axis=1)[:, None],
