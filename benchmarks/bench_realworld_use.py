@@ -284,6 +284,18 @@ def markdown(out: dict, path: Path, args: argparse.Namespace) -> str:
             v, d, a = key.split(" | ")
             b, q = r["both degraded"], r["clean support, degraded queries"]
             md.append(f"| {v} | {d} | {a} | {q['n_classes']} | {acc(b)} | {b['auc']:.3f} | {acc(q)} | {q['auc']:.3f} |")
+    cols = [(k, r) for k in ("g2 | jpeg75 | none", "g2 | resize0.5 | none") if (r := out["robustness"].get(k))]
+    clean = out["levers"].get("learned g2", {}).get("all", {}).get("per_class_accuracy")
+    if clean and cols:
+        heads = " | ".join(f"{k.split(' | ')[1]}: {side}" for k, _ in cols for side in ("both", "clean support"))
+        md += [f"\nPer-class identification, learned g2 (clean | {heads}):\n",
+               "| class | clean | " + " | ".join("" for _ in range(2 * len(cols) - 1)) + " |",
+               "|---|---|" + "---|" * (2 * len(cols))]
+        md[-2] = f"| class | clean | {heads} |"
+        for c, v in clean.items():
+            cells = [r[side]["per_class_accuracy"].get(c) for _, r in cols
+                     for side in ("both degraded", "clean support, degraded queries")]
+            md.append(f"| {c} | {v:.2f} | " + " | ".join("—" if x is None else f"{x:.2f}" for x in cells) + " |")
     for a, r in out.get("open_set", {}).items():
         n = r["all"]["max_cosine"]["n_classes"]
         md += [f"\nOpen set ({a}, {n} classes; {OPEN_DRAWS} draws of support and unknown classes, 25% of the classes "
