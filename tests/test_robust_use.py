@@ -3,6 +3,7 @@ block-capped residual and mirror test-time augmentation (issue 15)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,23 @@ def test_tile_grid_caps_the_residual_and_small_images_run_whole(learned_pair) ->
     mirrored = np.ascontiguousarray(small[:, ::-1])
     assert np.allclose(capped.embed([small]), capped.embed([mirrored]), atol=1e-6)  # mirror TTA: mirror-invariant
     assert not np.allclose(whole.embed([small]), whole.embed([mirrored]), atol=1e-4)
+
+
+def test_a_gallery_enrolled_with_the_old_whole_image_default_is_refused(tmp_path: Path) -> None:
+    from modelprint.api import identify
+    from modelprint.errors import GalleryError
+    from modelprint.gallery import Gallery
+    from modelprint.methods import load_method
+
+    old = load_method("learned", tile_grid=0)
+    assert load_method("learned").version != old.version
+    query = tmp_path / "q.png"
+    Image.fromarray(natural_like(64, 64, seed=5)).save(query)
+    rng = np.random.default_rng(0)
+    with Gallery(tmp_path / "g.sqlite") as g:
+        for name in ("a", "b"):
+            hashes = [f"{name}{i}".encode().hex().ljust(64, "0") for i in range(2)]
+            g.add_embeddings(name, rng.normal(size=(2, 256)).astype(np.float32), hashes,
+                             [f"{name}0.png", f"{name}1.png"], old.name, old.version)
+        with pytest.raises(GalleryError, match=f"holds no learned@.*g2b128.*it holds: {re.escape(old.tag)}"):
+            identify(g, [query])
