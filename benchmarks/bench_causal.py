@@ -4,8 +4,8 @@ a JPEG format control, invariance and leakage, anonymization with transfer, and 
 **Zoo.** The generators of a built zoo (`--zoo`, `--models` to restrict; the shared autoencoder is not one), each
 model's first `--val` samples a validation split (learned fusion weights are fit there and nowhere else) and the next
 `--test` its test images (identification with `--support` support images, verification AUC, 95% bootstrap intervals
-over queries). The models are split in two, per family, by a seeded hash order (alternately): the **test classes**,
-on which every method is evaluated, and the **pair models**, whose redrawings of shared contents
+over queries). The models are split in two (ordered by family, then by a seeded hash; alternately): the **test
+classes**, on which every method is evaluated, and the **pair models**, whose redrawings of shared contents
 (:func:`modelprint.causal.pairs.build_pairs`: SDEdit for diffusion models, projection for GANs, decoding for VAEs)
 train the decoupler. Flows cannot redraw content, so they are always test classes. The decoupler never sees a test
 class, a test image, or a content of the invariance tables.
@@ -53,7 +53,7 @@ from bench_anonymize_demo import run_attack
 from bench_views import VIEWS, costs, fuse
 
 from bench_extractor_realworld import embed_all, protocol
-from common import fmt_ci, machine, shared_dir, update_readme_section, write_result
+from common import RESULTS_DIR, fmt_ci, machine, shared_dir, update_readme_section, write_result
 from modelprint.atomic import write_bytes, write_text
 from modelprint.causal.anonymize import Anonymizer, GalleryJudge
 from modelprint.causal.decoupler import CausalDecoupler
@@ -126,14 +126,13 @@ def zoo_data(root: Path, only: list[str], n_val: int, n_test: int) -> tuple[dict
 
 
 def split_models(entries: dict, seed: int) -> tuple[list[str], list[str]]:
-    """(test classes, pair models): per family, in seeded hash order, alternately (the first a test class)."""
-    test, pairs = [], []
-    for fam in sorted({e["family"] for e in entries.values()}):
-        members = sorted((n for n, e in entries.items() if e["family"] == fam),
-                         key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())
-        for i, n in enumerate(members):
-            (test if i % 2 == 0 or entries[n]["kind"] == "flow" else pairs).append(n)
-    return sorted(test), sorted(pairs)
+    """(test classes, pair models): the models that can redraw, ordered by family then a seeded hash, alternately a
+    test class and a pair model (the first a test class), so a family of several falls on both sides; flows are
+    test classes."""
+    order = sorted((n for n, e in entries.items() if e["kind"] != "flow"),
+                   key=lambda n: (entries[n]["family"], hashlib.sha256(f"{seed}:{n}".encode()).hexdigest()))
+    pairs = order[1::2]
+    return sorted(n for n in entries if n not in pairs), sorted(pairs)
 
 
 def realworld_data(folder: Path, n_val: int, cap: int, crop: int, max_classes: int) -> tuple[dict, dict]:
@@ -220,8 +219,8 @@ def invariance(emb: dict, models: np.ndarray, contents: np.ndarray, held: np.nda
 
 
 # --------------------------------------------------------------------------------------------------- anonymization
-def anonymize(methods: dict, store: Embeddings, val: dict, test: dict, weights: tuple, args: argparse.Namespace,
-              work: Path) -> dict:
+def anonymize(methods: dict, store: Embeddings, val: dict, test: dict, weights: tuple, entries: dict,
+              args: argparse.Namespace, work: Path) -> dict:
     targets = {"fused-equal": [(v, 1.0) for v in VIEWS]}
     kept = [(v, w) for v, w in zip(VIEWS, weights, strict=True) if w > 0]
     if any(why_not_differentiable(methods[v]) is None for v, _ in kept):
@@ -237,6 +236,9 @@ def anonymize(methods: dict, store: Embeddings, val: dict, test: dict, weights: 
             galleries[v] = Gallery(Path(tmp) / f"{v}.sqlite")
             enroll(galleries[v], methods[v], val_emb[v], val)
         attributors = {v: GalleryAttributor(g, methods[v]) for v, g in galleries.items()}
+        probe = white_box_probe(args.zoo, entries, val, args.seed)
+        out["probe"] = None if probe is None else {"candidates": list(probe.candidates), "probe": "SpectralProbe (1 "
+                                                   "step, default)", "classifier": probe.classifier}
         for tname, views in targets.items():
             fused = FusedMethod(views=views, params={v: params[v] for v, _ in views})
             held = [v for v, _ in views if why_not_differentiable(methods[v])]
@@ -256,8 +258,15 @@ def anonymize(methods: dict, store: Embeddings, val: dict, test: dict, weights: 
                         rec["transfer"] = transfer_rates(attributors, pgd["_originals"], pgd["_pixels"],
                                                          pgd["_sources"]) if pgd["_pixels"] else {}
                         rec["wall_seconds"] = time.perf_counter() - t0
+                        buf = io.BytesIO()
+                        np.savez(buf, pixels=np.stack(pgd["_pixels"] or [np.zeros((0,))]),
+                                 originals=np.stack(pgd["_originals"] or [np.zeros((0,))]),
+                                 sources=np.asarray(pgd["_sources"], dtype=str))
+                        write_bytes(path.with_suffix(".npz"), buf.getvalue())
                         write_text(path, json.dumps(rec, indent=1))
                     rec = json.loads(path.read_text())
+                    if probe is not None:
+                        rec["transfer"] |= probe_transfer(probe, path.with_suffix(".npz"))
                     rec["meets_target"] = bool(rec["success"] >= 0.9 and (rec["psnr"] or 0) >= 40)
                     entry["by_epsilon"][f"{e}/255"] = rec
                     print(f"anonymize {tname} {e}/255: success {rec['success']:.2f} psnr {rec['psnr']}", flush=True)
@@ -266,6 +275,34 @@ def anonymize(methods: dict, store: Embeddings, val: dict, test: dict, weights: 
         for g in galleries.values():
             g.close()
     return out
+
+
+def white_box_probe(zoo: Path, entries: dict, val: dict, seed: int):  # noqa: ANN201
+    """A :class:`~modelprint.probes.ProbeAttributor` over the diffusion test classes (candidates = those models),
+    fit on their validation images; ``None`` with fewer than 2 diffusion test classes."""
+    from modelprint.probes import ProbeAttributor
+    from modelprint.probes.workflow import load_candidates
+
+    names = [m for m in val if entries[m]["kind"] == "diffusion"]
+    if len(names) < 2:
+        return None
+    candidates = load_candidates([f"{m}={m}" for m in names], zoo=zoo)
+    return ProbeAttributor(candidates, seed=seed).fit(np.stack([x for m in names for x in val[m]]),
+                                                      [m for m in names for _ in val[m]])
+
+
+def probe_transfer(probe, path: Path) -> dict:  # noqa: ANN001
+    """The probe's source rate before and after on the anonymized images (cached beside ``path``) whose source is
+    one of its candidates."""
+    cache = path.with_suffix(".probe.json")
+    if not cache.is_file():
+        z = np.load(path)
+        keep = np.isin(z["sources"], list(probe.candidates))
+        rates = transfer_rates({"p": probe}, list(z["originals"][keep]), list(z["pixels"][keep]),
+                               list(z["sources"][keep]))["p"] if keep.any() else None
+        write_text(cache, json.dumps({} if rates is None else
+                                     {"probe (white-box; diffusion sources only)": rates | {"n": int(keep.sum())}}))
+    return json.loads(cache.read_text())
 
 
 def enroll(gallery: Gallery, method, vectors: dict[str, np.ndarray], images: dict[str, list[np.ndarray]]) -> None:  # noqa: ANN001
@@ -323,7 +360,11 @@ def main() -> None:
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-readme", action="store_true")
+    ap.add_argument("--readme-only", action="store_true", help="rewrite the README section from results/causal.json")
     args = ap.parse_args()
+    if args.readme_only:
+        update_readme_section("causal", readme(json.loads((RESULTS_DIR / "causal.json").read_text())))
+        return
     if args.quick:
         args.workdir = args.workdir or Path("out/bench-causal/quick")
         args.zoo = args.workdir / "zoo"
@@ -355,7 +396,8 @@ def main() -> None:
               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "versions": {v: m.tag for v, m in methods.items()},
               "zoo": {"models": list(entries), "test_classes": test_classes, "pair_models": pair_models,
-                      "split": "per family in seeded hash order, alternately test class / pair model (flows: test)",
+                      "split": "models ordered by family then seeded hash, alternately test class / pair model; "
+                               "flows: test",
                       "held_out_contents": held.tolist(), "contents": int(len(np.unique(pcontents))),
                       "model_files": {n: entries[n]["files"] for n in entries}},
               "realworld": {"classes": list(rval), "crop": args.rw_crop}, "conditions": {}}
@@ -391,7 +433,7 @@ def main() -> None:
         result["conditions"][cond] = entry
     weights = tuple(result["conditions"]["clean"]["zoo"]["learned_weights"].values())
     result["anonymization"] = anonymize(methods, store, {m: zval[m] for m in test_classes},
-                                        {m: ztest[m] for m in test_classes}, weights, args, args.workdir)
+                                        {m: ztest[m] for m in test_classes}, weights, entries, args, args.workdir)
     result["cost"] = {"views_seconds_per_image": costs(methods, args.seed, sides=(32, 256)),
                       "residual_seconds_per_tile": residual_costs(methods, args.zoo, entries, args.seed)}
     result["seconds"] = round(time.perf_counter() - t_start, 1)
@@ -420,8 +462,8 @@ def readme(r: dict) -> str:
     out = [f"## Causal fingerprints: views, fusion, decoupling, format control, anonymization (`{cmd}`)", "",
            f"`results/causal.json`. Zoo models present: {', '.join(z['models'])}. Test classes (every method is "
            f"evaluated on these): {', '.join(z['test_classes'])}; pair models (their redrawings of {z['contents']} "
-           f"contents train the decoupler; never a test class): {', '.join(z['pair_models'])} (split "
-           f"{z['split']}). Per test class {s['val']} validation images (fusion weights) and {s['test']} test "
+           f"contents train the decoupler; never a test class): {', '.join(z['pair_models'])} "
+           f"(split: {z['split']}). Per test class {s['val']} validation images (fusion weights) and {s['test']} test "
            f"images, support {s['support']}. Real-world: {len(r['realworld']['classes'])} classes of "
            f"shared/realworld, {s['rw_val']} validation and up to {s['rw_cap'] - s['rw_val']} test images a class, "
            f"centre crop ≤ {s['rw_crop']}², support 5; its decoupler is fit on all zoo pairs. DIRE views at most "
