@@ -21,7 +21,7 @@ zoo pairs only (all pair cells of all models that can redraw).
 :class:`~modelprint.causal.decoupler.CausalDecoupler` on the five views' normalised embeddings concatenated: it
 standardises every feature, so view weights do not matter to it) and `decoupled-learned` (the same on `learned`).
 
-**Format control**: all of it again with every image (pairs included) re-encoded as JPEG at `--jpeg`.
+**Format control**: identification again with every image (pairs included) re-encoded as JPEG at `--jpeg`.
 **Invariance and leakage** (:func:`modelprint.causal.invariance.invariance_report`): on pair images of contents held
 out of the decoupler's fit (half, seeded), for the pair models and for the test classes that can redraw.
 **Anonymization**: untargeted PGD (`--anon-steps`, ε/4 steps) against the equal-weight fused fingerprint (and the
@@ -428,7 +428,8 @@ def main() -> None:
                      pm, [*pair_models, REAL])).sum())} for k, d in dec_zoo.items()},
                                 "realworld": {k: {"best_epoch": d.best_epoch_, "images": len(pm)}
                                               for k, d in dec_rw.items()}},
-                 "invariance": invariance(pe, pm, pc, is_held, groups, dec_zoo, args.n_boot, args.seed)}
+                 "invariance": (invariance(pe, pm, pc, is_held, groups, dec_zoo, args.n_boot, args.seed)
+                                if quality is None else "original files only")}
         entry["seconds"] = round(time.perf_counter() - t0, 1)
         result["conditions"][cond] = entry
     weights = tuple(result["conditions"]["clean"]["zoo"]["learned_weights"].values())
