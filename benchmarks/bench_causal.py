@@ -438,6 +438,11 @@ def main() -> None:
     result["cost"] = {"views_seconds_per_image": costs(methods, args.seed, sides=(32, 256)),
                       "residual_seconds_per_tile": residual_costs(methods, args.zoo, entries, args.seed)}
     result["seconds"] = round(time.perf_counter() - t_start, 1)
+    if not args.quick:
+        from modelprint.zoo.recipes import tier_recipes
+
+        missing = [r.name for r in tier_recipes("standard") if r.family != "autoencoder" and r.name not in entries]
+        result["partial"] = {"missing_standard_models": missing} if missing else False
     path = write_result("causal-quick" if args.quick else "causal", result)
     print(f"wrote {path}", flush=True)
     if not args.quick and not args.no_readme:
@@ -460,7 +465,10 @@ def _met(flag: bool) -> str:
 def readme(r: dict) -> str:
     s, z = r["settings"], r["zoo"]
     cmd = f"python benchmarks/bench_causal.py --zoo {s['zoo']} --seed {s['seed']}"
+    partial = r.get("partial")
     out = [f"## Causal fingerprints: views, fusion, decoupling, format control, anonymization (`{cmd}`)", "",
+           *([f"**Partial run**: the standard zoo was still being built; missing: "
+              f"{', '.join(partial['missing_standard_models'])}.", ""] if partial else []),
            f"`results/causal.json`. Zoo models present: {', '.join(z['models'])}. Test classes (every method is "
            f"evaluated on these): {', '.join(z['test_classes'])}; pair models (their redrawings of {z['contents']} "
            f"contents train the decoupler; never a test class): {', '.join(z['pair_models'])} "
