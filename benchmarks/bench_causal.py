@@ -464,7 +464,8 @@ def _met(flag: bool) -> str:
 
 def readme(r: dict) -> str:
     s, z = r["settings"], r["zoo"]
-    cmd = f"python benchmarks/bench_causal.py --zoo {s['zoo']} --seed {s['seed']}"
+    cmd = (f"python benchmarks/bench_causal.py --zoo {s['zoo']} --seed {s['seed']} --rw-cap {s['rw_cap']} "
+           f"--anon-per-model {s['anon_per_model']}")
     partial = r.get("partial")
     out = [f"## Causal fingerprints: views, fusion, decoupling, format control, anonymization (`{cmd}`)", "",
            *([f"**Partial run**: the standard zoo was still being built; missing: "
