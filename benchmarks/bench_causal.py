@@ -551,7 +551,9 @@ def readme(r: dict) -> str:
             "transfer: source rate before → after |", "|---|---|---|---|---|---|---|---|"]
     for tname, t in a["targets"].items():
         for eps, x in t["by_epsilon"].items():
-            tr = "; ".join(f"{v} {y['before']:.2f} → {y['after']:.2f}" for v, y in x["transfer"].items())
+            attacked = {v for v in t["views"] if v not in t["held_views"]}
+            tr = "; ".join(f"{v}{' (attacked)' if v in attacked else ''} {y['before']:.2f} → {y['after']:.2f}"
+                           for v, y in x["transfer"].items())
             psnr = "n/a" if x["psnr"] is None else f"{x['psnr']:.1f} ({x['min_psnr']:.1f})"
             out.append(f"| {tname} | {', '.join(t['held_views']) or 'none'} | {eps} | {x['success']:.2f} "
                        f"[{x['success_ci'][0]:.2f}, {x['success_ci'][1]:.2f}] ({x['attributed_before']}) | {psnr} | "
