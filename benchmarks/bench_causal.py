@@ -432,21 +432,28 @@ def main() -> None:
                                 if quality is None else "original files only")}
         entry["seconds"] = round(time.perf_counter() - t0, 1)
         result["conditions"][cond] = entry
+        save(result, args, entries, t_start, ["format control", "anonymization", "cost"][(quality is not None):])
     weights = tuple(result["conditions"]["clean"]["zoo"]["learned_weights"].values())
     result["anonymization"] = anonymize(methods, store, {m: zval[m] for m in test_classes},
                                         {m: ztest[m] for m in test_classes}, weights, entries, args, args.workdir)
+    save(result, args, entries, t_start, ["cost"])
     result["cost"] = {"views_seconds_per_image": costs(methods, args.seed, sides=(32, 256)),
                       "residual_seconds_per_tile": residual_costs(methods, args.zoo, entries, args.seed)}
-    result["seconds"] = round(time.perf_counter() - t_start, 1)
-    if not args.quick:
-        from modelprint.zoo.recipes import tier_recipes
-
-        missing = [r.name for r in tier_recipes("standard") if r.family != "autoencoder" and r.name not in entries]
-        result["partial"] = {"missing_standard_models": missing} if missing else False
-    path = write_result("causal-quick" if args.quick else "causal", result)
-    print(f"wrote {path}", flush=True)
+    save(result, args, entries, t_start, [])
     if not args.quick and not args.no_readme:
         update_readme_section("causal", readme(result))
+
+
+def save(result: dict, args: argparse.Namespace, entries: dict, t_start: float, pending: list[str]) -> None:
+    """Write the result so far; it is labelled partial while stages are pending or standard zoo models missing."""
+    from modelprint.zoo.recipes import tier_recipes
+
+    missing = [] if args.quick else [r.name for r in tier_recipes("standard")
+                                     if r.family != "autoencoder" and r.name not in entries]
+    result["partial"] = {"missing_standard_models": missing, "stages_pending": pending} if missing or pending else False
+    result["seconds"] = round(time.perf_counter() - t_start, 1)
+    path = write_result("causal-quick" if args.quick else "causal", result)
+    print(f"wrote {path}" + (" (partial)" if result["partial"] else ""), flush=True)
 
 
 def _table(rows: dict) -> list[str]:
@@ -469,7 +476,7 @@ def _acc(e: dict, name: str) -> float:
 def _reading(r: dict) -> list[str]:
     """The reading, sentence by sentence from the numbers (so a rerun cannot leave it stale)."""
     c = r["conditions"]
-    jp = next(k for k in c if k != "clean")
+    jp = next((k for k in c if k != "clean"), "clean")
     out = ["**Reading.**"]
     for where in ("zoo", "realworld"):
         e, j = c["clean"][where], c[jp][where]
@@ -477,10 +484,10 @@ def _reading(r: dict) -> list[str]:
         out.append(f"- {where}: best single view {t['best_single_view']} ({_acc(e, t['best_single_view']):.3f}); "
                    f"equal fusion {_acc(e, 'fused-equal'):.3f}, learned fusion {_acc(e, 'fused-learned'):.3f}, "
                    f"decoupled {_acc(e, 'decoupled'):.3f} (decoupled on `learned` alone "
-                   f"{_acc(e, 'decoupled-learned'):.3f}): the decoupling target is {_met(t['met'])}. With every "
-                   f"image re-encoded ({jp}): best view {tj['best_single_view']} "
-                   f"({_acc(j, tj['best_single_view']):.3f}), learned fusion {_acc(j, 'fused-learned'):.3f}, "
-                   f"decoupled {_acc(j, 'decoupled'):.3f}.")
+                   f"{_acc(e, 'decoupled-learned'):.3f}): the decoupling target is {_met(t['met'])}."
+                   + ("" if jp == "clean" else f" With every image re-encoded ({jp}): best view "
+                      f"{tj['best_single_view']} ({_acc(j, tj['best_single_view']):.3f}), learned fusion "
+                      f"{_acc(j, 'fused-learned'):.3f}, decoupled {_acc(j, 'decoupled'):.3f}."))
     for group, g in c["clean"]["invariance"].items():
         if "reports" in g:
             raw, dec = g["reports"]["raw fused (all five)"], g["reports"]["decoupled"]
@@ -488,7 +495,7 @@ def _reading(r: dict) -> list[str]:
                        f"{dec['leakage']['accuracy']['mean']:.3f}, chance {dec['leakage']['chance']:.3f}; model "
                        f"identification (prototype) {raw['identification']['prototype']['mean']:.3f} → "
                        f"{dec['identification']['prototype']['mean']:.3f}.")
-    for tname, t in r["anonymization"]["targets"].items():
+    for tname, t in r.get("anonymization", {}).get("targets", {}).items():
         ok = [eps for eps, x in t["by_epsilon"].items() if x["meets_target"]]
         out.append(f"- anonymization of {tname}: success ≥ 0.90 at PSNR ≥ 40 dB at ε = {', '.join(ok) or 'none'} "
                    f"(target {_met(t['target_met'])}); views held without gradient: "
@@ -502,10 +509,11 @@ def readme(r: dict) -> str:
     s, z = r["settings"], r["zoo"]
     cmd = (f"python benchmarks/bench_causal.py --zoo {s['zoo']} --seed {s['seed']} --rw-cap {s['rw_cap']} "
            f"--anon-per-model {s['anon_per_model']}")
-    partial = r.get("partial")
+    partial = r.get("partial") or {}
     out = [f"## Causal fingerprints: views, fusion, decoupling, format control, anonymization (`{cmd}`)", "",
-           *([f"**Partial run**: the standard zoo was still being built; missing: "
-              f"{', '.join(partial['missing_standard_models'])}.", ""] if partial else []),
+           *([f"**Partial run.** Standard zoo models not yet built when it ran: "
+              f"{', '.join(partial['missing_standard_models']) or 'none'}; stages not yet run: "
+              f"{', '.join(partial['stages_pending']) or 'none'}.", ""] if partial else []),
            f"`results/causal.json`. Zoo models present: {', '.join(z['models'])}. Test classes (every method is "
            f"evaluated on these): {', '.join(z['test_classes'])}; pair models (their redrawings of {z['contents']} "
            f"contents train the decoupler; never a test class): {', '.join(z['pair_models'])} "
@@ -543,8 +551,9 @@ def readme(r: dict) -> str:
             t = g["target"]
             out.append(f"\nLeakage target ({group}): decoupled {t['decoupled_leakage']:.3f} vs chance "
                        f"{t['chance']:.3f}: {_met(t['met'])}.")
-    a = r["anonymization"]
-    out += ["", f"**Anonymization** (untargeted PGD, ≤ {a['steps']} steps of ε/4, {a['queries']} queries of the zoo "
+    a = r.get("anonymization", {"steps": s["anon_steps"], "queries": 0, "targets": {}})
+    out += [] if "anonymization" not in r else [
+            "", f"**Anonymization** (untargeted PGD, ≤ {a['steps']} steps of ε/4, {a['queries']} queries of the zoo "
             "test classes; success over those the gallery attributed to their source before, Wilson 95% interval; "
             "transfer = share still attributed to their source by a gallery of each view alone, before → after)", "",
             "| attacked | held (no gradient) | ε | success [95% CI] (n) | PSNR dB (min) | SSIM | s/image | "
@@ -560,6 +569,8 @@ def readme(r: dict) -> str:
                        f"{x['ssim']:.4f} | {x['seconds_per_image']:.2f} | {tr} |")
         out.append(f"| {tname}: target success ≥ 0.90 at PSNR ≥ 40 dB | | | {_met(t['target_met'])} | | | | |")
     out += ["", *_reading(r)]
+    if "cost" not in r:
+        return "\n".join(out)
     cost = r["cost"]
     out += ["", "**Cost** (seconds, fresh random images one at a time, on this machine's load):", "",
             "| view | s/image 32² | s/image 256² |", "|---|---|---|"]
