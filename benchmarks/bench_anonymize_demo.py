@@ -43,7 +43,9 @@ def wilson(k: int, n: int) -> list[float]:
 
 
 def run_attack(judge: GalleryJudge, attack: Anonymizer, queries: list, sources: list[str]) -> dict:
-    results = [attack.attack(judge, load_image(f), src) for f, src in zip(queries, sources)]
+    """One attack over ``queries`` (float images in [0, 1], or their files) with their ``sources``."""
+    queries = [load_image(f) if isinstance(f, (str, Path)) else f for f in queries]
+    results = [attack.attack(judge, im, src) for im, src in zip(queries, sources)]
     fair = [r for r in results if r.before.model == r.source]
     k = sum(r.success for r in fair)
     changed = [r for r in fair if math.isfinite(r.quality["psnr"])]
@@ -55,8 +57,8 @@ def run_attack(judge: GalleryJudge, attack: Anonymizer, queries: list, sources: 
             "steps": float(np.mean([r.steps for r in fair])),
             "seconds_per_image": float(np.mean([r.seconds for r in results])),
             "_pixels": [r.pixels for r in fair], "_sources": [r.source for r in fair],
-            "_originals": [np.rint(load_image(f) * 255).astype(np.uint8)
-                           for f, r in zip(queries, results) if r.before.model == r.source]}
+            "_originals": [np.rint(im * 255).astype(np.uint8)
+                           for im, r in zip(queries, results) if r.before.model == r.source]}
 
 
 def main() -> None:

@@ -71,14 +71,14 @@ def run_dataset(folder: Path, methods: dict, args: argparse.Namespace) -> dict:
             "learned_weights": dict(zip(methods, fit.weights, strict=True)), "fit": fit.to_dict(), "results": rows}
 
 
-def costs(methods: dict, seed: int) -> dict:
-    """Seconds per image at 256² and 1024² (two fresh images each, after one warm-up)."""
+def costs(methods: dict, seed: int, sides: tuple[int, ...] = (256, 1024)) -> dict:
+    """Seconds per image at each of ``sides`` (two fresh images each, after one warm-up)."""
     rng = np.random.default_rng(seed)
     out = {}
     for name, method in methods.items():
         method.embed([rng.random((64, 64, 3), dtype=np.float32)])
         out[name] = {}
-        for side in (256, 1024):
+        for side in sides:
             images = [rng.random((side, side, 3), dtype=np.float32) for _ in range(2)]
             t0 = time.perf_counter()
             for im in images:
