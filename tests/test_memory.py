@@ -5,8 +5,9 @@ decoded, embedded and dropped before the next, and a file's header is checked be
 
 The batch test embeds with the ``learned`` extractor in sliding-window mode, which embeds a few 128² windows
 whatever the image size, so that decoding (what this test is about) dominates and 16 images of 3000² take seconds.
-The default whole-image mode runs the residual denoiser over every pixel: one 8000² image alone takes about
-150 s and peaks at about 2.6 GB on a laptop-class CPU, too slow for the suite.
+Whole-image mode with ``tile_grid=0`` runs the residual denoiser over every pixel: one 8000² image alone takes about
+150 s and peaks at about 2.6 GB on a laptop-class CPU, too slow for the suite (the default ``tile_grid=2`` runs it on
+four blocks only).
 """
 
 from __future__ import annotations

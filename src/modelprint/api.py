@@ -22,14 +22,14 @@ from modelprint.executor import Executor
 from modelprint.gallery import Gallery as GalleryStore
 from modelprint.gallery import verify
 from modelprint.gallery.index import describe as describe_indexes
-from modelprint.io.datasets import Dataset, expand_paths
+from modelprint.io.datasets import Dataset, expand_paths, query_counterparts
 from modelprint.io.images import ImageLimits, load_image_file
 from modelprint.methods import DEFAULT_METHOD, METHODS, FingerprintMethod, resolve_method
 from modelprint.methods.batch import embedded
 from modelprint.methods.tap import SpectraTap
+from modelprint.reports.spectra import SPECTRA_PER_MODEL, mean_spectra_per_model
 
 Progress = Callable[[int], None]
-SPECTRA_PER_MODEL = 12  # images per model whose spectra a report averages when the method computes none itself
 
 
 @dataclass
@@ -193,6 +193,7 @@ class DatasetEvaluation:
     errors: list[ImageError]
     embedded: Embedded
     labels: list[str]
+    queries: Embedded | None = None  # with a query dataset: the counterparts' embeddings, row for row
 
 
 Phase = Callable[[str, int], None]
@@ -212,6 +213,7 @@ def evaluate_dataset(
     progress: Progress | None = None,
     phase: Phase | None = None,
     params: Params | None = None,
+    query_dataset: Dataset | str | Path | None = None,
 ) -> DatasetEvaluation:
     """Embed a labelled dataset and run every protocol of :func:`modelprint.evaluation.evaluate_embeddings`.
 
@@ -220,6 +222,10 @@ def evaluate_dataset(
     relative to the dataset's folder (the index file's folder for an index). With ``report``, a self-contained
     HTML report is written there; its spectra are those the method computed while embedding when it computes
     any. ``phase`` is told when embedding, the protocols and the report start; ``progress`` advances each.
+
+    With ``query_dataset`` (e.g. the same images after JPEG), support images come from ``dataset`` and queries
+    are their counterparts in ``query_dataset``: same class folder and file stem, any extension
+    (:func:`query_counterparts`); an image without exactly one counterpart is named in the errors and left out.
     """
     from modelprint.errors import DatasetError
     from modelprint.evaluation import evaluate_embeddings, too_small
@@ -228,6 +234,14 @@ def evaluate_dataset(
     minimum = min_per_class if min_per_class is not None else support + 3
     dropped = too_small(ds.counts(), minimum, "min_per_class" if min_per_class is not None else "support + 3")
     ds = ds.with_min_count(minimum)
+    pair_errors, counterpart = [], {}
+    if query_dataset is not None:
+        qds = query_dataset if isinstance(query_dataset, Dataset) else Dataset.from_path(query_dataset)
+        found, pair_errors = query_counterparts(ds, qds)
+        counterpart = {str(s.path): c for s, c in zip(ds, found, strict=True) if c is not None}
+        ds = ds.subset([i for i, c in enumerate(found) if c is not None])
+        dropped |= too_small(ds.counts(), minimum, "min_per_class" if min_per_class is not None else "support + 3")
+        ds = ds.with_min_count(minimum)
     if len(ds.classes) < 2:
         raise DatasetError(f"{ds.source}: fewer than 2 models have at least {minimum} images "
                            f"(the minimum for support {support}; see min_per_class)")
@@ -237,11 +251,21 @@ def evaluate_dataset(
         phase(f"embedding {len(ds)} images of {len(ds.classes)} models with {m.name}", len(ds))
     spectra: dict[str, np.ndarray] | None = {} if report is not None else None
     emb, labels = dataset_embeddings(ds, m, limits=limits, progress=progress, spectra=spectra)
+    queries = None
+    if query_dataset is not None:
+        if phase:
+            phase(f"embedding the {len(emb.paths)} query counterparts", len(emb.paths))
+        queries = embed_paths(m, [counterpart[p] for p in emb.paths], limits=limits, progress=progress)
+        rows = [i for i, p in enumerate(emb.paths) if str(counterpart[p]) in set(queries.paths)]
+        emb = Embedded([emb.paths[i] for i in rows], [emb.hashes[i] for i in rows], emb.vectors[rows],
+                       [*emb.errors, *pair_errors, *queries.errors])
+        labels = [labels[i] for i in rows]
     if phase:
         phase("evaluating: identification, verification, open set, clustering", 0)
     root = Path(ds.source) if Path(ds.source).is_dir() else Path(ds.source).parent
     result = evaluate_embeddings(emb.vectors, labels, support=support, pairs=pairs, seed=seed, method=m.tag,
-                                 paths=[os.path.relpath(p, root) for p in emb.paths], dropped=dropped)
+                                 paths=[os.path.relpath(p, root) for p in emb.paths], dropped=dropped,
+                                 query_embeddings=None if queries is None else queries.vectors)
     if report is not None and spectra is not None:
         from modelprint.reports import write_html_report
 
@@ -258,33 +282,7 @@ def evaluate_dataset(
         write_html_report(result, report, embeddings=emb.vectors, labels=labels,
                           mean_spectra={c: spectra[c] for c in result.labels},
                           title=f"modelprint evaluation: {m.name} on {root.name or ds.source}")
-    return DatasetEvaluation(result, emb.errors, emb, labels)
-
-
-def mean_spectra_per_model(
-    paths: Sequence[str],
-    labels: Sequence[str],
-    method: FingerprintMethod,
-    *,
-    per_model: int = SPECTRA_PER_MODEL,
-    limits: ImageLimits | None = None,
-    progress: Progress | None = None,
-) -> dict[str, np.ndarray]:
-    """Mean centred residual log-spectrum of up to ``per_model`` images of each model (for reports), decoding one
-    image at a time; ``progress(1)`` after each."""
-    from modelprint.methods.spectral import SpectralMethod
-
-    spec = method if isinstance(method, SpectralMethod) else SpectralMethod(reference=None)
-    out: dict[str, np.ndarray] = {}
-    for label in sorted(set(labels)):
-        chosen = [p for p, lab in zip(paths, labels) if lab == label][:per_model]
-        total = np.zeros((spec.tile, spec.tile), dtype=np.float64)
-        for p in chosen:
-            total += spec.log_spectra([load_image_file(p, limits).pixels])[0]
-            if progress:
-                progress(1)
-        out[label] = (total / max(1, len(chosen))).astype(np.float32)
-    return out
+    return DatasetEvaluation(result, emb.errors, emb, labels, queries)
 
 
 @dataclass

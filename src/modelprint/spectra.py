@@ -150,6 +150,15 @@ def window_log_spectra(regions, tile: int | None = None, max_tiles: int = 256, e
     return torch.log(welch_power_per_channel(regions, tile, max_tiles) + eps)
 
 
+def blocks_log_spectrum(blocks, tile: int, eps: float = 1e-10):  # noqa: ANN001, ANN201
+    """Welch log-spectrum ``(1, C, t, t)`` of equal torch blocks ``(N, C, H, W)`` taken together: the Hann-windowed
+    periodograms of every ``tile``² sub-tile of every block averaged (as :func:`window_log_spectra` averages one
+    region's), differentiable."""
+    import torch
+
+    return torch.log(welch_power_per_channel(blocks, tile).mean(dim=0, keepdim=True) + eps)
+
+
 def grid_starts(length: int, tile: int, n: int) -> list[int]:
     """``n`` evenly spaced window starts covering ``length`` (one start when the window fills it)."""
     if length <= tile:

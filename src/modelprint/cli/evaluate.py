@@ -40,6 +40,9 @@ def evaluate(
     pairs: Annotated[int, typer.Option(min=2, help="Verification pairs (half same, half different).")] = 2000,
     min_per_class: Annotated[int | None, typer.Option(
         help="Drop models with fewer images (default support + 3).")] = None,
+    query_dataset: Annotated[Path | None, typer.Option(
+        "--query-dataset", help="Queries from here (e.g. JPEG copies): for each image of DATASET, the file with "
+                                "its model folder and file stem, any extension; support stays DATASET's.")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")] = None,
     max_pixels: MaxPixelsOpt = None,
     seed: SeedOpt = 0,
@@ -58,7 +61,7 @@ def evaluate(
             res = evaluate_dataset(dataset, method, support=support, pairs=pairs, seed=seed,
                                    min_per_class=min_per_class, max_pixels=max_pixels, report=report,
                                    progress=progress.advance, phase=progress.phase,
-                                   params=method_params(method_param))
+                                   params=method_params(method_param), query_dataset=query_dataset)
         progress.done()
         report_input_errors(res.errors)
         report_input_errors((f"{name}: {why['reason']}" for name, why in res.result.dropped_classes.items()),

@@ -50,7 +50,7 @@ def run_demo(workdir: Path, seed: int = 0, realworld: Path | None = None, consol
     from modelprint.gallery import Gallery
     from modelprint.methods import load_method
     from modelprint.reports import write_html_report
-    from modelprint.api import mean_spectra_per_model
+    from modelprint.reports.spectra import mean_spectra_per_model
 
     console = console or Console()
     start = time.perf_counter()

@@ -12,18 +12,19 @@ from modelprint.evaluation.metrics import (
     identification_metrics,
     metric,
     open_set_auroc,
+    open_set_metrics,
     oscr,
     roc_auc,
     roc_curve_points,
     silhouette_cosine,
     tpr_at_fpr,
 )
+from modelprint.evaluation.openset import REJECTION_RULES, RejectionRule, evaluate_open_set
 from modelprint.evaluation.protocols import (
     draw_verification_pairs,
     evaluate_clustering,
     evaluate_embeddings,
     evaluate_identification,
-    evaluate_open_set,
     evaluate_verification,
     split_support,
     too_small,
@@ -39,10 +40,12 @@ from modelprint.evaluation.results import (
 
 __all__ = [
     "METRICS",
+    "REJECTION_RULES",
     "ClusteringResult",
     "EvaluationResult",
     "IdentificationResult",
     "OpenSetResult",
+    "RejectionRule",
     "VerificationResult",
     "accuracy_at_threshold",
     "best_threshold",
@@ -58,6 +61,7 @@ __all__ = [
     "identification_metrics",
     "metric",
     "open_set_auroc",
+    "open_set_metrics",
     "oscr",
     "roc_auc",
     "roc_curve_points",

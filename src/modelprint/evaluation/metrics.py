@@ -51,22 +51,25 @@ __all__ = [
     "open_set_auroc",
     "oscr",
     "oscr_curve",
+    "open_set_metrics",
     "silhouette_cosine",
     "davies_bouldin",
     "bootstrap_ci",
 ]
 
-MetricKind = Literal["scores", "labels"]
+MetricKind = Literal["scores", "labels", "open_set"]
 
 METRICS: Registry[Any] = Registry("metric")
 """Scalar metrics by name. ``kind="scores"`` metrics take ``(scores, is_positive)``; ``kind="labels"`` metrics
-take ``(y_true, y_pred)``. Both return a float (``nan`` when undefined)."""
+take ``(y_true, y_pred)``; ``kind="open_set"`` metrics take ``(correct_known, scores_known, scores_unknown)``
+(known queries classified correctly, and the "known" scores of known and unknown queries). All return a float
+(``nan`` when undefined)."""
 
 
 def metric(name: str, kind: MetricKind) -> Callable[[Callable[..., float]], Callable[..., float]]:
     """Register a scalar metric function under ``name`` (sets ``fn.name`` and ``fn.kind``)."""
-    if kind not in ("scores", "labels"):
-        raise ValueError(f"metric kind must be 'scores' or 'labels', not {kind!r}")
+    if kind not in ("scores", "labels", "open_set"):
+        raise ValueError(f"metric kind must be 'scores', 'labels' or 'open_set', not {kind!r}")
 
     def decorate(fn: Callable[..., float]) -> Callable[..., float]:
         fn.kind = kind  # type: ignore[attr-defined]
@@ -93,6 +96,16 @@ def label_metrics(y_true: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
         fn = METRICS.get(name)
         if getattr(fn, "kind", None) == "labels":
             out[name] = float(fn(y_true, y_pred))
+    return out
+
+
+def open_set_metrics(correct_known: ArrayLike, scores_known: ArrayLike, scores_unknown: ArrayLike) -> dict[str, float]:
+    """Every registered ``kind="open_set"`` metric evaluated on ``(correct_known, scores_known, scores_unknown)``."""
+    out = {}
+    for name in METRICS.names():
+        fn = METRICS.get(name)
+        if getattr(fn, "kind", None) == "open_set":
+            out[name] = float(fn(correct_known, scores_known, scores_unknown))
     return out
 
 
@@ -302,6 +315,11 @@ def open_set_auroc(max_scores_known: ArrayLike, max_scores_unknown: ArrayLike) -
     return roc_auc(np.concatenate([k, u]), np.concatenate([np.ones(k.size, bool), np.zeros(u.size, bool)]))
 
 
+@metric("open_set_auroc", kind="open_set")
+def _open_set_auroc_metric(correct_known: ArrayLike, scores_known: ArrayLike, scores_unknown: ArrayLike) -> float:
+    return open_set_auroc(scores_known, scores_unknown)
+
+
 def oscr_curve(
     correct_known: ArrayLike, scores_known: ArrayLike, scores_unknown: ArrayLike
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -331,6 +349,7 @@ def oscr_curve(
     return fpr, ccr
 
 
+@metric("oscr", kind="open_set")
 def oscr(correct_known: ArrayLike, scores_known: ArrayLike, scores_unknown: ArrayLike) -> float:
     """Open-Set Classification Rate: area under :func:`oscr_curve` (trapezoidal rule), in [0, 1].
 

@@ -14,7 +14,14 @@ own child of ``numpy.random.SeedSequence(seed)``, so e.g. changing ``pairs`` doe
    score = max cosine to the known prototypes; AUROC (known vs unknown) and OSCR; and the operating point
    ``modelprint identify`` would use: the gallery's "unknown" threshold calibrated on the known models' support
    images (:func:`modelprint.gallery.calibrate`), with the rates it gives on the known and unknown queries.
+   Every registered rejection rule (:mod:`modelprint.evaluation.openset`) is scored on the same queries.
 4. **Clustering** — silhouette (cosine) and Davies–Bouldin of the query embeddings by true label.
+
+With ``query_embeddings`` (one row per row of ``embeddings``: e.g. the same images after JPEG), prototypes and the
+gallery calibration come from ``embeddings`` and every query side (identification queries, the second image of
+each verification pair, open-set queries, clustering) from ``query_embeddings``: clean enrolment, degraded
+queries. With ``adaptation`` (:mod:`modelprint.gallery.adaptation`), it is fit on the support rows only and every
+embedding is mapped through it before the protocols.
 """
 
 from __future__ import annotations
@@ -29,17 +36,18 @@ from numpy.typing import NDArray
 
 from modelprint.errors import DatasetError
 from modelprint.evaluation import metrics as M
+from modelprint.evaluation.openset import evaluate_open_set
 from modelprint.evaluation.results import (
     THRESHOLD_RULE,
     ClusteringResult,
     EvaluationResult,
     IdentificationResult,
-    OpenSetResult,
+    SupportSplit,
     VerificationResult,
     ci,
     num,
 )
-from modelprint.gallery import calibrate
+from modelprint.gallery.adaptation import Adaptation
 from modelprint.scores import l2_normalize
 
 __all__ = [
@@ -252,24 +260,12 @@ def verification_from_scores(
 # ----------------------------------------------------------------------------------------------- protocols
 
 
-@dataclass(frozen=True)
-class SupportSplit:
-    """The identification split every protocol shares: per class, ``support`` rows forming its prototype, and the
-    query rows (all other rows of the class) with their similarities to every prototype."""
-
-    classes: list[str]  # evaluated classes, sorted; class ``c`` is ``classes[c]``
-    codes: NDArray[np.int64]  # class of every row, -1 for rows of dropped classes
-    support_rows: list[NDArray[np.int64]]  # per class
-    prototypes: NDArray[np.float64]  # (k, d), unit norm
-    queries: NDArray[np.int64]  # query rows, grouped by class
-    query_classes: NDArray[np.int64]
-    query_scores: NDArray[np.float64]  # (n_queries, k) cosine to each prototype
-
-
 def split_support(
-    x: NDArray[np.float64], codes: NDArray[np.int64], classes: list[str], support: int, seed: np.random.SeedSequence
+    x: NDArray[np.float64], codes: NDArray[np.int64], classes: list[str], support: int, seed: np.random.SeedSequence,
+    xq: NDArray[np.float64] | None = None,
 ) -> SupportSplit:
-    """Draw ``support`` rows per class of the normalised embeddings ``x`` as its prototype; the rest are queries."""
+    """Draw ``support`` rows per class of the normalised embeddings ``x`` as its prototype; the rest are queries,
+    scored with their rows of ``xq`` (default ``x``)."""
     rng = np.random.default_rng(seed)
     support_rows, query_rows = [], []
     for c in range(len(classes)):
@@ -278,7 +274,8 @@ def split_support(
         query_rows.append(np.sort(members[support:]))
     protos = l2_normalize(np.stack([x[r].mean(axis=0) for r in support_rows]))
     queries = np.concatenate(query_rows)
-    return SupportSplit(classes, codes, support_rows, protos, queries, codes[queries], x[queries] @ protos.T)
+    xq = x if xq is None else xq
+    return SupportSplit(classes, codes, support_rows, protos, queries, codes[queries], xq[queries] @ protos.T)
 
 
 def evaluate_identification(
@@ -332,14 +329,16 @@ def evaluate_verification(
     n_boot: int,
     pair_seed: np.random.SeedSequence,
     boot_seed: np.random.SeedSequence,
+    xq: NDArray[np.float64] | None = None,
 ) -> VerificationResult:
     """1:1 verification on balanced pairs of query images (:func:`draw_verification_pairs`), the threshold chosen
-    on the validation side (:func:`verification_from_scores`)."""
+    on the validation side (:func:`verification_from_scores`); a pair's second image is its row of ``xq``."""
+    xq = x if xq is None else xq
     pair_split = draw_verification_pairs(split.queries, split.query_classes, pairs=pairs, val_fraction=val_fraction,
                                          seed=pair_seed)
 
     def pair_scores(p: NDArray[np.int64]) -> NDArray[np.float64]:
-        return np.einsum("ij,ij->i", x[p[:, 0]], x[p[:, 1]]) if len(p) else np.empty(0)
+        return np.einsum("ij,ij->i", x[p[:, 0]], xq[p[:, 1]]) if len(p) else np.empty(0)
 
     result = verification_from_scores(
         pair_scores(pair_split.val_pairs), pair_split.val_same, pair_scores(pair_split.test_pairs),
@@ -350,51 +349,10 @@ def evaluate_verification(
     return result
 
 
-def evaluate_open_set(
-    x: NDArray[np.float64], split: SupportSplit, *, open_set_fraction: float, seed: np.random.SeedSequence
-) -> OpenSetResult:
-    """Known-vs-unknown detection with ``open_set_fraction`` of the classes held out as unknown, and the operating
-    point of ``modelprint identify`` (the gallery's "unknown" threshold calibrated on the known support images)."""
-    k = len(split.classes)
-    if k < 3:
-        return OpenSetResult(skipped=f"open-set evaluation needs at least 3 models, got {k}")
-    n_unknown = min(max(1, int(round(open_set_fraction * k))), k - 2)
-    unknown = np.sort(np.random.default_rng(seed).choice(k, size=n_unknown, replace=False))
-    known = np.setdiff1d(np.arange(k), unknown)
-    is_known_query = np.isin(split.query_classes, known)
-    known_scores_all = split.query_scores[is_known_query][:, known]
-    known_true = split.query_classes[is_known_query]
-    known_pred = known[np.argmax(known_scores_all, axis=1)]
-    known_max = known_scores_all.max(axis=1)
-    unknown_rows = np.flatnonzero(np.isin(split.codes, unknown))  # all their images: none was used for anything
-    unknown_max = (x[unknown_rows] @ split.prototypes[known].T).max(axis=1)
-    correct = known_pred == known_true
-    enrolled = [split.support_rows[c] for c in known]
-    calib = calibrate(x[np.concatenate(enrolled)], np.cumsum([0] + [len(r) for r in enrolled[:-1]]),
-                      np.array([len(r) for r in enrolled]))
-    t = None if calib is None else calib["unknown_threshold"]
-    return OpenSetResult(
-        auroc=num(M.open_set_auroc(known_max, unknown_max)),
-        oscr=num(M.oscr(correct, known_max, unknown_max)),
-        closed_set_accuracy=num(correct.mean()),
-        known_classes=[split.classes[c] for c in known],
-        unknown_classes=[split.classes[c] for c in unknown],
-        n_known=int(known_max.size),
-        n_unknown=int(unknown_max.size),
-        unknown_threshold=num(t),
-        threshold_rule=(calib["rule"] if calib is not None else
-                        "none: calibration needs at least 2 support images per model; identify never answers "
-                        "unknown without a threshold"),
-        known_accepted=None if t is None else num(np.mean(known_max >= t)),
-        known_correct=None if t is None else num(np.mean(correct & (known_max >= t))),
-        unknown_rejected=None if t is None else num(np.mean(unknown_max < t)),
-    )
-
-
 def evaluate_clustering(
     x: NDArray[np.float64], split: SupportSplit, *, seed: np.random.SeedSequence
 ) -> ClusteringResult:
-    """Silhouette (cosine) and Davies–Bouldin of the query embeddings by true class."""
+    """Silhouette (cosine) and Davies–Bouldin of the query embeddings ``x[split.queries]`` by true class."""
     xq, labels = x[split.queries], split.query_classes
     return ClusteringResult(
         silhouette=num(M.silhouette_cosine(xq, labels, seed=_int_seed(seed))),
@@ -416,17 +374,26 @@ def evaluate_embeddings(
     method: str = "",
     paths: Sequence[str] | None = None,
     dropped: Mapping[str, dict[str, Any]] | None = None,
+    query_embeddings: NDArray[Any] | None = None,
+    adaptation: Adaptation | None = None,
 ) -> EvaluationResult:
     """Run the four protocols (see the module docstring) on ``embeddings`` labelled by model.
 
     ``paths`` (one per row, optional) name the images in the list of identification mistakes. ``dropped``
     lists classes the caller left out before (as :func:`too_small` does); they are reported with those dropped
-    here. Raises :class:`~modelprint.errors.DatasetError` when fewer than two models have ``support + 1`` images.
+    here. ``query_embeddings`` and ``adaptation``: see the module docstring. Raises
+    :class:`~modelprint.errors.DatasetError` when fewer than two models have ``support + 1`` images.
     """
     x = np.asarray(embeddings)
     labels = [str(v) for v in labels]
     _check_arguments(x, labels, paths, support, val_fraction, open_set_fraction, pairs, n_boot)
     x = l2_normalize(x, np.float64)
+    xq = x
+    if query_embeddings is not None:
+        q = np.asarray(query_embeddings)
+        if q.shape != x.shape or not np.all(np.isfinite(q)):
+            raise ValueError(f"query_embeddings must be finite and shaped like embeddings {x.shape}, got {q.shape}")
+        xq = l2_normalize(q, np.float64)
     names, counts = np.unique(np.array(labels, dtype=str), return_counts=True)
     keep = [str(n) for n, c in zip(names, counts, strict=True) if c >= support + 1]
     dropped = {**(dropped or {}), **too_small(dict(zip(names.tolist(), counts.tolist(), strict=True)), support + 1,
@@ -440,7 +407,13 @@ def evaluate_embeddings(
     codes = np.array([code_of.get(lab, -1) for lab in labels], dtype=np.int64)
     seq_support, seq_pairs, seq_open, seq_boot, seq_cluster = np.random.SeedSequence(seed).spawn(5)
     boot_id, boot_ver = seq_boot.spawn(2)
-    split = split_support(x, codes, keep, support, seq_support)
+    split = split_support(x, codes, keep, support, seq_support, xq)
+    if adaptation is not None:
+        rows = np.concatenate(split.support_rows)
+        adaptation.fit(x[rows], codes[rows])
+        x, xq = adaptation.transform(x), (adaptation.transform(xq) if query_embeddings is not None else None)
+        xq = x if xq is None else xq
+        split = split_support(x, codes, keep, support, seq_support, xq)  # same rows: the draw depends on codes only
     return EvaluationResult(
         method=method,
         seed=int(seed),
@@ -450,9 +423,9 @@ def evaluate_embeddings(
         labels=list(keep),
         identification=evaluate_identification(split, n_boot=n_boot, seed=boot_id, paths=paths),
         verification=evaluate_verification(x, split, pairs=pairs, val_fraction=val_fraction, n_boot=n_boot,
-                                           pair_seed=seq_pairs, boot_seed=boot_ver),
-        open_set=evaluate_open_set(x, split, open_set_fraction=open_set_fraction, seed=seq_open),
-        clustering=evaluate_clustering(x, split, seed=seq_cluster),
+                                           pair_seed=seq_pairs, boot_seed=boot_ver, xq=xq),
+        open_set=evaluate_open_set(x, split, open_set_fraction=open_set_fraction, seed=seq_open, xq=xq),
+        clustering=evaluate_clustering(xq, split, seed=seq_cluster),
         dropped_classes=dropped,
         config={
             "pairs": int(pairs),
@@ -461,6 +434,8 @@ def evaluate_embeddings(
             "n_boot": int(n_boot),
             "similarity": "cosine on L2-normalised embeddings",
             "threshold_rule": THRESHOLD_RULE,
+            "queries": "query_embeddings" if query_embeddings is not None else "embeddings",
+            "adaptation": adaptation.name + "@" + adaptation.version if adaptation is not None else None,
         },
     )
 

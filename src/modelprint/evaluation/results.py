@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from modelprint import atomic
 from modelprint.errors import DatasetError
@@ -133,6 +134,8 @@ class OpenSetResult:
     known_accepted: float | None = None  # share of known queries scoring >= threshold (answered with a model)
     known_correct: float | None = None  # share of known queries answered with their true model
     unknown_rejected: float | None = None  # share of unknown-model images answered "unknown"
+    # Every registered rejection rule (modelprint.evaluation.openset): its open-set metrics on the same queries.
+    rules: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -195,3 +198,17 @@ class EvaluationResult:
     @classmethod
     def from_json(cls, path: str | Path) -> EvaluationResult:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+@dataclass(frozen=True)
+class SupportSplit:
+    """The identification split every protocol shares: per class, ``support`` rows forming its prototype, and the
+    query rows (all other rows of the class) with their similarities to every prototype."""
+
+    classes: list[str]  # evaluated classes, sorted; class ``c`` is ``classes[c]``
+    codes: NDArray[np.int64]  # class of every row, -1 for rows of dropped classes
+    support_rows: list[NDArray[np.int64]]  # per class
+    prototypes: NDArray[np.float64]  # (k, d), unit norm
+    queries: NDArray[np.int64]  # query rows, grouped by class
+    query_classes: NDArray[np.int64]
+    query_scores: NDArray[np.float64]  # (n_queries, k) cosine to each prototype

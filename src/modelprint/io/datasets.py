@@ -259,3 +259,22 @@ class Dataset:
 
     def __iter__(self) -> Iterator[Sample]:
         return iter(self.samples)
+
+
+def query_counterparts(dataset: Dataset, queries: Dataset) -> tuple[list[Path | None], list[ImageError]]:
+    """For each image of ``dataset``, the file of ``queries`` with the same class folder (label) and file stem, any
+    extension; ``None`` and an error naming the image where there is none, or more than one (never guessed)."""
+    by_key: dict[tuple[str, str], list[Path]] = {}
+    for s in queries:
+        by_key.setdefault((s.label, Path(s.path).stem), []).append(Path(s.path))
+    found: list[Path | None] = []
+    errors: list[ImageError] = []
+    for s in dataset:
+        hits = by_key.get((s.label, Path(s.path).stem), [])
+        found.append(hits[0] if len(hits) == 1 else None)
+        if len(hits) != 1:
+            why = ("no counterpart" if not hits else f"{len(hits)} candidate counterparts "
+                   f"({', '.join(h.name for h in sorted(hits))})")
+            errors.append(ImageError(s.path, f"{why} in the query dataset {queries.source} "
+                                             f"(expected {s.label}/{Path(s.path).stem}.*); left out"))
+    return found, errors
