@@ -27,7 +27,7 @@ import modelprint
 import modelprint.causal  # noqa: F401  (registers the methods defined above the methods layer)
 from conftest import natural_like
 from modelprint.errors import ProbeError, RegistryError
-from modelprint.evaluation.metrics import METRICS
+from modelprint.evaluation.metrics import METRICS, OPEN_SET_METRICS
 from modelprint.methods import METHODS
 from modelprint.probes import CLASSIFIERS, PROBES, CallableCandidate, fit_classifier, make_classifier
 from modelprint.probes.attribution import CandidatePrototypeSimilarity, LowestLoss, NearestPrototype, scores
@@ -146,6 +146,16 @@ def test_metric_contract(name: str) -> None:
         args = (np.repeat(["a", "b"], 20), rng.choice(["a", "b"], 40))
     value = fn(*args)
     assert isinstance(value, float) and np.isfinite(value) and fn(*args) == value
+
+
+@pytest.mark.parametrize("name", OPEN_SET_METRICS.names())
+def test_open_set_metric_contract(name: str) -> None:
+    fn = OPEN_SET_METRICS.get(name)
+    rng = np.random.default_rng(0)
+    args = (rng.random(30) < 0.7, rng.normal(1.0, 1.0, size=30), rng.normal(size=20))
+    value = fn(*args)
+    assert isinstance(value, float) and 0.0 <= value <= 1.0 and fn(*args) == value
+    assert fn(args[0], args[1] + 10.0, args[2]) >= value  # known queries scoring higher never lowers the metric
 
 
 # ------------------------------------------------------------------------------------------------ probes

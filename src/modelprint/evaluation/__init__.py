@@ -4,6 +4,7 @@ measurement of the gallery's fallback "unknown" thresholds (:mod:`.fallback`, no
 
 from modelprint.evaluation.metrics import (
     METRICS,
+    OPEN_SET_METRICS,
     accuracy_at_threshold,
     best_threshold,
     bootstrap_ci,
@@ -40,6 +41,7 @@ from modelprint.evaluation.results import (
 
 __all__ = [
     "METRICS",
+    "OPEN_SET_METRICS",
     "REJECTION_RULES",
     "ClusteringResult",
     "EvaluationResult",

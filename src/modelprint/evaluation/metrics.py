@@ -20,6 +20,9 @@ New scalar metrics can be added with one decorated function, and are then report
     @metric("tpr_at_0.1pct_fpr", kind="scores")
     def tpr_at_01pct(scores, is_positive):
         return tpr_at_fpr(scores, is_positive, fpr=0.001)
+
+Open-set metrics take three arrays, so they have their own registry, :data:`OPEN_SET_METRICS`, reported by
+:func:`open_set_metrics` (for every rejection rule of the open-set protocol).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from modelprint.scores import check_scores, eer, roc
 
 __all__ = [
     "METRICS",
+    "OPEN_SET_METRICS",
     "metric",
     "score_metrics",
     "label_metrics",
@@ -57,19 +61,22 @@ __all__ = [
     "bootstrap_ci",
 ]
 
-MetricKind = Literal["scores", "labels", "open_set"]
+MetricKind = Literal["scores", "labels"]
 
 METRICS: Registry[Any] = Registry("metric")
 """Scalar metrics by name. ``kind="scores"`` metrics take ``(scores, is_positive)``; ``kind="labels"`` metrics
-take ``(y_true, y_pred)``; ``kind="open_set"`` metrics take ``(correct_known, scores_known, scores_unknown)``
-(known queries classified correctly, and the "known" scores of known and unknown queries). All return a float
-(``nan`` when undefined)."""
+take ``(y_true, y_pred)``. Both return a float (``nan`` when undefined)."""
+
+OPEN_SET_METRICS: Registry[Any] = Registry("open-set metric")
+"""Open-set metrics by name: each takes ``(correct_known, scores_known, scores_unknown)`` (known queries
+classified correctly, and the "known" scores of known and unknown queries) and returns a float (``nan`` when
+undefined)."""
 
 
 def metric(name: str, kind: MetricKind) -> Callable[[Callable[..., float]], Callable[..., float]]:
     """Register a scalar metric function under ``name`` (sets ``fn.name`` and ``fn.kind``)."""
-    if kind not in ("scores", "labels", "open_set"):
-        raise ValueError(f"metric kind must be 'scores', 'labels' or 'open_set', not {kind!r}")
+    if kind not in ("scores", "labels"):
+        raise ValueError(f"metric kind must be 'scores' or 'labels', not {kind!r}")
 
     def decorate(fn: Callable[..., float]) -> Callable[..., float]:
         fn.kind = kind  # type: ignore[attr-defined]
@@ -100,13 +107,9 @@ def label_metrics(y_true: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
 
 
 def open_set_metrics(correct_known: ArrayLike, scores_known: ArrayLike, scores_unknown: ArrayLike) -> dict[str, float]:
-    """Every registered ``kind="open_set"`` metric evaluated on ``(correct_known, scores_known, scores_unknown)``."""
-    out = {}
-    for name in METRICS.names():
-        fn = METRICS.get(name)
-        if getattr(fn, "kind", None) == "open_set":
-            out[name] = float(fn(correct_known, scores_known, scores_unknown))
-    return out
+    """Every :data:`OPEN_SET_METRICS` entry evaluated on ``(correct_known, scores_known, scores_unknown)``."""
+    return {name: float(OPEN_SET_METRICS.get(name)(correct_known, scores_known, scores_unknown))
+            for name in OPEN_SET_METRICS.names()}
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -315,8 +318,9 @@ def open_set_auroc(max_scores_known: ArrayLike, max_scores_unknown: ArrayLike) -
     return roc_auc(np.concatenate([k, u]), np.concatenate([np.ones(k.size, bool), np.zeros(u.size, bool)]))
 
 
-@metric("open_set_auroc", kind="open_set")
+@OPEN_SET_METRICS.register("open_set_auroc")
 def _open_set_auroc_metric(correct_known: ArrayLike, scores_known: ArrayLike, scores_unknown: ArrayLike) -> float:
+    """:func:`open_set_auroc` of the known and unknown queries' scores (``correct_known`` is not used)."""
     return open_set_auroc(scores_known, scores_unknown)
 
 
@@ -349,7 +353,7 @@ def oscr_curve(
     return fpr, ccr
 
 
-@metric("oscr", kind="open_set")
+@OPEN_SET_METRICS.register("oscr")
 def oscr(correct_known: ArrayLike, scores_known: ArrayLike, scores_unknown: ArrayLike) -> float:
     """Open-Set Classification Rate: area under :func:`oscr_curve` (trapezoidal rule), in [0, 1].
 
