@@ -144,12 +144,29 @@ def test_a_gallery_reopens_fused_with_its_learned_weights(tmp_path) -> None:
 
 
 def test_old_galleries_reopen_their_method_with_defaults(tmp_path) -> None:
+    spectral = load_method("spectral")
+    with Gallery(tmp_path / "s.sqlite") as g:  # enrolled before parameters were stored: none with the method
+        for name in ("a", "b"):
+            g.add_embeddings(name, np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32),
+                             [f"{name}{i}".encode().hex().ljust(64, "0") for i in range(2)], ["0", "1"],
+                             spectral.name, spectral.version)
+        assert g.method_params(spectral.name, spectral.version) is None
+        assert api.gallery_method(g, None).tag == spectral.tag
+
+
+def test_a_gallery_of_the_old_learned_default_is_refused_with_a_message_to_re_enroll(tmp_path) -> None:
+    """The committed fixture holds ``learned`` embeddings of its old default (``tile_grid=0``), without stored
+    parameters: reopened with today's defaults it would compare other embeddings, so it is refused."""
     fixture = Path(__file__).parent / "data" / "gallery-v1"
     expected = json.loads((fixture / "expected.json").read_text())
     shutil.copyfile(fixture / "gallery.sqlite", tmp_path / "g.sqlite")
+    old = f"{expected['method']}@{expected['version']}"
     with Gallery(tmp_path / "g.sqlite", read_only=True) as g:
         assert g.method_params(expected["method"], expected["version"]) is None
-        assert api.gallery_method(g, None).tag == f"{expected['method']}@{expected['version']}"
+        with pytest.raises(ModelprintError, match=f"holds {old} embeddings, made by another version of learned "
+                                                  r"than learned@.*g2b128.*; re-enroll its models"):
+            api.gallery_method(g, None)
+        assert api.gallery_method(g, None, {"tile_grid": 0}).tag == old  # the parameters it was enrolled with
 
 
 def test_method_params_on_the_command_line() -> None:

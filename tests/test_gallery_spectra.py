@@ -45,5 +45,7 @@ def test_mean_spectra_count_each_image_once_and_go_with_their_model(tmp_path):
 
 def test_a_gallery_made_before_spectra_has_none(tmp_path):
     path = Path(shutil.copy(DATA / "gallery.sqlite", tmp_path / "old.sqlite"))
+    old_default = load_method("learned", tile_grid=0)  # what the fixture was enrolled with (no stored params)
     with Gallery(path, read_only=True) as g:
-        assert g.mean_spectra() == {}
+        assert g.methods() == [(old_default.name, old_default.version)]
+        assert g.mean_spectra(old_default) == {}

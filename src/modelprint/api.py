@@ -77,7 +77,8 @@ Params = dict[str, Any]
 def gallery_method(gallery: GalleryStore, method: FingerprintMethod | str | None,
                    params: Params | None = None) -> FingerprintMethod:
     """The method to compare with: the one named (with ``params``), which the gallery must hold, else the gallery's
-    single method, recreated from the parameters the gallery stored with it (``params`` override them)."""
+    single method, recreated from the parameters the gallery stored with it (``params`` override them). A gallery
+    enrolled with another version of that method (other weights, or defaults since changed) is refused: re-enroll."""
     held = gallery.methods()
     if not held:
         raise GalleryError(f"{gallery.path}: gallery is empty; enroll models first")
@@ -95,10 +96,12 @@ def gallery_method(gallery: GalleryStore, method: FingerprintMethod | str | None
         m = resolve_method(method, {**(stored or {}), **(params or {})})
     if (m.name, m.version) not in held:
         tags = ", ".join(f"{n}@{v}" for n, v in held)
-        raise GalleryError(
-            f"{gallery.path}: gallery holds {tags} embeddings, not {m.tag}; its method is needed to compare "
-            "with it (leave out --method and --method-param)"
-        )
+        if any(n == m.name for n, _ in held):  # enrolled with other weights or parameters than these give
+            raise GalleryError(f"{gallery.path}: gallery holds {tags} embeddings, made by another version of "
+                               f"{m.name} than {m.tag}; re-enroll its models with this one (or pass the "
+                               "--method-param values it was enrolled with)")
+        raise GalleryError(f"{gallery.path}: gallery holds {tags} embeddings, not {m.tag}; its method is needed "
+                           "to compare with it (leave out --method and --method-param)")
     return m
 
 
