@@ -8,10 +8,10 @@ Synthetic 256-dimensional unit embeddings (the learned extractor's dimension), t
 - `prototypes`: one row per model (its centre, what `identify` searches); queries are new images of random models.
 
 For each structure and size: build time (IVF: k-means training on a seeded sample and adding) with `--threads`
-threads, index size (the serialised index, about its memory) and the process's RSS growth while building,
-single-query latency p50/p95 of the index (HNSW at several `ef_search`, IVF at several `nprobe`) and of exact search
-(`modelprint.gallery.index.nearest`, NumPy), and recall@1 / recall@10 against exact search. Queries one at a time on
-one thread. Rows of earlier runs with the same queries and seed are kept, so sizes can be run separately.
+threads, index size (the serialised index, about its memory), single-query latency p50/p95 of the index (HNSW at
+several `ef_search`, IVF at several `nprobe`) and of exact search (`modelprint.gallery.index.nearest`, NumPy), and
+recall@1 / recall@10 against exact search. Queries one at a time on one thread (BLAS too). Rows of earlier runs with
+the same queries and seed are kept, so sizes and structures can be run separately.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, replace
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from common import RESULTS_DIR, machine, update_readme_section, write_result
 from modelprint.gallery.index import STRUCTURES, IndexParams, build, nearest
@@ -68,11 +69,6 @@ def ms(values: list[float], pct: float) -> float:
     return round(float(np.percentile(values, pct)) * 1e3, 3)
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def run(kind: str, n: int, queries: int, exact_queries: int, params: IndexParams, sweep: tuple[int, ...],
         threads: int, seed: int) -> dict:
     import faiss
@@ -82,15 +78,14 @@ def run(kind: str, n: int, queries: int, exact_queries: int, params: IndexParams
     truth = nearest(q, x, 10)[1]
     exact = latencies(lambda v: nearest(v, x, 10), q[:exact_queries])
     faiss.omp_set_num_threads(threads)
-    before, t = rss_mb(), time.perf_counter()
+    t = time.perf_counter()
     ann = build("images", "bench", "1", "-", np.arange(n), x, params)
     build_s = time.perf_counter() - t
-    grown = rss_mb() - before
     size = int(faiss.serialize_index(ann.index).size)
     faiss.omp_set_num_threads(1)
     knob = "nprobe" if params.structure == "ivf" else "ef_search"
     row = {"structure": params.structure, "kind": kind, "n": n, "params": asdict(ann.params), "threads": threads,
-           "build_s": round(build_s, 2), "index_mb": round(size / 2**20, 1), "build_rss_mb": round(grown, 1),
+           "build_s": round(build_s, 2), "index_mb": round(size / 2**20, 1),
            "vectors_mb": round(x.nbytes / 2**20, 1), "exact_p50_ms": ms(exact, 50), "exact_p95_ms": ms(exact, 95),
            "sweep": []}
     for value in sweep:
@@ -122,20 +117,20 @@ def report(res: dict, name: str) -> str:
         "candidates per query) and IVF (`IndexIVFFlat`: k-means cells trained on a seeded sample of up to 64 rows "
         f"per cell, `nprobe` cells scanned per query). {res['queries']} queries one at a time on one thread (exact: "
         f"{res['exact_queries']}); built with the `threads` shown, on a 2-core machine shared with other jobs. Index "
-        "MB is the serialised index (about its memory); RSS is the process's growth while building. Recall is "
-        "against exact search. `clustered`: 100 images per model, gallery-like (the images index); `prototypes`: "
-        "one row per model, queries are new images of those models (the prototypes index, what `identify` "
-        "searches); `random`: independent directions, queries too (the worst case for ANN).",
+        "MB is the serialised index (about its memory). Recall is against exact search. `clustered`: 100 images "
+        "per model, gallery-like (the images index); `prototypes`: one row per model, queries are new images of "
+        "those models (the prototypes index, what `identify` searches); `random`: independent directions, queries "
+        "too (the worst case for ANN).",
         "",
-        "| data | n | index | threads | build s | index MB | RSS MB | exact p50 / p95 ms | ef_search / nprobe | "
+        "| data | n | index | threads | build s | index MB | exact p50 / p95 ms | ef_search / nprobe | "
         "ANN p50 / p95 ms | recall@1 | recall@10 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in res["rows"]:
         for a in row["sweep"]:
             knob = a.get("nprobe", a.get("ef_search"))
             lines.append(f"| {row['kind']} | {row['n']:,} | {setting(row)} | {row['threads']} | {row['build_s']} | "
-                         f"{row['index_mb']} | {row.get('build_rss_mb', 'n/a')} | {row['exact_p50_ms']} / "
+                         f"{row['index_mb']} | {row['exact_p50_ms']} / "
                          f"{row['exact_p95_ms']} | {knob} | {a['p50_ms']} / {a['p95_ms']} | {a['recall_at_1']:.3f} "
                          f"| {a['recall_at_10']:.3f} |")
     return "\n".join(lines)
@@ -167,6 +162,7 @@ def main() -> None:
         if all(old.get(k) == res[k] for k in ("queries", "exact_queries", "seed")):
             res["rows"] = old["rows"]
     key = ("structure", "kind", "n")
+    threadpool_limits(1, "blas")  # exact search on one thread, as the index's queries
     for structure in args.structures.split(","):
         params = IndexParams(structure, m=args.m, ef_construction=args.ef_construction, nlist=args.nlist,
                              seed=args.seed)

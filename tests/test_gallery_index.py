@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from modelprint.gallery import Gallery, IndexParams
-from modelprint.gallery.index import build, cells, default_params, describe, nearest
+from modelprint.gallery.index import DEFAULT_PARAMS, build, cells, describe, nearest
 
 DIM, MODELS, PER_MODEL = 48, 40, 60  # 40 prototypes, 2,400 image embeddings
 EXACT = 10**9  # an index threshold no test gallery reaches: exact search
@@ -179,7 +179,7 @@ def test_ivf_finds_the_exact_nearest_image_on_clustered_data() -> None:
     centres = _unit(rng.standard_normal((100, DIM)))
     x = _draw(centres, np.repeat(np.arange(100), 100), rng)  # 10,000 images of 100 models
     q = _draw(centres, rng.integers(0, 100, 300), rng)
-    ann = build("images", "toy", "1", "-", np.arange(len(x)), x, default_params("images", len(x)))
+    ann = build("images", "toy", "1", "-", np.arange(len(x)), x, DEFAULT_PARAMS["images"])
     assert ann.params.structure == "ivf" and ann.params.nlist == cells(len(x), ann.params) == 256
     sims, pos = ann.search(q, 10)
     exact_sims, exact_pos = nearest(q, x, 10)

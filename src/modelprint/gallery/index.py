@@ -1,4 +1,5 @@
-"""Approximate nearest-neighbour indexes beside a gallery: FAISS HNSW over prototypes and over per-image embeddings.
+"""Approximate nearest-neighbour indexes beside a gallery: FAISS HNSW or IVF over prototypes and over per-image
+embeddings.
 
 **Content token.** Every change to the ``embeddings`` table sets ``meta.content_token`` to a fresh random value,
 by SQLite triggers stored in the gallery itself (installed when a gallery is opened writable), so the token moves
@@ -15,9 +16,9 @@ ignored (search is then exact), never used. Indexes are built and used from
 **Search.** Inner product on unit vectors (cosine similarity), with one of two FAISS structures
 (:class:`IndexParams`, recorded in the index file): ``hnsw``, a graph with ``M`` links per node of which
 ``ef_search`` candidates are explored per query, or ``ivf``, k-means cells (``nlist``, trained on a seeded sample)
-of which the ``nprobe`` nearest are scanned exactly. :func:`default_params` picks one per kind and size, from
-``benchmarks/bench_index.py``. The best candidates are re-ranked by similarity, ties by row order as exact search
-breaks them.
+of which the ``nprobe`` nearest are scanned exactly; :data:`DEFAULT_PARAMS` per kind, from
+``benchmarks/bench_index.py`` (IVF's cell count follows the size). The best candidates are re-ranked by
+similarity, ties by row order as exact search breaks them.
 """
 
 from __future__ import annotations
@@ -85,11 +86,6 @@ class IndexParams:
 #: use IVF, which reaches it up to 1e6 rows in a fraction of HNSW's build time.
 DEFAULT_PARAMS = {"prototypes": IndexParams("hnsw", m=32, ef_construction=128, ef_search=128),
                   "images": IndexParams("ivf", nprobe=32)}
-
-
-def default_params(kind: str, rows: int) -> IndexParams:
-    """The index settings of ``kind`` for ``rows`` rows (IVF's cell count follows the size: 4·sqrt(rows))."""
-    return DEFAULT_PARAMS[kind]
 
 
 def cells(rows: int, params: IndexParams) -> int:
@@ -290,7 +286,7 @@ class Indexes:
     def __init__(self, gallery: Path, threshold: int, params: IndexParams | None = None) -> None:
         self.gallery = gallery
         self.threshold = int(threshold)
-        self.params = params  # None: default_params per kind and size
+        self.params = params  # None: DEFAULT_PARAMS of each kind
         self.lock = threading.RLock()
         self._cache: dict[tuple[str, str, str], AnnIndex] = {}
         self._seen: dict[tuple[str, str, str], tuple[int, int, str]] = {}  # file (mtime, size) unusable at token
@@ -353,7 +349,7 @@ class Indexes:
             if ids is None or x is None:
                 path.unlink(missing_ok=True)
                 return {**done, "built": False}
-            ann = build(kind, method, version, str(token), ids, x, self.params or default_params(kind, rows))
+            ann = build(kind, method, version, str(token), ids, x, self.params or DEFAULT_PARAMS[kind])
             save(path, ann)
             self._cache[(kind, method, version)] = ann
         return {**done, "built": True, "params": asdict(ann.params), "seconds": round(time.perf_counter() - start, 3)}
