@@ -8,10 +8,11 @@ Synthetic 256-dimensional unit embeddings (the learned extractor's dimension), t
 - `prototypes`: one row per model (its centre, what `identify` searches); queries are new images of random models.
 
 For each structure and size: build time (IVF: k-means training on a seeded sample and adding) with `--threads`
-threads, index size (the serialised index, about its memory), single-query latency p50/p95 of the index (HNSW at
-several `ef_search`, IVF at several `nprobe`) and of exact search (`modelprint.gallery.index.nearest`, NumPy), and
-recall@1 / recall@10 against exact search. Queries one at a time on one thread (BLAS too). Rows of earlier runs with
-the same queries and seed are kept, so sizes and structures can be run separately.
+threads (wall and process CPU seconds: the machine is shared), index size (the serialised index, about its
+memory), single-query latency p50/p95 of the index (HNSW at several `ef_search`, IVF at several `nprobe`) and of
+exact search (`modelprint.gallery.index.nearest`, NumPy), and recall@1 / recall@10 against exact search. Queries
+one at a time on one thread (BLAS too). Rows of earlier runs with the same queries and seed are kept, so sizes and
+structures can be run separately.
 """
 
 from __future__ import annotations
@@ -78,14 +79,14 @@ def run(kind: str, n: int, queries: int, exact_queries: int, params: IndexParams
     truth = nearest(q, x, 10)[1]
     exact = latencies(lambda v: nearest(v, x, 10), q[:exact_queries])
     faiss.omp_set_num_threads(threads)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     ann = build("images", "bench", "1", "-", np.arange(n), x, params)
-    build_s = time.perf_counter() - t
+    build_s, build_cpu_s = time.perf_counter() - t, time.process_time() - cpu
     size = int(faiss.serialize_index(ann.index).size)
     faiss.omp_set_num_threads(1)
     knob = "nprobe" if params.structure == "ivf" else "ef_search"
     row = {"structure": params.structure, "kind": kind, "n": n, "params": asdict(ann.params), "threads": threads,
-           "build_s": round(build_s, 2), "index_mb": round(size / 2**20, 1),
+           "build_s": round(build_s, 2), "build_cpu_s": round(build_cpu_s, 2), "index_mb": round(size / 2**20, 1),
            "vectors_mb": round(x.nbytes / 2**20, 1), "exact_p50_ms": ms(exact, 50), "exact_p95_ms": ms(exact, 95),
            "sweep": []}
     for value in sweep:
@@ -122,17 +123,17 @@ def report(res: dict, name: str) -> str:
         "those models (the prototypes index, what `identify` searches); `random`: independent directions, queries "
         "too (the worst case for ANN).",
         "",
-        "| data | n | index | threads | build s | index MB | exact p50 / p95 ms | ef_search / nprobe | "
+        "| data | n | index | threads | build s (CPU s) | index MB | exact p50 / p95 ms | ef_search / nprobe | "
         "ANN p50 / p95 ms | recall@1 | recall@10 |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in res["rows"]:
         for a in row["sweep"]:
             knob = a.get("nprobe", a.get("ef_search"))
-            lines.append(f"| {row['kind']} | {row['n']:,} | {setting(row)} | {row['threads']} | {row['build_s']} | "
-                         f"{row['index_mb']} | {row['exact_p50_ms']} / "
-                         f"{row['exact_p95_ms']} | {knob} | {a['p50_ms']} / {a['p95_ms']} | {a['recall_at_1']:.3f} "
-                         f"| {a['recall_at_10']:.3f} |")
+            built = f"{row['build_s']} ({row.get('build_cpu_s', '–')})"
+            lines.append(f"| {row['kind']} | {row['n']:,} | {setting(row)} | {row['threads']} | {built} | "
+                         f"{row['index_mb']} | {row['exact_p50_ms']} / {row['exact_p95_ms']} | {knob} | "
+                         f"{a['p50_ms']} / {a['p95_ms']} | {a['recall_at_1']:.3f} | {a['recall_at_10']:.3f} |")
     return "\n".join(lines)
 
 

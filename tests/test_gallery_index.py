@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modelprint.errors import GalleryError
 from modelprint.gallery import Gallery, IndexParams
 from modelprint.gallery.index import DEFAULT_PARAMS, build, cells, describe, nearest
 
@@ -203,6 +204,9 @@ def test_index_settings_round_trip_and_files_of_older_or_foreign_settings(indexe
     q = _queries(50)
     with Gallery(path, index_threshold=EXACT) as g:
         exact = _answers(g, q)
+    for bad in ({"structure": "annoy"}, {"nprobe": 0}, {"nlist": -1}):
+        with pytest.raises(GalleryError, match="index"):
+            IndexParams(**bad)
     ivf = IndexParams("ivf", nlist=20, nprobe=7, seed=3)
     with Gallery(path, index_threshold=20, index_params=ivf) as g:
         assert [b["params"] for b in g.reindex()] == [{**asdict(ivf), "nlist": 1}, asdict(ivf)]  # 40 rows: 1 cell

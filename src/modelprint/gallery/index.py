@@ -37,6 +37,7 @@ import numpy as np
 
 from modelprint.atomic import atomic_path
 from modelprint.config import torch_threads
+from modelprint.errors import GalleryError
 from modelprint.gallery.tables import F32, tag
 from modelprint.scores import l2_normalize
 
@@ -76,9 +77,9 @@ class IndexParams:
 
     def __post_init__(self) -> None:
         if self.structure not in STRUCTURES:
-            raise ValueError(f"index structure must be one of {', '.join(STRUCTURES)}, got {self.structure!r}")
+            raise GalleryError(f"index structure must be one of {', '.join(STRUCTURES)}, got {self.structure!r}")
         if min(self.m, self.ef_construction, self.ef_search, self.nprobe) < 1 or self.nlist < 0:
-            raise ValueError(f"index parameters must be positive (nlist non-negative): {self}")
+            raise GalleryError(f"index parameters must be positive (nlist non-negative): {self}")
 
 
 #: Measured in ``benchmarks/bench_index.py``: prototypes (one per model) are near-random directions, which IVF cells
@@ -271,7 +272,7 @@ def load(path: Path, kind: str, method: str, version: str, token: str) -> AnnInd
             return "damaged"
         index = faiss.deserialize_index(data)
         params = IndexParams(**meta["params"])  # files before IVF have HNSW settings only: structure "hnsw"
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, zipfile.BadZipFile, EOFError):
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, GalleryError, zipfile.BadZipFile, EOFError):
         return "damaged"
     structure = {"ivf": faiss.IndexIVFFlat, "hnsw": faiss.IndexHNSWFlat}[params.structure]
     if index.ntotal != len(ids) or not isinstance(index, structure):
