@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from modelprint.errors import GalleryError
-from modelprint.gallery import Gallery, IndexParams
+from modelprint.gallery import Gallery, IndexParams, index
 from modelprint.gallery.index import DEFAULT_PARAMS, build, cells, describe, nearest
 
 DIM, MODELS, PER_MODEL = 48, 40, 60  # 40 prototypes, 2,400 image embeddings
@@ -175,17 +175,22 @@ def test_cli_reindex_prints_what_it_built(indexed: Path, tmp_path: Path) -> None
     assert missing.returncode == 2 and "no such gallery file" in missing.stderr and "Traceback" not in missing.stderr
 
 
-def test_ivf_finds_the_exact_nearest_image_on_clustered_data() -> None:
+def test_ivf_finds_the_exact_nearest_image_on_clustered_data(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(3)
     centres = _unit(rng.standard_normal((100, DIM)))
     x = _draw(centres, np.repeat(np.arange(100), 100), rng)  # 10,000 images of 100 models
     q = _draw(centres, rng.integers(0, 100, 300), rng)
-    ann = build("images", "toy", "1", "-", np.arange(len(x)), x, DEFAULT_PARAMS["images"])
-    assert ann.params.structure == "ivf" and ann.params.nlist == cells(len(x), ann.params) == 256
-    sims, pos = ann.search(q, 10)
     exact_sims, exact_pos = nearest(q, x, 10)
-    assert np.array_equal(pos[:, 0], exact_pos[:, 0])
-    assert np.allclose(sims, exact_sims, atol=1e-5)
+    built = []
+    for two_level in (10**9, 64):  # plain k-means, then FAISS's two-level clustering (16 coarse cells)
+        monkeypatch.setattr(index, "TWO_LEVEL", two_level)
+        ann = build("images", "toy", "1", "-", np.arange(len(x)), x, DEFAULT_PARAMS["images"])
+        assert ann.params.structure == "ivf" and ann.params.nlist == cells(len(x), ann.params) == 256
+        sims, pos = ann.search(q, 10)
+        assert np.array_equal(pos[:, 0], exact_pos[:, 0])
+        assert np.allclose(sims, exact_sims, atol=1e-5)
+        built.append(ann.index.quantizer.reconstruct_n(0, 256))
+    assert not np.allclose(built[0], built[1])  # two trainings, not one twice
 
 
 def _rewrite_params(path: Path, **change: object) -> None:
