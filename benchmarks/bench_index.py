@@ -110,15 +110,22 @@ def setting(row: dict) -> str:
 
 
 def report(res: dict, name: str) -> str:
-    how = "" if name == "index" else f" --name {name}"
+    how = ""
+    if name != "index":  # a side run: its settings (the main section's rows name theirs)
+        p = res["rows"][0]["params"]
+        how = f" --name {name} --structures {p['structure']} " + (f"--nlist {p['nlist']}" if p["structure"] == "ivf"
+                                                                  else f"--m {p['m']} --ef-construction "
+                                                                       f"{p['ef_construction']}")
     lines = [
         f"## Gallery ANN index (`python benchmarks/bench_index.py --seed 0{how}`)",
         "",
         "FAISS indexes, inner product on 256-d unit vectors, against exact NumPy search: HNSW (graph; `ef_search` "
-        "candidates per query) and IVF (`IndexIVFFlat`: k-means cells trained on a seeded sample of up to 64 rows "
-        f"per cell, `nprobe` cells scanned per query). {res['queries']} queries one at a time on one thread (exact: "
-        f"{res['exact_queries']}); built with the `threads` shown, on a 2-core machine shared with other jobs. Index "
-        "MB is the serialised index (about its memory). Recall is against exact search. `clustered`: 100 images "
+        "candidates per query) and IVF (`IndexIVFFlat`: `nlist` spherical k-means cells, FAISS's two-level "
+        "clustering from 4,096 cells, trained on a seeded sample of up to 64 rows per cell; `nprobe` cells scanned "
+        f"per query). {res['queries']} queries one at a time on one thread (exact: {res['exact_queries']}); built "
+        "with the `threads` shown, on a 2-core machine shared with other jobs (build CPU seconds: `–` where a run did "
+        "not record them). Index MB is the serialised index (about its memory). Recall is against exact search. "
+        "`clustered`: 100 images "
         "per model, gallery-like (the images index); `prototypes`: one row per model, queries are new images of "
         "those models (the prototypes index, what `identify` searches); `random`: independent directions, queries "
         "too (the worst case for ANN).",
