@@ -222,6 +222,7 @@ def build(kind: str, method: str, version: str, token: str, ids: np.ndarray, x: 
         nlist = cells(len(x), params)
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(x.shape[1]), x.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = params.seed
+        index.cp.min_points_per_centroid = 1  # cells() keeps 39 rows a cell; a forced index of fewer has one cell
         take = min(len(x), TRAIN_PER_CELL * nlist)
         rng = np.random.default_rng(params.seed)
         sample = x if take == len(x) else x[np.sort(rng.choice(len(x), take, replace=False))]
