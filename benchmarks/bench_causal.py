@@ -74,6 +74,14 @@ EPSILONS = (2, 4, 8)
 TINY_MODELS = ["tiny-gan", "tiny-vae", "tiny-flow", "tiny-ddpm", "tiny-ldm", "tiny-ddpm-finetune", "tiny-ddpm-lora"]
 
 
+def shown_path(path: Path) -> str:
+    """``path`` as the results show it: relative to the working folder, or its last two parts (no machine paths)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(Path(*path.parts[-2:]))
+
+
 def u8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
 
@@ -393,7 +401,7 @@ def main() -> None:
     held = split_contents(pcontents, 0.5, args.seed)
     result = {"benchmark": "causal" + ("-quick (smoke run on a tiny zoo: NOT the benchmark)" if args.quick else ""),
               "machine": machine(),
-              "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "settings": {k: shown_path(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "versions": {v: m.tag for v, m in methods.items()},
               "zoo": {"models": list(entries), "test_classes": test_classes, "pair_models": pair_models,
                       "split": "models ordered by family then seeded hash, alternately test class / pair model; "
@@ -508,7 +516,7 @@ def _reading(r: dict) -> list[str]:
 def readme(r: dict) -> str:
     s, z = r["settings"], r["zoo"]
     cmd = (f"python benchmarks/bench_causal.py --zoo {s['zoo']} --seed {s['seed']} --rw-cap {s['rw_cap']} "
-           f"--anon-per-model {s['anon_per_model']}")
+           f"--anon-per-model {s['anon_per_model']}" + (f" --models {s['models']}" if s.get("models") else ""))
     partial = r.get("partial") or {}
     out = [f"## Causal fingerprints: views, fusion, decoupling, format control, anonymization (`{cmd}`)", "",
            *([f"**Partial run.** Standard zoo models not yet built when it ran: "

@@ -60,53 +60,102 @@ def methods(seed: int) -> dict[str, tuple[object, str]]:
     return out
 
 
-def measure_all(denoiser, images: np.ndarray, table: dict, work: Path, tag: str) -> dict:
-    """Each distinct measurement once (cached in ``work``), with its cost."""
+def _measure_job(zoo: str, model: str, source: str, seed: int, images: np.ndarray, path: Path) -> str:
+    """Measure ``source`` of ``images`` through zoo ``model`` and cache it in ``path`` (one worker's job)."""
+    import torch
+
     from modelprint.atomic import atomic_path
-    from modelprint.provenance.protocols import Measured, measure
+    from modelprint.probes import DiffusersCandidate
+    from modelprint.provenance.protocols import measure
+
+    torch.set_num_threads(1)
+    attack = next(a for a, src in methods(seed).values() if src == source)
+    t0 = time.perf_counter()
+    m = measure(attack, DiffusersCandidate.load(model, zoo=zoo, name=model), images)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, values=m.values, cost=np.array([m.calls_per_image, m.backwards_per_image, m.seconds_per_image]))
+    return f"measured {source}: {len(images)} images, {time.perf_counter() - t0:.0f} s"
+
+
+def _signature_job(zoo: str, candidate: str, seed: int, images: np.ndarray, path: Path, stamp: str) -> str:
+    """Loss trajectories of ``images`` through one attribution candidate, cached in ``path`` with ``stamp``."""
+    import torch
+
+    from modelprint.atomic import atomic_path
+    from modelprint.probes import DenoisingLossProbe, DiffusersCandidate
+
+    torch.set_num_threads(1)
+    probe = DenoisingLossProbe(**LOSS_PROBE, seed=seed)
+    t0 = time.perf_counter()
+    signature = probe.signature(DiffusersCandidate.load(candidate, zoo=zoo, name=candidate), images)
+    seconds = time.perf_counter() - t0
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, signature=signature, seconds=np.float64(seconds), stamp=np.array(stamp))
+    return f"measured attribution signatures through {candidate}: {len(images)} images, {seconds:.0f} s"
+
+
+def run_jobs(jobs: list[tuple], workers: int) -> None:
+    """Run ``(function, *args)`` jobs, in ``workers`` spawned processes when more than one (each 1 torch thread)."""
+    if workers <= 1 or len(jobs) <= 1:
+        for fn, *args in jobs:
+            print(fn(*args), flush=True)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for future in as_completed([pool.submit(fn, *args) for fn, *args in jobs]):
+            print(future.result(), flush=True)
+
+
+def measurement_jobs(zoo: Path, model: str, images: np.ndarray, table: dict, work: Path, tag: str, seed: int
+                     ) -> tuple[list[tuple], dict[str, Path]]:
+    """The membership measurements not yet cached in ``work`` (one job each) and every measurement's cache file."""
+    paths = {source: work / f"{tag}-{source}.npz" for _, source in table.values()}
+    return [(_measure_job, str(zoo), model, s, seed, images, p) for s, p in paths.items() if not p.exists()], paths
+
+
+def load_measured(paths: dict[str, Path]) -> dict:
+    from modelprint.provenance.protocols import Measured
 
     out = {}
-    for attack, source in table.values():
-        if source in out:
-            continue
-        path = work / f"{tag}-{source}.npz"
-        if not path.exists():
-            t0 = time.perf_counter()
-            m = measure(attack, denoiser, images)
-            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-                np.savez(fh, values=m.values, cost=np.array([m.calls_per_image, m.backwards_per_image,
-                                                             m.seconds_per_image]))
-            print(f"measured {source}: {len(images)} images, {time.perf_counter() - t0:.0f} s", flush=True)
+    for source, path in paths.items():
         with np.load(path) as data:
             out[source] = Measured(data["values"], *map(float, data["cost"]))
     return out
 
 
-def attribution_signatures(probe, candidates: dict, images: np.ndarray, labels: np.ndarray, path: Path
-                           ) -> tuple[np.ndarray, float]:
-    """Every image's loss trajectory through every candidate ``(n, K, T)`` and the seconds per image it took, cached
-    in ``path`` (reused while the candidates, labels, images and probe are the same)."""
+def signature_jobs(zoo: Path, entries: dict, candidates: list[str], images: np.ndarray, labels: np.ndarray,
+                   seed: int, work: Path, per_model: int) -> tuple[list[tuple], dict[str, tuple[Path, str]]]:
+    """Attribution signatures not yet cached (one job per candidate); a cache is reused while the candidate's files,
+    the images, their labels and the probe are the same."""
     import hashlib
     import json
 
-    from modelprint.atomic import atomic_path
-    from modelprint.probes import unknown_origin_signatures
+    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
+    files: dict[str, tuple[Path, str]] = {}
+    jobs = []
+    for c in candidates:
+        stamp = json.dumps({"candidate": c, "files": entries[c]["files"], "labels": labels.tolist(),
+                            "probe": LOSS_PROBE, "seed": seed, "images": digest}, sort_keys=True, default=str)
+        path = work / f"attribution-s{seed}-{per_model}-{c}.npz"
+        files[c] = (path, stamp)
+        if path.exists():
+            with np.load(path) as data:
+                if str(data["stamp"]) == stamp:
+                    continue
+        jobs.append((_signature_job, str(zoo), c, seed, images, path, stamp))
+    return jobs, files
 
-    stamp = json.dumps({"candidates": list(candidates), "labels": labels.tolist(), "probe": probe.get_params(),
-                        "images": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()},
-                       sort_keys=True, default=str)
-    if path.exists():
+
+def load_signatures(files: dict[str, tuple[Path, str]], n: int) -> tuple[np.ndarray, float]:
+    """``(n, K, T)`` signatures in candidate order and the seconds per image of probing through all of them."""
+    out, seconds = [], 0.0
+    for path, _ in files.values():
         with np.load(path) as data:
-            if str(data["stamp"]) == stamp:
-                return data["signatures"], float(data["seconds"])
-    t0 = time.perf_counter()
-    signatures = unknown_origin_signatures(probe, candidates, images)
-    seconds = (time.perf_counter() - t0) / len(images)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, signatures=signatures, seconds=np.float64(seconds), stamp=np.array(stamp))
-    print(f"measured attribution signatures: {len(images)} images x {len(candidates)} candidates, "
-          f"{seconds * len(images):.0f} s", flush=True)
-    return signatures, seconds
+            out.append(data["signature"])
+            seconds += float(data["seconds"])
+    return np.stack(out, axis=1), seconds / n
 
 
 def standard_seconds(seed: int, n: int = 4) -> dict:
@@ -138,6 +187,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.5, help="share of the members the auditor fits on")
     parser.add_argument("--attribution-per-model", type=int, default=60, help="own samples per candidate")
     parser.add_argument("--workdir", type=Path, default=Path("out/bench-provenance"))
+    parser.add_argument("--jobs", type=int, default=1, help="processes measuring in parallel (1 torch thread each)")
     args = parser.parse_args()
 
     import torch
@@ -164,7 +214,21 @@ def main() -> None:
     images, groups = P.bed_images(bed)
     denoiser = DiffusersCandidate.load(model, zoo=str(args.zoo), name=model)
     table = methods(args.seed)
-    measured = measure_all(denoiser, images, table, work, tag)
+
+    # attribution with reject: every diffusion model of the zoo, its own samples and the external images
+    from modelprint.io import load_image
+    from modelprint.io.images import to_uint8
+
+    own = {c: np.stack([to_uint8(load_image(p)) for p in sorted(zoo.samples_dir(c).glob("*.png"))
+                        [: args.attribution_per_model]]) for c in candidates}
+    external = np.concatenate([bed.matched, bed.shifted])
+    attr_images = np.concatenate([*own.values(), external])
+    attr_labels = np.concatenate([[c] * len(v) for c, v in own.items()] + [[NONE] * len(external)])
+    jobs, paths = measurement_jobs(args.zoo, model, images, table, work, tag, args.seed)
+    more, signature_files = signature_jobs(args.zoo, entries, candidates, attr_images, attr_labels, args.seed, work,
+                                           args.attribution_per_model)
+    run_jobs(jobs + more, args.jobs)
+    measured = load_measured(paths)
     trajectory = table["trajectory"][0].extractor.extract(denoiser, images[:1])  # names of the columns
     names, values = trajectory.names, measured["trajectory"].values
 
@@ -188,19 +252,8 @@ def main() -> None:
     weights = P.weights_by_kind(fitted["trajectory"].classifier_.linear_weights()[0], names)
     three = {m: P.three_way(values, groups, split, m, seed=args.seed)[1] for m in ("linear", "boosted")}
 
-    # attribution with reject: every diffusion model of the zoo, its own samples and the external images
-    from modelprint.io import load_image
-    from modelprint.io.images import to_uint8
-
-    own = {c: np.stack([to_uint8(load_image(p)) for p in sorted(zoo.samples_dir(c).glob("*.png"))
-                        [: args.attribution_per_model]]) for c in candidates}
-    external = np.concatenate([bed.matched, bed.shifted])
-    attr_images = np.concatenate([*own.values(), external])
-    attr_labels = np.concatenate([[c] * len(v) for c, v in own.items()] + [[NONE] * len(external)])
-    loaded = {c: DiffusersCandidate.load(c, zoo=str(args.zoo), name=c) for c in candidates}
     probe = DenoisingLossProbe(**LOSS_PROBE, seed=args.seed)
-    signatures, seconds = attribution_signatures(probe, loaded, attr_images, attr_labels,
-                                                 work / f"attribution-s{args.seed}-{args.attribution_per_model}.npz")
+    signatures, seconds = load_signatures(signature_files, len(attr_images))
     attribution = P.attribution_with_reject(signatures, attr_labels, candidates, args.seed)
     attribution["cost"] = {"calls_per_image": probe.calls_per_image * len(candidates),
                            "seconds_per_image": seconds,

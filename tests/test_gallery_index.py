@@ -10,13 +10,15 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from modelprint.gallery import Gallery
-from modelprint.gallery.index import describe
+from modelprint.errors import GalleryError
+from modelprint.gallery import Gallery, IndexParams, index
+from modelprint.gallery.index import DEFAULT_PARAMS, build, cells, describe, nearest
 
 DIM, MODELS, PER_MODEL = 48, 40, 60  # 40 prototypes, 2,400 image embeddings
 EXACT = 10**9  # an index threshold no test gallery reaches: exact search
@@ -171,3 +173,65 @@ def test_cli_reindex_prints_what_it_built(indexed: Path, tmp_path: Path) -> None
     missing = subprocess.run([sys.executable, "-m", "modelprint.cli.main", "gallery", "reindex", "--gallery",
                               str(tmp_path / "none.sqlite")], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "no such gallery file" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_ivf_finds_the_exact_nearest_image_on_clustered_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    centres = _unit(rng.standard_normal((100, DIM)))
+    x = _draw(centres, np.repeat(np.arange(100), 100), rng)  # 10,000 images of 100 models
+    q = _draw(centres, rng.integers(0, 100, 300), rng)
+    exact_sims, exact_pos = nearest(q, x, 10)
+    built = []
+    for two_level in (10**9, 64):  # plain k-means, then FAISS's two-level clustering (16 coarse cells)
+        monkeypatch.setattr(index, "TWO_LEVEL", two_level)
+        ann = build("images", "toy", "1", "-", np.arange(len(x)), x, DEFAULT_PARAMS["images"])
+        assert ann.params.structure == "ivf" and ann.params.nlist == cells(len(x), ann.params) == 256
+        sims, pos = ann.search(q, 10)
+        assert np.array_equal(pos[:, 0], exact_pos[:, 0])
+        assert np.allclose(sims, exact_sims, atol=1e-5)
+        built.append(ann.index.quantizer.reconstruct_n(0, 256))
+    assert not np.allclose(built[0], built[1])  # two trainings, not one twice
+
+
+def _rewrite_params(path: Path, **change: object) -> None:
+    """Rewrite the settings recorded in an index file (``None`` drops a key), its index bytes untouched."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    meta["params"] = {k: v for k, v in {**meta["params"], **change}.items() if v is not None}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def test_index_settings_round_trip_and_files_of_older_or_foreign_settings(indexed: Path, tmp_path: Path) -> None:
+    path = _copy(indexed, tmp_path / "g")
+    q = _queries(50)
+    with Gallery(path, index_threshold=EXACT) as g:
+        exact = _answers(g, q)
+    for bad in ({"structure": "annoy"}, {"nprobe": 0}, {"nlist": -1}):
+        with pytest.raises(GalleryError, match="index"):
+            IndexParams(**bad)
+    ivf = IndexParams("ivf", nlist=20, nprobe=7, seed=3)
+    with Gallery(path, index_threshold=20, index_params=ivf) as g:
+        assert [b["params"] for b in g.reindex()] == [{**asdict(ivf), "nlist": 1}, asdict(ivf)]  # 40 rows: 1 cell
+    with Gallery(path, index_threshold=20) as g:  # another process reads the settings the files were built with
+        assert {s.kind: s.params for s in g.index_status()} == {"prototypes": {**asdict(ivf), "nlist": 1},
+                                                                 "images": asdict(ivf)}
+        _same(_answers(g, q), exact)
+    with Gallery(path, index_threshold=20, index_params=IndexParams("hnsw", m=8)) as g:
+        g.reindex()
+    files = sorted(path.with_name("g.sqlite.ann").glob("*.npz"))
+    for f in files:  # as written before IVF: HNSW settings only
+        _rewrite_params(f, structure=None, nlist=None, nprobe=None, seed=None)
+    with Gallery(path, index_threshold=20) as g:
+        assert all(s.state == "fresh" and s.params == asdict(IndexParams("hnsw", m=8)) for s in g.index_status())
+        _same(_answers(g, q), exact)
+    for change in ({"structure": "ivf"}, {"structure": "annoy"}, {"nprobe": 0}, {"shards": 4}):
+        for f in files:  # settings that do not describe the index bytes, or that this version does not know
+            _rewrite_params(f, **change)
+        with Gallery(path, index_threshold=20) as g:
+            assert {(s.state, s.params) for s in g.index_status()} == {("damaged", None)}, change
+            _same(_answers(g, q), exact)
+        for f in files:
+            _rewrite_params(f, **{**dict.fromkeys(change), "structure": "hnsw"})

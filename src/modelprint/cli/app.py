@@ -86,6 +86,17 @@ def emit_json(payload: Any, as_json: bool = True, json_out: Path | None = None) 
         sys.stdout.write(_json_text(payload))
 
 
+def finish_per_file(res: dict[str, Any], as_json: bool, json_out: Path | None, show: Callable[[], None]) -> None:
+    """The end of a command over many files: a line per file it could not use (``res["failed"]``), the result as JSON
+    when asked, else ``show()`` for people; exit status 1 when any file failed."""
+    report_input_errors(res["failed"])
+    emit_json(res, as_json, json_out)
+    if not as_json:
+        show()
+    if res["failed"]:
+        raise typer.Exit(1)
+
+
 def report_input_errors(errors: Iterable[object], label: str = "skipped") -> None:
     """One line on stderr per bad input (``errors`` are ImageErrors or messages naming the file)."""
     for e in errors:

@@ -16,12 +16,11 @@ from modelprint.cli.app import (
     TopKOpt,
     UnusedSeedOpt,
     calls_bar,
-    emit_json,
     fatal_errors,
+    finish_per_file,
     make_table,
     make_typer,
     out,
-    report_input_errors,
     seed_all,
     shown,
 )
@@ -69,17 +68,16 @@ def probe_prototypes(
             attributor, summary = fit_prototypes(models, refs, probe, features=features, classifier=classifier,
                                                  seed=seed, progress=progress)
         attributor.save(dest)
-        report_input_errors(summary["failed"])
         summary = {"attributor": str(dest), "preset": preset, "classifier": classifier, "features": features,
                    **summary}
-        emit_json(summary, as_json, json_out)
-        if not as_json:
+
+        def show() -> None:
             counts = ", ".join(f"{c} ({n})" for c, n in summary["classes"].items())
             out.print(f"wrote {shown(dest)}: {len(summary['classes'])} classes {shown(f'[{counts}]')} through "
                       f"{len(models)} candidates, {summary['calls_per_image']} denoiser calls per image",
                       soft_wrap=True)
-        if summary["failed"]:
-            raise typer.Exit(1)
+
+        finish_per_file(summary, as_json, json_out, show)
 
 
 @probe_app.command("identify", cls=Command)
@@ -103,9 +101,8 @@ def probe_identify(
         fitted = ProbeAttributor.load(attributor, models)
         with calls_bar("probing") as progress:
             res = identify_files(fitted, paths, top_k=top_k, progress=progress).to_dict()
-        report_input_errors(res["failed"])
-        emit_json(res, as_json, json_out)
-        if not as_json:
+
+        def show() -> None:
             table = make_table(f"probe identify ({shown(res['classifier'])}, {res['calls_per_image']} calls per "
                                "image)", "image", "prediction", f"top-{top_k}")
             for row in res["results"]:
@@ -113,5 +110,5 @@ def probe_identify(
                               ", ".join(f"{shown(c['model'])} {c.get('probability', c['score']):.3f}"
                                         for c in row["top_k"]))
             out.print(table)
-        if res["failed"]:
-            raise typer.Exit(1)
+
+        finish_per_file(res, as_json, json_out, show)

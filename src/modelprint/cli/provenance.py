@@ -19,12 +19,11 @@ from modelprint.cli.app import (
     SeedOpt,
     UnusedSeedOpt,
     calls_bar,
-    emit_json,
     fatal_errors,
+    finish_per_file,
     make_table,
     make_typer,
     out,
-    report_input_errors,
     seed_all,
     shown,
 )
@@ -85,15 +84,14 @@ def provenance_fit(
             fit = fit_provenance(provenance, denoiser, members, external, generated, sample, progress)
         provenance.save(dest)
         res = {"provenance": str(dest), **fit.to_dict()}
-        report_input_errors(res["failed"])
-        emit_json(res, as_json, json_out)
-        if not as_json:
+
+        def show() -> None:
             counts = ", ".join(f"{c} ({n})" for c, n in res["counts"].items())
             out.print(f"wrote {shown(dest)}: provenance of {shown(res['denoiser'])} from {shown(counts)}, "
                       f"{res['calls_per_image']} denoiser calls and {res['backwards_per_image']} backward passes "
                       f"per image; uncertain below {res['confidence_threshold']:.3f}", soft_wrap=True)
-        if res["failed"]:
-            raise typer.Exit(1)
+
+        finish_per_file(res, as_json, json_out, show)
 
 
 @provenance_app.command("score", cls=Command)
@@ -118,17 +116,16 @@ def provenance_score(
         denoiser = load_model(model, zoo=zoo)
         with calls_bar("scoring") as progress:
             res = score_files(fitted, denoiser, paths, progress).to_dict()
-        report_input_errors(res["failed"])
-        emit_json(res, as_json, json_out)
-        if not as_json:
+
+        def show() -> None:
             table = make_table(f"provenance through {shown(res['model'])} ({res['calls_per_image']} calls per image)",
                                "image", "decision", *res["classes"])
             for row in res["results"]:
                 table.add_row(shown(Path(row["path"]).name), shown(row["decision"]),
                               *(f"{row['probabilities'][c]:.3f}" for c in res["classes"]))
             out.print(table)
-        if res["failed"]:
-            raise typer.Exit(1)
+
+        finish_per_file(res, as_json, json_out, show)
 
 
 def describe_rule(res: dict) -> str:
@@ -172,15 +169,14 @@ def provenance_attribute_fit(
             fit = fit_attribution(candidates, folders, external, probe, sample, seed, progress=progress)
         fit.model.save(dest)
         res = {"attributor": str(dest), "preset": preset, **fit.to_dict()}
-        report_input_errors(res["failed"])
-        emit_json(res, as_json, json_out)
-        if not as_json:
+
+        def show() -> None:
             counts = ", ".join(f"{c} ({n})" for c, n in res["counts"].items())
             out.print(f"wrote {shown(dest)}: {len(candidates)} candidates from {shown(counts)}, "
                       f"{shown(describe_rule(res))} rule, "
                       f"{res['calls_per_image']} denoiser calls per image", soft_wrap=True)
-        if res["failed"]:
-            raise typer.Exit(1)
+
+        finish_per_file(res, as_json, json_out, show)
 
 
 @provenance_app.command("attribute", cls=Command)
@@ -205,9 +201,8 @@ def provenance_attribute(
         candidates = load_candidates(models, zoo=zoo)
         with calls_bar("probing") as progress:
             res = attribute_files(fitted, candidates, paths, progress).to_dict()
-        report_input_errors(res["failed"])
-        emit_json(res, as_json, json_out)
-        if not as_json:
+
+        def show() -> None:
             names = sorted(res["candidates"])
             table = make_table(f"provenance attribute ({res['calls_per_image']} calls per image; margin ≥ 0: "
                                "accepted)", "image", "prediction", *map(shown, names))
@@ -215,5 +210,5 @@ def provenance_attribute(
                 table.add_row(shown(Path(row["path"]).name), shown(row["prediction"]),
                               *(f"{row['margins'][n]:+.3f}" for n in names))
             out.print(table)
-        if res["failed"]:
-            raise typer.Exit(1)
+
+        finish_per_file(res, as_json, json_out, show)

@@ -1,4 +1,5 @@
-"""Approximate nearest-neighbour indexes beside a gallery: FAISS HNSW over prototypes and over per-image embeddings.
+"""Approximate nearest-neighbour indexes beside a gallery: FAISS HNSW or IVF over prototypes and over per-image
+embeddings.
 
 **Content token.** Every change to the ``embeddings`` table sets ``meta.content_token`` to a fresh random value,
 by SQLite triggers stored in the gallery itself (installed when a gallery is opened writable), so the token moves
@@ -12,9 +13,12 @@ gallery's current one and its bytes match their sha256: a stale, damaged, foreig
 ignored (search is then exact), never used. Indexes are built and used from
 :data:`~modelprint.config.DEFAULT_INDEX_THRESHOLD` rows on (``MODELPRINT_INDEX_THRESHOLD``); below, search is exact.
 
-**Search.** Inner product on unit vectors (cosine similarity), HNSW with ``M`` links per node (:data:`DEFAULT_PARAMS`
-per kind); ``ef_search`` candidates are explored per query and the best are re-ranked by similarity, ties by row
-order as exact search breaks them.
+**Search.** Inner product on unit vectors (cosine similarity), with one of two FAISS structures
+(:class:`IndexParams`, recorded in the index file): ``hnsw``, a graph with ``M`` links per node of which
+``ef_search`` candidates are explored per query, or ``ivf``, k-means cells (``nlist``, trained on a seeded sample)
+of which the ``nprobe`` nearest are scanned exactly; :data:`DEFAULT_PARAMS` per kind, from
+``benchmarks/bench_index.py`` (IVF's cell count follows the size). The best candidates are re-ranked by
+similarity, ties by row order as exact search breaks them.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import sqlite3
 import threading
 import time
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,7 @@ import numpy as np
 
 from modelprint.atomic import atomic_path
 from modelprint.config import torch_threads
+from modelprint.errors import GalleryError
 from modelprint.gallery.tables import F32, tag
 from modelprint.scores import l2_normalize
 
@@ -48,24 +53,54 @@ _TRIGGERS = {
 }
 
 
+STRUCTURES = ("hnsw", "ivf")
+#: IVF cells: at least this many training rows per cell (FAISS's own minimum), at most this many drawn per cell;
+#: from ``TWO_LEVEL`` cells on, k-means is FAISS's two-level clustering (√nlist coarse cells, then each split).
+MIN_PER_CELL, TRAIN_PER_CELL, TWO_LEVEL = 39, 64, 4096
+
+
 @dataclass(frozen=True)
 class IndexParams:
-    """HNSW settings: links per node, candidates explored while building and per query."""
+    """Which FAISS structure and its settings.
 
+    ``hnsw``: ``m`` links per node, ``ef_construction`` candidates explored while building, ``ef_search`` per query.
+    ``ivf``: ``nlist`` k-means cells (``0``: 16·sqrt(rows); at most rows / 39) trained on up to 64 rows per cell
+    drawn with ``seed``, ``nprobe`` cells scanned per query. The fields of the other structure are unused.
+    """
+
+    structure: str = "hnsw"
     m: int = 16
     ef_construction: int = 40
     ef_search: int = 128
+    nlist: int = 0
+    nprobe: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.structure not in STRUCTURES:
+            raise GalleryError(f"index structure must be one of {', '.join(STRUCTURES)}, got {self.structure!r}")
+        if min(self.m, self.ef_construction, self.ef_search, self.nprobe) < 1 or self.nlist < 0:
+            raise GalleryError(f"index parameters must be positive (nlist non-negative): {self}")
 
 
-#: Measured in ``benchmarks/bench_index.py``: prototypes (one per model) are near-random directions, which need the
-#: denser graph for recall@1 >= 0.99 at 1e5 rows; gallery-like image embeddings reach it with the cheaper one.
-DEFAULT_PARAMS = {"prototypes": IndexParams(m=32, ef_construction=128, ef_search=128),
-                  "images": IndexParams(m=16, ef_construction=40, ef_search=128)}
+#: Measured in ``benchmarks/bench_index.py``: IVF reaches recall@1 >= 0.99 on gallery-like image embeddings up to
+#: 1e6 rows once there are at least as many cells as models (16·sqrt(rows); with 4·sqrt(rows), 4,000 cells for
+#: 10,000 models, it stalled at 0.98), in a fraction of HNSW's build time. Prototypes (one per model) are
+#: near-random directions, which cells separate badly: they need many more cells scanned (0.995 at 1e5 rows with
+#: 256 of 2,564), which still beats the dense HNSW graph they used before (same recall; built in 16 s, not 673 s).
+DEFAULT_PARAMS = {"prototypes": IndexParams("ivf", nprobe=256), "images": IndexParams("ivf", nprobe=32)}
+
+
+def cells(rows: int, params: IndexParams) -> int:
+    """The IVF cell count for ``rows`` rows: ``params.nlist`` or 16·sqrt(rows), at most rows / 39, at least 1."""
+    wanted = params.nlist or round(16 * rows**0.5)
+    return max(1, min(wanted, rows // MIN_PER_CELL))
 
 
 @dataclass(frozen=True)
 class IndexStatus:
-    """One index of a gallery: its rows, whether it is ``used`` (fresh and at or above ``threshold``) and why."""
+    """One index of a gallery: its rows, whether it is ``used`` (fresh and at or above ``threshold``) and why, and
+    the settings of the index used (``None`` when none is)."""
 
     kind: str
     method: str
@@ -75,6 +110,7 @@ class IndexStatus:
     used: bool
     state: str  # "fresh", "stale", "missing", "damaged", "below threshold"
     file: str
+    params: dict | None = None
 
 
 # ------------------------------------------------------------------------------------------ token in the gallery
@@ -137,7 +173,7 @@ class AnnIndex:
     version: str
     token: str
     ids: np.ndarray
-    index: Any  # faiss.IndexHNSWFlat
+    index: Any  # faiss.IndexHNSWFlat or faiss.IndexIVFFlat, as params.structure says
     params: IndexParams
     names: list[str] | None = None  # prototypes: the model name of each row
 
@@ -151,7 +187,10 @@ class AnnIndex:
         import faiss
 
         k = min(k, self.rows)
-        params = faiss.SearchParametersHNSW(efSearch=max(self.params.ef_search, k))
+        if self.params.structure == "ivf":
+            params = faiss.SearchParametersIVF(nprobe=min(self.params.nprobe, self.index.nlist))
+        else:
+            params = faiss.SearchParametersHNSW(efSearch=max(self.params.ef_search, k))
         sims, pos = self.index.search(np.ascontiguousarray(q, np.float32), k, params=params)
         order = np.lexsort((np.where(pos < 0, np.iinfo(np.int64).max, pos), -sims), axis=1)
         return np.take_along_axis(sims, order, 1), np.take_along_axis(pos, order, 1)
@@ -172,16 +211,44 @@ class AnnIndex:
 
 def build(kind: str, method: str, version: str, token: str, ids: np.ndarray, x: np.ndarray,
           params: IndexParams) -> AnnIndex:
-    """An HNSW index (inner product) of the unit rows ``x``."""
+    """An index (inner product) of the unit rows ``x``: HNSW, or IVF trained on a sample drawn with ``params.seed``
+    (the IVF cell count used is recorded in the returned index's params)."""
     import faiss
 
     if torch_threads():
         faiss.omp_set_num_threads(torch_threads())
-    index = faiss.IndexHNSWFlat(x.shape[1], params.m, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = params.ef_construction
-    index.hnsw.efSearch = params.ef_search
-    index.add(np.ascontiguousarray(x, np.float32))
+    x = np.ascontiguousarray(x, np.float32)
+    if params.structure == "ivf":
+        nlist = cells(len(x), params)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(x.shape[1]), x.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = params.seed
+        index.cp.min_points_per_centroid = 1  # cells() keeps 39 rows a cell; a forced index of fewer has one cell
+        take = min(len(x), TRAIN_PER_CELL * nlist)
+        rng = np.random.default_rng(params.seed)
+        sample = x if take == len(x) else x[np.sort(rng.choice(len(x), take, replace=False))]
+        if nlist >= TWO_LEVEL:
+            _two_level(index, sample, params.seed)
+        index.train(sample)  # k-means, unless the quantizer already holds the two-level centroids
+        params = replace(params, nlist=nlist)
+    else:
+        index = faiss.IndexHNSWFlat(x.shape[1], params.m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params.ef_construction
+        index.hnsw.efSearch = params.ef_search
+    index.add(x)
     return AnnIndex(kind, method, version, token, ids.astype(np.int64), index, params)
+
+
+def _two_level(index: Any, sample: np.ndarray, seed: int) -> None:
+    """Put the cells of FAISS's two-level spherical k-means into ``index``'s quantizer (a coarse cell too small for
+    its share of cells makes it fail: the quantizer stays empty and ``index.train`` runs plain k-means)."""
+    from faiss.contrib.clustering import two_level_clustering
+
+    try:
+        centroids, _ = two_level_clustering(sample, round(index.nlist**0.5), index.nlist, clustering_niter=10,
+                                            spherical=True, seed=seed)
+    except RuntimeError:
+        return
+    index.quantizer.add(np.ascontiguousarray(centroids, np.float32))
 
 
 def save(path: Path, ann: AnnIndex) -> None:
@@ -223,10 +290,11 @@ def load(path: Path, kind: str, method: str, version: str, token: str) -> AnnInd
         if hashlib.sha256(data.tobytes()).hexdigest() != meta.get("sha256") or len(ids) != meta.get("rows"):
             return "damaged"
         index = faiss.deserialize_index(data)
-        params = IndexParams(**meta["params"])
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, zipfile.BadZipFile, EOFError):
+        params = IndexParams(**meta["params"])  # files before IVF have HNSW settings only: structure "hnsw"
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, GalleryError, zipfile.BadZipFile, EOFError):
         return "damaged"
-    if index.ntotal != len(ids):
+    structure = {"ivf": faiss.IndexIVFFlat, "hnsw": faiss.IndexHNSWFlat}[params.structure]
+    if index.ntotal != len(ids) or not isinstance(index, structure):
         return "damaged"
     return AnnIndex(kind, method, version, token, ids.astype(np.int64), index, params)
 
@@ -238,7 +306,7 @@ class Indexes:
     def __init__(self, gallery: Path, threshold: int, params: IndexParams | None = None) -> None:
         self.gallery = gallery
         self.threshold = int(threshold)
-        self.params = {kind: params or DEFAULT_PARAMS[kind] for kind in KINDS}
+        self.params = params  # None: DEFAULT_PARAMS of each kind
         self.lock = threading.RLock()
         self._cache: dict[tuple[str, str, str], AnnIndex] = {}
         self._seen: dict[tuple[str, str, str], tuple[int, int, str]] = {}  # file (mtime, size) unusable at token
@@ -279,7 +347,9 @@ class Indexes:
         else:
             token = content_token(conn)
             state = "stale" if token is None else load_state(path, kind, method, version, token)
-        return IndexStatus(kind, method, version, rows, self.threshold, state == "fresh", state, str(path))
+        ann = self._cache.get((kind, method, version)) if state == "fresh" else None
+        return IndexStatus(kind, method, version, rows, self.threshold, state == "fresh", state, str(path),
+                           None if ann is None else asdict(ann.params))
 
     def rebuild(self, snapshot: Any, kind: str, method: str, version: str, force: bool = False) -> dict:
         """Build and save the index of one kind from one consistent read of the gallery (``snapshot()``: a read
@@ -299,10 +369,10 @@ class Indexes:
             if ids is None or x is None:
                 path.unlink(missing_ok=True)
                 return {**done, "built": False}
-            ann = build(kind, method, version, str(token), ids, x, self.params[kind])
+            ann = build(kind, method, version, str(token), ids, x, self.params or DEFAULT_PARAMS[kind])
             save(path, ann)
             self._cache[(kind, method, version)] = ann
-        return {**done, "built": True, "seconds": round(time.perf_counter() - start, 3)}
+        return {**done, "built": True, "params": asdict(ann.params), "seconds": round(time.perf_counter() - start, 3)}
 
     def sync(self, snapshot: Any, method: str, version: str,
              insert: tuple[str | None, str | None, int] | None = None) -> None:
