@@ -50,11 +50,13 @@ def tiny_sets() -> tuple[SpectraSet, SpectraSet]:
     return full.subset_models([0, 1, 2, 3, 4]), full.subset_models([5, 0])
 
 
-def test_rendering_in_two_processes_equals_one() -> None:
+@pytest.mark.parametrize("augment", ["standard", "robust"])
+def test_rendering_in_two_processes_equals_one(augment: str) -> None:
     torch.manual_seed(1)
     gens = [(a, SyntheticGenerator(Architecture.parse(a)).eval()) for a in
             ("b1-c1-post-up_nearest-act_none-norm_none", "b1-c1-pre-up_transposed-act_relu-norm_batch")]
-    kw = dict(per_model=4, tile=32, region=64, region_sizes=((32, 0.5), (64, 0.5)), seed=3, residual="highpass")
+    kw = dict(per_model=4, tile=32, region=64, region_sizes=((32, 0.5), (64, 0.5)), seed=3, residual="highpass",
+              augment=augment)
     one, two = render_spectra_set(gens, workers=1, **kw), render_spectra_set(gens, workers=2, **kw)
     np.testing.assert_array_equal(one.spectra, two.spectra)
     assert one.labels.tolist() == [0] * 4 + [1] * 4 and one.model_ids == two.model_ids
