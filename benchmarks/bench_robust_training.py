@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_extractor_realworld import class_split, protocol
+from bench_extractor_realworld import class_split
 from common import fmt_ci, machine, shared_dir, update_readme_section, write_result
 from modelprint.atomic import atomic_path
-from modelprint.evaluation.protocols import evaluate_identification, split_support
+from modelprint.evaluation.protocols import evaluate_embeddings, evaluate_identification, split_support
 from modelprint.io import Dataset, load_image
 from modelprint.io.degrade import jpeg, resize
 from modelprint.io.images import to_uint8
@@ -74,8 +74,17 @@ def condition_spectra(method, name: str, paths: list[Path], cache: Path, max_sid
     return spectra
 
 
+def protocol(vectors: np.ndarray, labels: list[str], seed: int, support: int, n_boot: int) -> dict:
+    """Identification and verification as in bench_extractor_realworld.py (without its 10 extra support draws)."""
+    d = evaluate_embeddings(vectors, labels, support=support, pairs=2000, seed=seed, n_boot=n_boot).to_dict()
+    i, v = d["identification"], d["verification"]
+    return {"identification_accuracy": i["accuracy"], "identification_accuracy_ci": i.get("accuracy_ci"),
+            "macro_f1": i["macro_f1"], "verification_auc": v["auc"], "verification_auc_ci": v.get("auc_ci"),
+            "eer": v["eer"]}
+
+
 def query_only(clean: np.ndarray, degraded: np.ndarray, labels: list[str], keep: set[str], seed: int,
-               support: int) -> dict:
+               support: int, n_boot: int) -> dict:
     """Identification with prototypes from clean images and queries from their degraded copies (same draw of the
     support rows as :func:`modelprint.evaluation.evaluate_embeddings` with ``seed``)."""
     idx = [i for i, lab in enumerate(labels) if lab in keep]
@@ -86,7 +95,7 @@ def query_only(clean: np.ndarray, degraded: np.ndarray, labels: list[str], keep:
     split = split_support(l2_normalize(clean[idx], np.float64), codes, classes, support, seq_support)
     scores = l2_normalize(degraded[idx], np.float64)[split.queries] @ split.prototypes.T
     split = type(split)(**{**split.__dict__, "query_scores": scores})
-    r = evaluate_identification(split, n_boot=1000, seed=seq_boot.spawn(2)[0])
+    r = evaluate_identification(split, n_boot=n_boot, seed=seq_boot.spawn(2)[0])
     return {"identification_accuracy": r.accuracy, "identification_accuracy_ci": r.accuracy_ci}
 
 
@@ -96,6 +105,7 @@ def main() -> None:
                         help="candidate extractor weights (repeatable); the shipped ones are always measured")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--support", type=int, default=5)
+    parser.add_argument("--boot", type=int, default=1000, help="bootstrap resamples of the 95%% intervals")
     parser.add_argument("--conditions", default=",".join(CONDITIONS), help="comma-separated subset of the conditions")
     parser.add_argument("--cache", type=Path, default=None, help="spectra cache folder (default: modelprint's cache)")
     parser.add_argument("--max-side", type=int, default=0, help="embed the centre N² of each image only (0: whole)")
@@ -117,7 +127,8 @@ def main() -> None:
     select_on, report_on = class_split(labels, args.seed)
     halves = {"select half": select_on, "report half": report_on}
     out: dict = {"dataset": "shared/realworld, classes with >= 8 images", "n_classes": len(ds.classes),
-                 "n_images": len(ds), "support": args.support, "seed": args.seed, "max_side": args.max_side or None,
+                 "n_images": len(ds), "support": args.support, "n_boot": args.boot, "seed": args.seed,
+                 "max_side": args.max_side or None,
                  "extractors": {k: m.tag for k, m in methods.items()},
                  "recipes": {k: m.meta.get("recipe") for k, m in methods.items()},
                  "selection": {"select_on_classes": sorted(select_on), "report_on_classes": sorted(report_on)},
@@ -126,10 +137,11 @@ def main() -> None:
     def half(v: np.ndarray, keep: set[str]) -> float:
         mask = [lab in keep for lab in labels]
         kept = [lab for lab in labels if lab in keep]
-        return protocol(v[mask], kept, args.seed, args.support)["identification_accuracy"]
+        r = evaluate_embeddings(v[mask], kept, support=args.support, pairs=200, seed=args.seed, n_boot=0)
+        return r.to_dict()["identification"]["accuracy"]
 
     for c in conditions:
-        out["results"][c] = {k: {**protocol(vectors[k][c], labels, args.seed, args.support),
+        out["results"][c] = {k: {**protocol(vectors[k][c], labels, args.seed, args.support, args.boot),
                                  **{h: half(vectors[k][c], keep) for h, keep in halves.items()}} for k in methods}
         print(c, {k: round(v["identification_accuracy"], 3) for k, v in out["results"][c].items()}, flush=True)
     for q, c in QUERY_ONLY.items():
@@ -137,9 +149,9 @@ def main() -> None:
             out["results"][q] = {}
             for k in methods:
                 clean, deg = vectors[k]["clean"], vectors[k][c]
-                out["results"][q][k] = {**query_only(clean, deg, labels, set(labels), args.seed, args.support),
-                                        **{h: query_only(clean, deg, labels, keep, args.seed, args.support)[
-                                            "identification_accuracy"] for h, keep in halves.items()}}
+                every = query_only(clean, deg, labels, set(labels), args.seed, args.support, args.boot)
+                out["results"][q][k] = {**every, **{h: query_only(clean, deg, labels, keep, args.seed, args.support, 0)[
+                    "identification_accuracy"] for h, keep in halves.items()}}
             print(q, {k: round(v["identification_accuracy"], 3) for k, v in out["results"][q].items()}, flush=True)
     out["decision"] = {k: decide(out["results"], k) for k in methods if k != "shipped"}
     out["machine"] = machine()
