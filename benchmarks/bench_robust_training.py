@@ -162,7 +162,7 @@ def main() -> None:
             "|---|" + "---|---|---|" * len(names)]
     for c, r in out["results"].items():
         cells = [f"{fmt_ci(r[k]['identification_accuracy'], r[k]['identification_accuracy_ci'])} | "
-                 f"{r[k].get('verification_auc', float('nan')):.3f} | "
+                 f"{auc(r[k])} | "
                  f"{r[k]['select half']:.3f} / {r[k]['report half']:.3f}" for k in names]
         rows.append(f"| {c} | " + " | ".join(cells) + " |")
     cap = f" --max-side {args.max_side}" if args.max_side else ""
@@ -177,6 +177,11 @@ def main() -> None:
         md += f"\n{k} against shipped, on the selection half: {d['reading']}\n"
     update_readme_section("robust_training" + (f"_max{args.max_side}" if args.max_side else ""), md)
     print(md)
+
+
+def auc(row: dict) -> str:
+    """The row's verification AUC, or a dash for the clean-support rows (identification only)."""
+    return f"{row['verification_auc']:.3f}" if "verification_auc" in row else "–"
 
 
 def decide(results: dict, name: str) -> dict:
