@@ -50,11 +50,13 @@ def tiny_sets() -> tuple[SpectraSet, SpectraSet]:
     return full.subset_models([0, 1, 2, 3, 4]), full.subset_models([5, 0])
 
 
-def test_rendering_in_two_processes_equals_one() -> None:
+@pytest.mark.parametrize("augment", ["standard", "robust"])
+def test_rendering_in_two_processes_equals_one(augment: str) -> None:
     torch.manual_seed(1)
     gens = [(a, SyntheticGenerator(Architecture.parse(a)).eval()) for a in
             ("b1-c1-post-up_nearest-act_none-norm_none", "b1-c1-pre-up_transposed-act_relu-norm_batch")]
-    kw = dict(per_model=4, tile=32, region=64, region_sizes=((32, 0.5), (64, 0.5)), seed=3, residual="highpass")
+    kw = dict(per_model=4, tile=32, region=64, region_sizes=((32, 0.5), (64, 0.5)), seed=3, residual="highpass",
+              augment=augment)
     one, two = render_spectra_set(gens, workers=1, **kw), render_spectra_set(gens, workers=2, **kw)
     np.testing.assert_array_equal(one.spectra, two.spectra)
     assert one.labels.tolist() == [0] * 4 + [1] * 4 and one.model_ids == two.model_ids
@@ -111,6 +113,13 @@ def test_fine_tuning_starts_from_the_extractor_and_keeps_its_normalisation(tiny_
     t2 = load_extractor(tmp_path / "tuned2" / "extractor.safetensors")[0].state_dict()
     assert any(not torch.allclose(b[k], t2[k]) for k in b if k.endswith("weight"))
     assert len(hist["steps"]) == 5
+    # With held-out models, the starting point is scored as step 0 and kept unless a fine-tuned step beats it.
+    hist = train_extractor(two, tmp_path / "tuned3", TrainConfig(steps=5, lr=3e-3, warmup=1, P=2, K=4, eval_every=5),
+                           val=val, init=base_path)
+    assert hist["val"][0]["step"] == 0 and [v["step"] for v in hist["val"]] == [0, 5]
+    assert hist["best"]["val_accuracy"] == max(v["val_accuracy"] for v in hist["val"])
+    meta = json.loads((tmp_path / "tuned3" / "extractor.json").read_text())
+    assert meta["step"] == hist["best"]["step"]
 
 
 class _Interrupt(Exception):
@@ -137,6 +146,7 @@ def test_sliding_window_inference_handles_every_size(tiny_sets, tmp_path: Path) 
     for method in (m, LearnedMethod(weights=tmp_path / "extractor.safetensors", residual="highpass", window=0)):
         emb = method.embed(images)
         assert emb.shape == (5, 16) and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(method.embed_spectra([method.window_spectra(im) for im in images]), emb, atol=1e-6)
     with pytest.raises(ValueError, match="window"):
         LearnedMethod(weights=tmp_path / "extractor.safetensors", residual="highpass", window=16)
 

@@ -31,6 +31,7 @@ denoiser_app = make_typer("modelprint's own residual denoiser.")
 extractor_app = make_typer("The zero-shot fingerprint extractor of the learned method.")
 
 _SPACES = ("paper", "extended", "all")
+_AUGMENTATIONS = ("standard", "robust", "none")  # modelprint.io.degrade.AUGMENTATIONS
 
 
 @denoiser_app.command("train", cls=Command)
@@ -142,8 +143,16 @@ def extractor_train(
     region: Annotated[int, typer.Option(
         min=32, help="Region (sliding window) side whose Welch spectrum is embedded.")] = 128,
     lr: Annotated[float, typer.Option()] = 1e-3,
-    augment: Annotated[bool, typer.Option(help="JPEG and resize augmentation.")] = True,
+    augment: Annotated[str, typer.Option(
+        help="Augmentation of the rendered images: 'standard' (the shipped extractor's: mild resize and JPEG), "
+             "'robust' (JPEG q30–100 and double JPEG, resize ×0.25–2 with 5 kernels, crops, blur, noise), "
+             "'none'.")] = "standard",
+    no_augment: Annotated[bool, typer.Option(
+        "--no-augment", hidden=True, help="Old spelling of --augment none.")] = False,
     workers: Annotated[int, typer.Option(min=1, help="Processes for rendering training spectra.")] = 1,
+    init: Annotated[Path | None, typer.Option(
+        "--init", help="Fine-tune these extractor weights (.safetensors; their shape and normalisation are kept).")
+    ] = None,
     seed: SeedOpt = 0,
 ) -> None:
     """Train the zero-shot fingerprint extractor on a synthetic pool (resumes if killed).
@@ -153,6 +162,11 @@ def extractor_train(
         from modelprint.extractor.pipeline import train_from_pool
         from modelprint.extractor.train import TrainConfig
 
+        if no_augment:
+            err.print("note: --no-augment is now --augment none", highlight=False)
+            augment = "none"
+        if augment not in _AUGMENTATIONS:
+            raise typer.BadParameter(f"{augment!r} is not one of {', '.join(_AUGMENTATIONS)}", param_hint="--augment")
         seed_all(seed)
         cfg = TrainConfig(widths=tuple(int(w) for w in widths.split(",")), blocks_per_stage=blocks,
                           embed_dim=embed_dim, P=p, K=k, steps=steps, lr=lr, seed=seed, region=region)
@@ -167,7 +181,7 @@ def extractor_train(
 
         with bar:
             result = train_from_pool(pool, out_dir, config=cfg, per_model=per_model, val_fraction=val_fraction,
-                                     augment=augment, seed=seed, workers=workers, command=command_line(),
+                                     augment=augment, seed=seed, workers=workers, init=init, command=command_line(),
                                      render_progress=lambda n: bar.advance(render_task, n), train_progress=on_step)
         emit_json(result["recipe"])
 

@@ -1,10 +1,10 @@
 """The extractor's training data: real-pool crops passed through synthetic generators, degraded, as spectra.
 
 Each synthetic model gets its own random real crops (content carries no label information), its output is
-quantised to 8 bits like a saved PNG, randomly resized and JPEG-compressed (augmentation), centre-cropped to the
-region, and turned into the residual's Welch log-spectrum that the extractor sees. Region sizes are drawn from
-``region_sizes`` so that small images (a single 64² periodogram) are in the training distribution too. The
-result is cached as float16.
+quantised to 8 bits like a saved PNG, degraded by a named augmentation (:data:`modelprint.io.degrade.AUGMENTATIONS`:
+resizing, JPEG, …) and cropped to the region, and turned into the residual's Welch log-spectrum that the extractor
+sees. Region sizes are drawn from ``region_sizes`` (capped by the image's side when an augmentation shrank it) so
+that small images (a single 64² periodogram) are in the training distribution too. The result is cached as float16.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from modelprint.atomic import atomic_path
-from modelprint.io.degrade import centre_crop, random_degrade
+from modelprint.io.degrade import get_augmentation
 from modelprint.io.pool import RealPool
 
 
@@ -51,7 +51,7 @@ class SpectraSet:
 
 
 def _render_model(module, crops: np.ndarray, rng: np.random.Generator, *, tile: int, region: int,  # noqa: ANN001
-                  region_sizes: Sequence[tuple[int, float]], augment: bool, residual: str) -> np.ndarray:
+                  region_sizes: Sequence[tuple[int, float]], augment: str, residual: str) -> np.ndarray:
     """Spectra ``(len(crops), 3, tile, tile)`` float16 of real crops passed through one synthetic generator."""
     import torch
 
@@ -60,14 +60,16 @@ def _render_model(module, crops: np.ndarray, rng: np.random.Generator, *, tile: 
     from modelprint.synthesis.train import apply_generator
 
     fake = apply_generator(module, crops)
-    images = [random_degrade(im, rng, out_size=region) if augment else centre_crop(im, region) for im in fake]
+    policy = get_augmentation(augment)
+    images = [policy(im, rng, out_size=region) for im in fake]
     residuals = get_residual(residual).batch([im.astype(np.float32) / 255 for im in images])
     sides = np.array([s for s, _ in region_sizes])
     probs = np.array([p for _, p in region_sizes], dtype=np.float64)
     out = np.empty((len(crops), 3, tile, tile), dtype=np.float16)
     for i, r in enumerate(residuals):
-        side = int(rng.choice(sides, p=probs / probs.sum()))
-        y, x = rng.integers(0, region - side + 1, size=2)
+        have = min(r.shape[:2])
+        side = min(int(rng.choice(sides, p=probs / probs.sum())), have)
+        y, x = rng.integers(0, have - side + 1, size=2)
         win = torch.from_numpy(np.ascontiguousarray(r[y : y + side, x : x + side].transpose(2, 0, 1)))[None]
         out[i] = region_spectra(win, tile)[0].numpy()
     return out
@@ -87,7 +89,7 @@ def render_spectra_set(
     region: int = 128,
     region_sizes: Sequence[tuple[int, float]] = ((64, 0.15), (96, 0.15), (128, 0.7)),
     seed: int = 0,
-    augment: bool = True,
+    augment: str = "standard",
     residual: str = "dncnn",
     pool: RealPool | None = None,
     workers: int = 1,
@@ -96,14 +98,16 @@ def render_spectra_set(
     """Render ``per_model`` fingerprinted spectra for each ``(model_id, torch module)`` in ``generators``.
 
     ``region_sizes`` pairs a region side (≤ ``region``) with its probability; each rendered image is a
-    ``region``² crop whose residual spectrum is taken over a random sub-region of the drawn size. Every model
+    ``region``² crop (smaller when ``augment`` shrank it) whose residual spectrum is taken over a random sub-region
+    of the drawn size (at most the crop's). ``augment`` names an augmentation policy. Every model
     draws from its own random stream (``seed``, model index), so ``workers`` processes (1 torch thread each)
     give the same result as one.
     """
     if any(side > region or side < 1 for side, _ in region_sizes) or not any(p > 0 for _, p in region_sizes):
         raise ValueError(f"region_sizes {list(region_sizes)}: sides must lie in 1..{region} and some probability be > 0")
+    policy = get_augmentation(augment)
     pool = pool or RealPool()
-    bank = pool.crops(len(generators) * per_model, size=region + region // 4, seed=seed, split="train")  # margin for resizing
+    bank = pool.crops(len(generators) * per_model, size=policy.input_side(region), seed=seed, split="train")
     order = np.random.default_rng(seed).permutation(len(bank))
     render = partial(_render_model, tile=tile, region=region, region_sizes=tuple(region_sizes), augment=augment, residual=residual)
     modules = [module for _, module in generators]

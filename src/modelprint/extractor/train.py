@@ -128,7 +128,8 @@ def train_extractor(
     """Train on ``train``; select the checkpoint by zero-shot accuracy on ``val`` (held-out synthetic models).
 
     ``init`` fine-tunes an existing extractor (``.safetensors``): its network shape (``config.widths`` … are then
-    ignored), weights and spectrum normalisation are kept, and a new classifier is learned for ``train``'s models.
+    ignored), weights and spectrum normalisation are kept, and a new classifier is learned for ``train``'s models;
+    with ``val``, the starting point is scored too (step 0), so a fine-tuned checkpoint is kept only if it beats it.
     Writes ``out_dir/checkpoint.pt`` (resumable) and ``out_dir/extractor.safetensors`` + ``.json`` (the best
     model by validation accuracy, or the last one without ``val``). Returns the training history.
     """
@@ -168,6 +169,12 @@ def train_extractor(
         torch.set_rng_state(state["torch_rng"])
         history, start_step = state["history"], state["step"]
     started = time.perf_counter() - history.get("seconds", 0.0)
+    if init is not None and val is not None and start_step == 0:  # fine-tuning must beat where it started
+        acc = zero_shot_accuracy(embed_spectra(net, val.spectra, mean, std), val.labels, seed=cfg.seed)
+        history["val"].append({"step": 0, "val_accuracy": acc})
+        history["best"] = {"step": 0, "val_accuracy": acc}
+        save_extractor(net, mean, std, out / "extractor.safetensors",
+                       {"selected_by": "zero-shot accuracy on held-out synthetic models", **history["best"]})
     best = history["best"]["val_accuracy"] if history["best"] else -1.0
     for step in range(start_step, cfg.steps):
         net.train()

@@ -131,23 +131,32 @@ class LearnedMethod(FingerprintMethod):
 
     def embed_with_spectra(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings, and each image's window log-spectra averaged over windows and channels ``(n, T, T)``."""
-        import torch
-
-        dim, tile = self._net.config["embed_dim"], self._net.config["tile"]
+        tile = self._net.config["tile"]
         if len(images) == 0:
-            return np.zeros((0, dim), dtype=np.float32), np.zeros((0, tile, tile), dtype=np.float32)
+            return self.embed_spectra([]), np.zeros((0, tile, tile), dtype=np.float32)
         arrays = [np.asarray(im, dtype=np.float32) for im in images]
         spectra = [self.window_spectra(a) for a in arrays]
         if self.flips:  # the mirror's windows count as more windows of the same image
             spectra = [np.concatenate([s, self.window_spectra(np.ascontiguousarray(a[:, ::-1]))])
                        for s, a in zip(spectra, arrays, strict=True)]
-        owner = np.repeat(np.arange(len(images)), [len(s) for s in spectra])
+        return self.embed_spectra(spectra), np.stack([s.mean(axis=(0, 1)) for s in spectra])
+
+    def embed_spectra(self, spectra: Sequence[np.ndarray]) -> np.ndarray:
+        """Embeddings ``(n, d)`` of images given by their window spectra (one array per image, all its windows, the
+        mirror's included when ``flips``): the network's part of :meth:`embed`, so that extractors sharing a
+        residual can share the spectra."""
+        import torch
+
+        dim = self._net.config["embed_dim"]
+        if len(spectra) == 0:
+            return np.zeros((0, dim), dtype=np.float32)
+        owner = np.repeat(np.arange(len(spectra)), [len(s) for s in spectra])
         x = torch.from_numpy((np.concatenate(spectra) - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             e = torch.nn.functional.normalize(self._net(x), dim=1).numpy()
-        out = np.zeros((len(images), dim), dtype=np.float32)
+        out = np.zeros((len(spectra), dim), dtype=np.float32)
         np.add.at(out, owner, e)
-        return l2_normalize(out), np.stack([s.mean(axis=(0, 1)) for s in spectra])
+        return l2_normalize(out)
 
     def embed_torch(self, x):  # noqa: ANN001, ANN201
         """:meth:`embed` as a differentiable torch function of ``(n, 3, H, W)`` pixels in [0, 1] (see
