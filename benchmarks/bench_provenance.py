@@ -276,7 +276,7 @@ def main() -> None:
         out["standard_estimate"] = estimate(out)
     zoo_shown = args.zoo if not args.zoo.is_absolute() else ("TINY_ZOO" if args.quick else "ZOO")
     out["command"] = (f"python benchmarks/bench_provenance.py{' --quick' if args.quick else ''} --zoo {zoo_shown} "
-                      f"--seed {args.seed} --budget {args.budget:g}")
+                      f"--seed {args.seed} --budget {args.budget:g}" + (f" --model {model}" if args.model else ""))
     out["seconds"] = time.perf_counter() - t_start
     out["machine"] = machine()
     name = "provenance-quick" if args.quick else "provenance"
