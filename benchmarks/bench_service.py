@@ -191,7 +191,7 @@ def fuzz(url: str, examples: int, seconds: int, seed: int, workdir: Path) -> dic
     paths = (httpx.URL(e["request"]["url"]).path for e in entries)
     by_op = Counter((e["request"]["method"], "/v1/models/{name}" if p.startswith("/v1/models/") else p)
                     for e, p in zip(entries, paths))
-    summary = [line for line in run.stdout.splitlines() if line.strip()][-6:]
+    summary = [line.replace(str(workdir), "WORK") for line in run.stdout.splitlines() if line.strip()][-6:]
     return {"requests": len(entries), "statuses": {str(k): v for k, v in sorted(statuses.items())},
             "server_errors": sum(v for k, v in statuses.items() if k >= 500),
             "tracebacks": sum("Traceback" in t for t in texts), "operations": len(by_op),
