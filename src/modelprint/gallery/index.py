@@ -38,7 +38,7 @@ import numpy as np
 from modelprint.atomic import atomic_path
 from modelprint.config import torch_threads
 from modelprint.errors import GalleryError
-from modelprint.gallery.tables import F32, tag
+from modelprint.gallery.tables import F32, immediate_transaction, tag
 from modelprint.scores import l2_normalize
 
 KINDS = ("prototypes", "images")
@@ -119,16 +119,10 @@ def install_token(conn: sqlite3.Connection) -> None:
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
     if set(_TRIGGERS) <= names and content_token(conn) is not None:
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate_transaction(conn):
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, lower(hex(randomblob(16))))", (TOKEN_KEY,))
         for name, when in _TRIGGERS.items():
             conn.execute(f"CREATE TRIGGER IF NOT EXISTS {name} {when} BEGIN {_NEW_TOKEN}; END")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def content_token(conn: sqlite3.Connection) -> str | None:

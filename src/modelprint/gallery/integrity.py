@@ -15,7 +15,14 @@ import zlib
 import numpy as np
 
 from modelprint.gallery.calibration import group_stats
-from modelprint.gallery.tables import held, load_calibration, load_group, load_prototypes, tag
+from modelprint.gallery.tables import (
+    held,
+    immediate_transaction,
+    load_calibration,
+    load_group,
+    load_prototypes,
+    tag,
+)
 
 _BATCH = 4096
 
@@ -106,11 +113,5 @@ def add_missing_checksums(conn: sqlite3.Connection) -> None:
     """Give a gallery made by an older modelprint its embedding checksums, in one transaction of its own."""
     if has_checksums(conn) and not conn.execute("SELECT 1 FROM embeddings WHERE checksum IS NULL").fetchone():
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate_transaction(conn):
         add_checksums(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise

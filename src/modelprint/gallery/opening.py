@@ -20,7 +20,15 @@ from modelprint.errors import GalleryError
 from modelprint.gallery.calibration import DEFAULT_TARGET_TPR
 from modelprint.gallery.index import install_token
 from modelprint.gallery.integrity import add_missing_checksums, problem
-from modelprint.gallery.tables import APPLICATION, APPLICATION_ID, SCHEMA, SCHEMA_VERSION, has_table, now
+from modelprint.gallery.tables import (
+    APPLICATION,
+    APPLICATION_ID,
+    SCHEMA,
+    SCHEMA_VERSION,
+    has_table,
+    immediate_transaction,
+    now,
+)
 
 TIMEOUT = 30.0
 """Seconds to wait for another process's write."""
@@ -176,8 +184,7 @@ def _initialise(path: Path, conn: sqlite3.Connection, create: bool, blocker: str
         if not create:
             raise fail(path, "not a modelprint gallery (empty database)")
         raise fail(path, f"cannot create the gallery in this empty file: {blocker}")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate_transaction(conn):
         if not has_table(conn, "meta"):  # another process may have initialised it meanwhile
             if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                 raise fail(path, "not a modelprint gallery (SQLite database without a meta table)")
@@ -193,11 +200,6 @@ def _initialise(path: Path, conn: sqlite3.Connection, create: bool, blocker: str
                 ],
             )
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     # Switching to WAL does not wait for a busy database (another process creating it at the same moment).
     deadline = time.monotonic() + TIMEOUT
     while True:

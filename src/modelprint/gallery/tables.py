@@ -16,9 +16,10 @@ The functions below run inside the caller's transaction.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,6 +97,19 @@ def now() -> str:
 def tag(method: str, version: str) -> str:
     """``"method@version"``, the name of one method version."""
     return f"{method}@{version}"
+
+
+@contextlib.contextmanager
+def immediate_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A ``BEGIN IMMEDIATE`` transaction on ``conn``: committed when the block ends, rolled back on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def has_table(conn: sqlite3.Connection, name: str) -> bool:
