@@ -31,7 +31,7 @@ import numpy as np
 from common import RESULTS_DIR, machine, update_readme_section, write_result
 
 SINGLE_T = ("naive_loss", "secmi", "pia", "pian", "sima")
-LOSS_PROBE = {"timesteps": (10, 50, 100, 200, 400), "repeats": 4}  # attribution: lowest loss over these
+LOSS_PROBE = {"timesteps": (10, 50, 100, 200, 400, 700), "repeats": 2}  # attribution signatures
 
 
 def f3(value: float | None) -> str:
@@ -125,37 +125,56 @@ def load_measured(paths: dict[str, Path]) -> dict:
     return out
 
 
-def signature_jobs(zoo: Path, entries: dict, candidates: list[str], images: np.ndarray, labels: np.ndarray,
-                   seed: int, work: Path, per_model: int) -> tuple[list[tuple], dict[str, tuple[Path, str]]]:
-    """Attribution signatures not yet cached (one job per candidate); a cache is reused while the candidate's files,
-    the images, their labels and the probe are the same."""
+def signature_jobs(zoo: Path, entries: dict, candidates: list[str], groups: dict[str, np.ndarray], seed: int,
+                   work: Path) -> tuple[list[tuple], dict[tuple[str, str], tuple[Path, str]]]:
+    """Attribution signatures not yet cached: one job per (candidate, image group), a group being one candidate's own
+    samples or the external images. A cache is reused while the candidate's files, the group's images and the probe
+    are the same, so a group can be measured as soon as its images exist and adding a candidate measures only what
+    is new."""
     import hashlib
     import json
 
-    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
-    files: dict[str, tuple[Path, str]] = {}
+    files: dict[tuple[str, str], tuple[Path, str]] = {}
     jobs = []
-    for c in candidates:
-        stamp = json.dumps({"candidate": c, "files": entries[c]["files"], "labels": labels.tolist(),
-                            "probe": LOSS_PROBE, "seed": seed, "images": digest}, sort_keys=True, default=str)
-        path = work / f"attribution-s{seed}-{per_model}-{c}.npz"
-        files[c] = (path, stamp)
-        if path.exists():
-            with np.load(path) as data:
-                if str(data["stamp"]) == stamp:
-                    continue
-        jobs.append((_signature_job, str(zoo), c, seed, images, path, stamp))
+    (work / "attribution").mkdir(parents=True, exist_ok=True)
+    for g, images in groups.items():
+        digest = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
+        for c in candidates:
+            stamp = json.dumps({"candidate": c, "files": entries[c]["files"], "probe": LOSS_PROBE, "seed": seed,
+                                "images": digest}, sort_keys=True, default=str)
+            path = work / "attribution" / f"s{seed}-{c}--{g}.npz"
+            files[c, g] = (path, stamp)
+            if path.exists():
+                with np.load(path) as data:
+                    if str(data["stamp"]) == stamp:
+                        continue
+            jobs.append((_signature_job, str(zoo), c, seed, images, path, stamp))
     return jobs, files
 
 
-def load_signatures(files: dict[str, tuple[Path, str]], n: int) -> tuple[np.ndarray, float]:
-    """``(n, K, T)`` signatures in candidate order and the seconds per image of probing through all of them."""
-    out, seconds = [], 0.0
-    for path, _ in files.values():
-        with np.load(path) as data:
-            out.append(data["signature"])
-            seconds += float(data["seconds"])
-    return np.stack(out, axis=1), seconds / n
+def load_signatures(files: dict[tuple[str, str], tuple[Path, str]], candidates: list[str], groups: list[str]
+                    ) -> tuple[np.ndarray, float]:
+    """``(n, K, T)`` signatures, the groups' images in ``groups`` order and candidates in ``candidates`` order, and the
+    seconds per image of probing through all of them."""
+    rows, seconds, n = [], 0.0, 0
+    for g in groups:
+        cube = []
+        for c in candidates:
+            with np.load(files[c, g][0]) as data:
+                cube.append(data["signature"])
+                seconds += float(data["seconds"])
+        rows.append(np.stack(cube, axis=1))
+        n += len(cube[0])
+    return np.concatenate(rows), seconds / n
+
+
+def lineages(entries: dict, candidates: list[str]) -> dict[str, str]:
+    """Candidate → the root of its chain of parents among the candidates (a fine-tune → its base model)."""
+    def root(name: str) -> str:
+        parent = entries[name]["recipe"].get("parent")
+        return root(parent) if parent in candidates else name
+
+    return {c: root(c) for c in candidates}
 
 
 def standard_seconds(seed: int, n: int = 4) -> dict:
@@ -185,7 +204,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny tier (tiny-ddpm-members): checks the script")
     parser.add_argument("--model", default=None, help="member-split zoo model (default ddpm-members)")
     parser.add_argument("--budget", type=float, default=0.5, help="share of the members the auditor fits on")
-    parser.add_argument("--attribution-per-model", type=int, default=60, help="own samples per candidate")
+    parser.add_argument("--attribution-per-model", type=int, default=160, help="own samples per candidate")
+    parser.add_argument("--precompute-attribution", action="store_true",
+                        help="only measure the attribution signatures of the candidates' own samples built so far")
     parser.add_argument("--workdir", type=Path, default=Path("out/bench-provenance"))
     parser.add_argument("--jobs", type=int, default=1, help="processes measuring in parallel (1 torch thread each)")
     args = parser.parse_args()
@@ -210,23 +231,24 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     tag = f"{model}-s{args.seed}"
 
-    bed = membership_testbed(zoo, model)
-    images, groups = P.bed_images(bed)
-    denoiser = DiffusersCandidate.load(model, zoo=str(args.zoo), name=model)
-    table = methods(args.seed)
-
     # attribution with reject: every diffusion model of the zoo, its own samples and the external images
     from modelprint.io import load_image
     from modelprint.io.images import to_uint8
 
     own = {c: np.stack([to_uint8(load_image(p)) for p in sorted(zoo.samples_dir(c).glob("*.png"))
                         [: args.attribution_per_model]]) for c in candidates}
-    external = np.concatenate([bed.matched, bed.shifted])
-    attr_images = np.concatenate([*own.values(), external])
-    attr_labels = np.concatenate([[c] * len(v) for c, v in own.items()] + [[NONE] * len(external)])
+    if args.precompute_attribution:
+        more, _ = signature_jobs(args.zoo, entries, candidates, own, args.seed, work)
+        run_jobs(more, args.jobs)
+        return
+    bed = membership_testbed(zoo, model)
+    images, groups = P.bed_images(bed)
+    denoiser = DiffusersCandidate.load(model, zoo=str(args.zoo), name=model)
+    table = methods(args.seed)
+    attr_groups = {**own, NONE: np.concatenate([bed.matched, bed.shifted])}
+    attr_labels = np.concatenate([[g] * len(v) for g, v in attr_groups.items()])
     jobs, paths = measurement_jobs(args.zoo, model, images, table, work, tag, args.seed)
-    more, signature_files = signature_jobs(args.zoo, entries, candidates, attr_images, attr_labels, args.seed, work,
-                                           args.attribution_per_model)
+    more, signature_files = signature_jobs(args.zoo, entries, candidates, attr_groups, args.seed, work)
     run_jobs(jobs + more, args.jobs)
     measured = load_measured(paths)
     trajectory = table["trajectory"][0].extractor.extract(denoiser, images[:1])  # names of the columns
@@ -253,8 +275,9 @@ def main() -> None:
     three = {m: P.three_way(values, groups, split, m, seed=args.seed)[1] for m in ("linear", "boosted")}
 
     probe = DenoisingLossProbe(**LOSS_PROBE, seed=args.seed)
-    signatures, seconds = load_signatures(signature_files, len(attr_images))
-    attribution = P.attribution_with_reject(signatures, attr_labels, candidates, args.seed)
+    signatures, seconds = load_signatures(signature_files, candidates, list(attr_groups))
+    attribution = P.attribution_with_reject(signatures, attr_labels, candidates, args.seed,
+                                            lineages=lineages(entries, candidates))
     attribution["cost"] = {"calls_per_image": probe.calls_per_image * len(candidates),
                            "seconds_per_image": seconds,
                            "probe": {k: list(v) if isinstance(v, tuple) else v for k, v in LOSS_PROBE.items()}}
@@ -286,10 +309,10 @@ def main() -> None:
     print(f"wrote results/{name}.json ({out['seconds']:.0f} s)")
 
 
-def estimate(out: dict, candidates: int = 6, per_model: int = 60) -> dict:
+def estimate(out: dict, candidates: int = 11, per_model: int = 160) -> dict:
     """Hours of the standard run: each measurement's seconds per image on the standard network times the standard
     test bed's images (256 members, 256 matched, 256 shifted, 160 generated); attribution: ``candidates`` models
-    (the six standard pixel DDPMs), ``per_model`` own samples each plus the 512 external images, at the naive
+    (the standard tier's diffusion models), ``per_model`` own samples each plus the 512 external images, at the naive
     loss's seconds per call."""
     n = 256 * 3 + 160
     cost = out["standard_cost_per_image"]
@@ -425,7 +448,10 @@ def report(out: dict, name: str) -> None:
     md += ["", f"Attribution with reject over {len(a['candidates'])} zoo diffusion models "
            f"({', '.join(a['candidates'])}) "
            f"plus external images: accuracy {a['accuracy']:.3f} ({a['n_test']} test images, {a['n_test_external']} "
-           f"external; own samples {a['accuracy_own_samples']:.3f}, external rejected {f3(a['external_rejected'])}); "
+           f"external; own samples {a['accuracy_own_samples']:.3f}, external rejected {f3(a['external_rejected'])}; "
+           f"mean recall over the {len(a['candidates']) + 1} answers {a['macro_accuracy']:.3f}"
+           + (f"; by lineage ({lineage_text(a['by_lineage'])}): accuracy {a['by_lineage']['accuracy']:.3f}, own "
+              f"samples {a['by_lineage']['accuracy_own_samples']:.3f}" if "by_lineage" in a else "") + "); "
            f"chosen on validation: the {a['rule']} rule ({chosen}); {a['n_fit']} fit rows ({a['n_fit_external']} "
            f"external), {a['n_val']} validation rows. Lowest loss without reject "
            f"(never says none): raw {plain['raw']['accuracy']:.3f}, "
@@ -449,6 +475,14 @@ def report(out: dict, name: str) -> None:
     md += ["", *(f"![{s}](results/{name}-{s}.png)" for s in ("loss", "auc-t", "budget", "weights")), "", "**Reading.** "
            + reading(out)]
     update_readme_section(name.replace("-", "_"), "\n".join(md))
+
+
+def lineage_text(by_lineage: dict) -> str:
+    """The lineages with more than one member, e.g. ``ddpm ⊃ ddpm-finetune, ddpm-lora``."""
+    roots: dict[str, list[str]] = {}
+    for c, r in by_lineage["lineages"].items():
+        roots.setdefault(r, []).append(c)
+    return "; ".join(f"{r} ⊃ {', '.join(c for c in cs if c != r)}" for r, cs in roots.items() if len(cs) > 1) or "none"
 
 
 def reading(out: dict) -> str:

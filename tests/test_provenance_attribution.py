@@ -15,6 +15,7 @@ from sklearn.exceptions import NotFittedError
 from modelprint.errors import CheckpointError, ProbeError
 from modelprint.probes import DenoisingLossProbe
 from modelprint.provenance import ATTRIBUTORS, NONE, LearnedRejectAttributor, RejectAttributor, choose_attributor
+from modelprint.provenance.attribution import LEARNED_CS, LEARNED_KINDS
 from modelprint.provenance.protocols import ATTRIBUTION_RULES, attribution_with_reject
 from modelprint.provenance.splits import audit_split
 from modelprint.provenance.workflow import AttributionModel
@@ -45,18 +46,39 @@ def test_learned_rule_rejects_external_images_that_the_thresholds_accept() -> No
     threshold = choose_attributor(x, y, x_val, y_val, names, kinds=()).attributor
     assert isinstance(threshold, RejectAttributor)
     rejected_by_threshold = np.mean(threshold.predict(x_test[outside]) == NONE)
-    for kind in ("own", "signature", "multinomial"):
+    for kind in LEARNED_KINDS:
         learned = LearnedRejectAttributor(names, kind).fit(x, y)  # type: ignore[arg-type]
         assert list(learned.classes_) == [*names, NONE]
         pred = learned.predict(x_test)
         assert np.mean(pred[outside] == NONE) >= 0.9 > rejected_by_threshold + 0.3, kind
         assert np.mean(pred[~outside] == y_test[~outside]) >= 0.9, kind
     choice = choose_attributor(x, y, x_val, y_val, names)
-    assert choice.to_dict()["rule"] == "learned" and len(choice.validation) == 8 + 9
+    assert choice.to_dict()["rule"] == "learned" and len(choice.validation) == 8 + len(LEARNED_KINDS) * len(LEARNED_CS)
     assert np.mean(choice.attributor.predict(x_test) == y_test) >= 0.9
     best = max(choice.validation, key=lambda r: r["accuracy"])
     assert best["accuracy"] == max(r["accuracy"] for r in choice.validation if r["rule"] == "learned")
     assert choice.attributor.threshold == next(r["threshold"] for r in choice.validation if r == best)
+
+
+def _hard_images(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Log losses where how hard an image is to denoise (one offset per image and timestep, shared by every
+    candidate, sd 2) dwarfs its own model's advantage (0.3 lower loss)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([*(f"m{j}" for j in range(k)), NONE], n)
+    x = rng.normal(scale=0.05, size=(len(y), k, 5)) + rng.normal(scale=2.0, size=(len(y), 1, 5))
+    for j in range(k):
+        x[y == f"m{j}", j] -= 0.3
+    return x, y
+
+
+def test_relative_rule_reads_small_differences_under_large_image_difficulty() -> None:
+    names = [f"m{j}" for j in range(4)]
+    x, y = _hard_images(15, 4, 0)
+    x_test, y_test = _hard_images(100, 4, 2)
+    own = y_test != NONE
+    acc = {kind: np.mean(LearnedRejectAttributor(names, kind, C=1.0, threshold=0.0).fit(x, y).predict(x_test)[own]
+                         == y_test[own]) for kind in ("multinomial", "relative")}
+    assert acc["relative"] >= 0.95 and acc["multinomial"] <= acc["relative"] - 0.1, acc
 
 
 def test_learned_rule_as_an_estimator() -> None:
@@ -98,6 +120,20 @@ def test_attribution_protocol_never_reads_the_test_rows() -> None:
     assert result["rule"] == "learned" and result["accuracy"] >= 0.9 and result["external_rejected"] >= 0.9
     assert result["rules"]["threshold_standardised"]["test"]["external_rejected"] < 0.5
     assert set(result["rules"]) == set(ATTRIBUTION_RULES)
+
+
+def test_attribution_scored_by_lineage_and_by_class() -> None:
+    x, y = _same_level(30, 4, 0)
+    names = ["m0", "m1", "m2", "m3"]
+    x[y == "m1"] = x[y == "m0"]  # m1 is a copy of m0: a fine-tune that did not move
+    result = attribution_with_reject(x, y, names, seed=0, lineages={"m0": "m0", "m1": "m0", "m2": "m2", "m3": "m3"})
+    confusion = np.array(result["confusion"]["matrix"])
+    assert result["macro_accuracy"] == pytest.approx(np.mean(np.diag(confusion) / confusion.sum(axis=1)))
+    assert result["accuracy_own_samples"] < 0.85  # m0 and m1 cannot be told apart
+    lineage = result["by_lineage"]
+    assert lineage["lineages"]["m1"] == "m0" and lineage["accuracy_own_samples"] >= 0.9
+    assert lineage["accuracy"] > result["accuracy"] and "by_lineage" not in attribution_with_reject(
+        x[:: 3], y[:: 3], names, seed=0)
 
 
 def test_learned_attributor_file_round_trip(tmp_path: Path) -> None:

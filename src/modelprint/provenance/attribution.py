@@ -15,7 +15,10 @@ Input: every image's denoising-loss trajectory through every candidate, ``(n, K,
 - ``learned`` (:class:`LearnedRejectAttributor`): per candidate, a logistic regression of "made by this candidate"
   on the *shape* of the loss trajectory (through that candidate, or the whole ``(K, T)`` signature), fitted on its
   own samples against the other candidates' samples and external images (label ``none``); or one multinomial
-  regression over the ``K + 1`` classes. The most probable candidate, or ``none`` below a probability threshold.
+  regression over the ``K + 1`` classes, on the signature or on it *relative* to the image (each candidate's loss
+  minus the mean over candidates at that timestep, beside that mean: siblings differ by little against how hard
+  an image is to denoise, and standardising the differences brings them out). The most probable candidate, or
+  ``none`` below a probability threshold.
 
 :func:`choose_attributor` fits every setting of both rules on fit rows and keeps the one most accurate on
 validation rows (own samples and external images), never looking at test rows.
@@ -45,8 +48,8 @@ __all__ = ["ATTRIBUTORS", "NONE", "AttributorChoice", "LearnedRejectAttributor",
 NONE = "none"
 ACCEPTS = (0.8, 0.9, 0.95, 0.99)
 #: Settings of the learned rule tried by :func:`choose_attributor` (every probability threshold on a grid).
-LEARNED_KINDS = ("own", "signature", "multinomial")
-LEARNED_CS = (0.1, 1.0, 10.0)
+LEARNED_KINDS = ("own", "signature", "multinomial", "relative")
+LEARNED_CS = (0.1, 1.0, 10.0, 100.0)
 PROBABILITY_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
 
 #: Attribution rules with a ``none`` answer, by name.
@@ -121,13 +124,15 @@ class LearnedRejectAttributor(ClassifierMixin, BaseEstimator):
     candidate name or ``none`` per row (each needs at least two rows: external images are fitted on, not only
     validated on). ``kind``: ``own`` fits, per candidate ``k``, a logistic regression of "made by ``k``" against
     every other row on the trajectory through ``k``; ``signature`` the same on the whole ``(K, T)`` signature;
-    ``multinomial`` one regression over the ``K + 1`` classes on the signature. Inputs are standardised, ``C`` is the
+    ``multinomial`` one regression over the ``K + 1`` classes on the signature; ``relative`` the same on each
+    candidate's loss minus the mean over candidates (per timestep) and that mean. Inputs are standardised, ``C`` is the
     inverse L2 penalty; logistic regression minimises log loss, so its probabilities are calibrated on the fit rows.
     ``candidate_proba`` gives ``P(made by k)``; ``predict`` the most probable candidate, or ``none`` when that
     probability is below ``threshold``. ``classes_`` are the sorted candidate names followed by ``none``.
     """
 
-    def __init__(self, candidates: Sequence[str] = (), kind: Literal["own", "signature", "multinomial"] = "own",
+    def __init__(self, candidates: Sequence[str] = (),
+                 kind: Literal["own", "signature", "multinomial", "relative"] = "own",
                  C: float = 1.0, threshold: float = 0.5) -> None:  # noqa: N803
         self.candidates = candidates
         self.kind = kind
@@ -139,6 +144,15 @@ class LearnedRejectAttributor(ClassifierMixin, BaseEstimator):
 
     def _inputs(self, cube: np.ndarray, j: int) -> np.ndarray:
         return cube[:, j] if self.kind == "own" else cube.reshape(len(cube), -1)
+
+    def _joint(self, x: np.ndarray) -> np.ndarray:
+        """Rows of the one-regression kinds: the signature, or (``relative``) it minus its per-timestep mean over
+        candidates, with that mean."""
+        if self.kind != "relative":
+            return x
+        cube = x.reshape(len(x), len(self.candidates), -1)
+        mean = cube.mean(axis=1, keepdims=True)
+        return np.concatenate([(cube - mean).reshape(len(x), -1), mean[:, 0]], axis=1)
 
     def fit(self, X: np.ndarray, y: Sequence[str]) -> LearnedRejectAttributor:  # noqa: N803
         if self.kind not in LEARNED_KINDS:
@@ -160,8 +174,8 @@ class LearnedRejectAttributor(ClassifierMixin, BaseEstimator):
                                  f"{int(np.sum(labels == name))}")
         self.order_ = np.argsort(names, kind="stable")
         self.classes_ = np.asarray([*sorted(names), NONE])
-        if self.kind == "multinomial":
-            self.models_ = [self._model().fit(x, labels)]
+        if self.kind in ("multinomial", "relative"):
+            self.models_ = [self._model().fit(self._joint(x), labels)]
         else:
             cube = x.reshape(len(x), len(names), -1)
             self.models_ = [self._model().fit(self._inputs(cube, j), labels == names[j]) for j in self.order_]
@@ -171,10 +185,10 @@ class LearnedRejectAttributor(ClassifierMixin, BaseEstimator):
         """``(n, K)`` probability that each candidate made each image, sorted candidate order."""
         check_fitted(self, "models_")
         x = validated(self, _flat(X), reset=False, dtype=np.float64)
-        if self.kind == "multinomial":
+        if self.kind in ("multinomial", "relative"):
             model = self.models_[0]
             columns = [list(model.classes_).index(c) for c in self.classes_[:-1]]
-            return model.predict_proba(x)[:, columns]
+            return model.predict_proba(self._joint(x))[:, columns]
         cube = x.reshape(len(x), len(self.candidates), -1)
         return np.stack([m.predict_proba(self._inputs(cube, j))[:, 1] for m, j in zip(self.models_, self.order_)],
                         axis=1)

@@ -39,7 +39,13 @@ from modelprint.evaluation.metrics import roc_auc
 from modelprint.probes.attribution import NORMALISATIONS, LowestLoss
 from modelprint.probes.base import ProbeProgress
 from modelprint.probes.candidates import DiffusionCandidate
-from modelprint.provenance.attribution import NONE, choose_attributor, settings
+from modelprint.provenance.attribution import (
+    NONE,
+    AttributorChoice,
+    LearnedRejectAttributor,
+    choose_attributor,
+    settings,
+)
 from modelprint.provenance.base import EXTERNAL, GENERATED, MEMBER, MembershipAttack
 from modelprint.provenance.classifier import ProvenanceClassifier
 from modelprint.provenance.splits import FPRS, AuditSplit, audit_split, evaluate_membership, fpr_key
@@ -248,17 +254,35 @@ ATTRIBUTION_RULES: dict[str, dict[str, Any]] = {
     "learned_own": {"normalisations": (), "kinds": ("own",)},
     "learned_signature": {"normalisations": (), "kinds": ("signature",)},
     "learned_multinomial": {"normalisations": (), "kinds": ("multinomial",)},
+    "learned_relative": {"normalisations": (), "kinds": ("relative",)},
 }
 
 
 def _attribution_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
     own = truth != NONE
     return {"accuracy": float(np.mean(pred == truth)), "accuracy_own_samples": float(np.mean(pred[own] == truth[own])),
-            "external_rejected": float(np.mean(pred[~own] == NONE)) if (~own).any() else None}
+            "external_rejected": float(np.mean(pred[~own] == NONE)) if (~own).any() else None,
+            "macro_accuracy": float(balanced_accuracy_score(truth, pred))}
+
+
+def _lineage_scores(attributor: Any, x: np.ndarray, truth: np.ndarray, lineages: dict[str, str]) -> dict[str, Any]:
+    """The scores of the answer "which lineage, or none": a learned rule sums its candidates' probabilities per
+    lineage and answers the most probable lineage at its own threshold; a threshold rule's answer is mapped to its
+    lineage."""
+    root = np.vectorize(lambda c: lineages.get(c, c), otypes=[str])
+    if isinstance(attributor, LearnedRejectAttributor):
+        proba, names = attributor.candidate_proba(x), root(attributor.classes_[:-1])
+        roots = np.unique(names)
+        summed = np.stack([proba[:, names == r].sum(axis=1) for r in roots], axis=1)
+        pred = np.where(summed.max(axis=1) >= float(attributor.threshold), roots[summed.argmax(axis=1)], NONE)
+    else:
+        pred = root(attributor.predict(x))
+    return {"lineages": dict(lineages), **_attribution_scores(pred, root(truth))}
 
 
 def attribution_with_reject(signatures: np.ndarray, labels: Sequence[str], candidates: Sequence[str],
-                            seed: int = 0, val_fraction: float = 0.3, test_fraction: float = 0.4) -> dict[str, Any]:
+                            seed: int = 0, val_fraction: float = 0.3, test_fraction: float = 0.4,
+                            lineages: dict[str, str] | None = None) -> dict[str, Any]:
     """Attribution among ``candidates`` with a ``none`` answer, from loss trajectories ``(n, K, T)`` of each
     candidate's own samples (label: its name) and external images (label ``none``).
 
@@ -267,23 +291,29 @@ def attribution_with_reject(signatures: np.ndarray, labels: Sequence[str], candi
     the rule and its settings are chosen on validation (:func:`choose_attributor`) and the test rows are scored once:
     overall accuracy, on own samples and on external images. Each rule family (:data:`ATTRIBUTION_RULES`, its best
     setting on validation) is scored on the same test rows, and so is plain lowest loss (raw or standardised, no
-    ``none``)."""
+    ``none``). ``macro_accuracy`` is the mean recall over the candidates and ``none``. With ``lineages`` (candidate →
+    the root of its chain of parents among the candidates, e.g. a fine-tune → its base model) the chosen rule's
+    answers are also scored by lineage (``by_lineage``): a fine-tune taken for its base counts as right there."""
     x, y = np.asarray(signatures, dtype=np.float64), np.asarray(labels).astype(str)
     split = audit_split(y, budget=1.0, val_fraction=val_fraction, test_fraction=test_fraction, member_label="",
                         seed=seed)
     fit, val, test = split.fit, split.val, split.test
-    choice = choose_attributor(x[fit], y[fit], x[val], y[val], candidates)
     truth = y[test]
-    pred = choice.attributor.predict(x[test])
     own = truth != NONE
-    rules = {}
+    rules, table, best = {}, [], None
     for family, restriction in ATTRIBUTION_RULES.items():
-        best = choose_attributor(x[fit], y[fit], x[val], y[val], candidates, **restriction)
-        chosen = settings(best.attributor)
-        val_row = next(r for r in best.validation if all(r[k] == v for k, v in chosen.items()))
+        family_choice = choose_attributor(x[fit], y[fit], x[val], y[val], candidates, **restriction)
+        table += family_choice.validation
+        chosen = settings(family_choice.attributor)
+        val_row = next(r for r in family_choice.validation if all(r[k] == v for k, v in chosen.items()))
         rules[family] = {**chosen, "validation": {k: val_row[k] for k in ("accuracy", "accuracy_own_samples",
                                                                             "external_rejected")},
-                         "test": _attribution_scores(best.attributor.predict(x[test]), truth)}
+                         "test": _attribution_scores(family_choice.attributor.predict(x[test]), truth)}
+        if best is None or val_row["accuracy"] > best[0]:  # ties: the earlier family, as choose_attributor
+            best = (val_row["accuracy"], family_choice.attributor)
+    assert best is not None
+    choice = AttributorChoice(best[1], table)
+    pred = choice.attributor.predict(x[test])
     plain: dict[str, Any] = {}
     fit_own, val_own = fit[y[fit] != NONE], val[y[val] != NONE]
     for normalisation in NORMALISATIONS:
@@ -300,5 +330,6 @@ def attribution_with_reject(signatures: np.ndarray, labels: Sequence[str], candi
     return {"candidates": list(candidates), "n_fit": int(len(fit)), "n_fit_external": int(np.sum(y[fit] == NONE)),
             "n_val": int(len(val)), "n_test": int(len(test)), "n_test_external": int((~own).sum()),
             **choice.to_dict(), **_attribution_scores(pred, truth),
+            **({"by_lineage": _lineage_scores(choice.attributor, x[test], truth, lineages)} if lineages else {}),
             "confusion": {"labels": classes, "matrix": confusion_matrix(truth, pred, labels=classes).tolist()},
             "rules": rules, "lowest_loss_without_reject": plain}
