@@ -524,7 +524,22 @@ def attribution_reading(a: dict) -> str:
             f"rule ({learned}, fitted on own samples against external fit rows) rejects "
             f"{f3(lt['external_rejected'])} at own-sample accuracy {f3(lt['accuracy_own_samples'])} (accuracy "
             f"{lt['accuracy']:.3f}); validation chose the {a['rule']} rule, test accuracy {a['accuracy']:.3f} "
-            f"({'meets' if a['accuracy'] >= 0.9 else 'misses'} the 0.90 target).")
+            f"({'meets' if a['accuracy'] >= 0.9 else 'misses'} the 0.90 target)." + lineage_reading(a))
+
+
+def lineage_reading(a: dict) -> str:
+    """How much of the error stays inside lineages (a fine-tune taken for its base or the reverse)."""
+    if "by_lineage" not in a:
+        return ""
+    labels, matrix = a["confusion"]["labels"], np.array(a["confusion"]["matrix"])
+    root = a["by_lineage"]["lineages"]
+    errors = matrix.sum() - np.trace(matrix)
+    within = sum(int(matrix[i, j]) for i, t in enumerate(labels) for j, p in enumerate(labels)
+                 if i != j and t != "none" and p != "none" and root[t] == root[p])
+    lin = a["by_lineage"]
+    return (f" {within} of the {errors} test errors are within a lineage ({lineage_text(lin)}); answering the "
+            f"lineage (probabilities summed over its models) scores {lin['accuracy']:.3f} (own samples "
+            f"{f3(lin['accuracy_own_samples'])}).")
 
 
 if __name__ == "__main__":
