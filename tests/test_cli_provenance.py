@@ -19,6 +19,7 @@ from click.testing import Result
 from PIL import Image
 from typer.testing import CliRunner
 
+from modelprint.provenance.attribution import ACCEPTS, LEARNED_CS, LEARNED_KINDS
 from modelprint.provenance import membership_testbed
 from modelprint.zoo.build import build_zoo
 from modelprint.zoo.store import load_generator
@@ -143,7 +144,8 @@ def test_attribution_answers_a_candidate_or_none(ws: Path) -> None:
     assert fit.exit_code == 0, fit.stderr
     summary = json.loads(fit.stdout)
     assert summary["counts"] == {"a": 16, "b": 16, "none": 16} and summary["sampled"] == {"b": 16}
-    assert summary["rule"] in ("threshold", "learned") and len(summary["validation"]) == 8 + 9
+    grid = 2 * len(ACCEPTS) + len(LEARNED_KINDS) * len(LEARNED_CS)  # threshold x normalisation, learned kind x C
+    assert summary["rule"] in ("threshold", "learned") and len(summary["validation"]) == grid
     assert summary["counts"]["none"] == 16 and {r["rule"] for r in summary["validation"]} == {"threshold", "learned"}
     res = run("provenance", "attribute", "generated", "shifted", "--attributor", "attributor.npz", "--model",
               f"a={MODEL}", "--model", "b=other", "--zoo", "zoo", "--json", cwd=ws)
