@@ -197,6 +197,20 @@ def standard_seconds(seed: int, n: int = 4) -> dict:
     return out
 
 
+def external_group(model: str, quick: bool) -> dict[str, np.ndarray]:
+    """The attribution's external images (the member-split ``model``'s matched and shifted non-members) rebuilt from
+    its recipe, so they can be measured before the model is built; the benchmark's cache checks they are the same."""
+    from modelprint.provenance import NONE
+    from modelprint.provenance.testbed import shifted_spec
+    from modelprint.zoo.data import training_images
+    from modelprint.zoo.recipes import tier_recipes
+
+    recipe = next(r for r in tier_recipes("tiny" if quick else "standard") if r.name == model)
+    matched = training_images(recipe.holdout)
+    spec = shifted_spec(recipe.data.subset, len(matched), recipe.holdout.size)
+    return {NONE: np.concatenate([matched, training_images(spec)[: len(matched)]])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zoo", type=Path, default=Path("out/zoo"))
@@ -206,7 +220,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.5, help="share of the members the auditor fits on")
     parser.add_argument("--attribution-per-model", type=int, default=160, help="own samples per candidate")
     parser.add_argument("--precompute-attribution", action="store_true",
-                        help="only measure the attribution signatures of the candidates' own samples built so far")
+                        help="only measure the attribution signatures of the candidates built so far (their own "
+                        "samples and the external images), then exit")
     parser.add_argument("--workdir", type=Path, default=Path("out/bench-provenance"))
     parser.add_argument("--jobs", type=int, default=1, help="processes measuring in parallel (1 torch thread each)")
     args = parser.parse_args()
@@ -238,7 +253,8 @@ def main() -> None:
     own = {c: np.stack([to_uint8(load_image(p)) for p in sorted(zoo.samples_dir(c).glob("*.png"))
                         [: args.attribution_per_model]]) for c in candidates}
     if args.precompute_attribution:
-        more, _ = signature_jobs(args.zoo, entries, candidates, own, args.seed, work)
+        more, _ = signature_jobs(args.zoo, entries, candidates, {**own, **external_group(model, args.quick)},
+                                 args.seed, work)
         run_jobs(more, args.jobs)
         return
     bed = membership_testbed(zoo, model)

@@ -22,7 +22,7 @@ from modelprint.zoo.base import DataSpec
 from modelprint.zoo.data import images_digest, training_images
 from modelprint.zoo.store import Zoo
 
-__all__ = ["MembershipTestBed", "membership_testbed"]
+__all__ = ["MembershipTestBed", "membership_testbed", "shifted_spec"]
 
 
 @dataclass
@@ -42,6 +42,13 @@ class MembershipTestBed:
         counts = {"members": len(self.members), "matched": len(self.matched), "shifted": len(self.shifted),
                   "generated": len(self.generated), **{f"other:{k}": len(v) for k, v in self.others.items()}}
         return {"model": self.model, "counts": {k: int(v) for k, v in counts.items()}, "splits": self.splits}
+
+
+def shifted_spec(member_subset: str, n: int, size: int) -> DataSpec:
+    """The default shifted non-members of a member-split model: LFW faces for photo models, photo crops for face
+    models."""
+    faces = str(member_subset).startswith("faces")
+    return DataSpec("photos", n, size, 0) if faces else DataSpec("faces-holdout", n, size, 0)
 
 
 def _samples(zoo: Zoo, name: str) -> np.ndarray:
@@ -73,9 +80,7 @@ def membership_testbed(zoo: str | Path | Zoo, name: str, shifted: DataSpec | Non
     members = _checked(splits["members"], "member", name)
     matched = _checked(splits["holdout"], "held-out", name)
     size, n = members.shape[1], len(matched)
-    if shifted is None:
-        faces = str(splits["members"]["subset"]).startswith("faces")
-        shifted = DataSpec("photos", n, size, 0) if faces else DataSpec("faces-holdout", n, size, 0)
+    shifted = shifted or shifted_spec(splits["members"]["subset"], n, size)
     return MembershipTestBed(model=name, members=members, matched=matched, shifted=training_images(shifted)[:n],
                              generated=_samples(zoo, name), others={o: _samples(zoo, o) for o in others},
                              splits=splits)
