@@ -19,8 +19,8 @@ from click.testing import Result
 from PIL import Image
 from typer.testing import CliRunner
 
-from modelprint.provenance.attribution import ACCEPTS, LEARNED_CS, LEARNED_KINDS
 from modelprint.provenance import membership_testbed
+from modelprint.provenance.attribution import ACCEPTS, LEARNED_CS, LEARNED_KINDS
 from modelprint.zoo.build import build_zoo
 from modelprint.zoo.store import load_generator
 
