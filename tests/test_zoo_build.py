@@ -87,6 +87,14 @@ def test_a_child_builds_after_its_parent_was_built_by_an_earlier_run(tmp_path: P
     assert manifest["tiny-ddpm"]["files"] == parent and "tiny-ddpm-lora" in manifest
 
 
+def test_two_workers_train_a_child_once_its_parent_is_built_with_the_same_weights(tiny_zoo: Path,
+                                                                                  tmp_path: Path) -> None:
+    built = build_zoo(tmp_path, tier="tiny", only=["tiny-ddpm-lora", "tiny-gan"], workers=2, n_samples=2)
+    assert [e["name"] for e in built] == ["tiny-gan", "tiny-ddpm", "tiny-ddpm-lora"]  # recipe order
+    sequential = read_manifest(tiny_zoo)
+    assert all(e["files"] == sequential[e["name"]]["files"] for e in built)
+
+
 def test_a_seed_changes_the_weights_and_is_reproducible(tmp_path: Path) -> None:
     threads = torch.get_num_threads()
     other = 2 if threads == 1 else 1

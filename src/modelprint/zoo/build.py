@@ -4,8 +4,10 @@ A model folder and its samples are written under temporary names and renamed int
 is written, so a killed build leaves only complete models. On restart, lines whose files are missing or fail their
 sha256 are dropped and those models train again (training is deterministic, so they come out the same).
 
-Models train in dependency *waves* (a lineage child or latent diffusion model after its parent); within a wave,
-``workers > 1`` trains models in that many spawned processes, and the parent process alone writes the manifest.
+A model may start once its parent is built (a lineage child or latent diffusion model after its parent);
+``workers > 1`` trains that many models at once in spawned processes, always starting, among the models ready to
+train, the one heading the longest chain of training still to do (so the critical path does not wait behind short
+models), and the parent process alone writes the manifest.
 Every model trains and samples with exactly one torch thread, in a worker or in-process: float reductions depend on
 the thread count, so this is what makes a model's weights depend only on its recipe and seed, not on ``--workers``.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -140,23 +142,52 @@ def membership_splits(recipe: Recipe, members: Any) -> dict[str, dict[str, Any]]
             "holdout": {**recipe.holdout.describe(), "n_images": int(len(held)), "sha256": images_digest(held)}}
 
 
-def _waves(recipes: Sequence[Recipe]) -> list[list[Recipe]]:
-    """``recipes`` in waves that can train in parallel: each after its parent's (a parent not among ``recipes`` is
-    already built)."""
-    by_name = {r.name: r for r in recipes}
-    depth: dict[str, int] = {}
+def _cost(recipe: Recipe) -> int:
+    """A recipe's training work for scheduling: images seen (steps × batch size)."""
+    return recipe.steps * recipe.batch_size
 
-    def d(r: Recipe, seen: tuple[str, ...] = ()) -> int:
-        if r.name in seen:
-            raise ModelprintError(f"zoo recipe {r.name!r}: circular parent chain {' → '.join(seen + (r.name,))}")
-        if r.name not in depth:
-            parent = by_name.get(r.parent) if r.parent is not None else None
-            depth[r.name] = 0 if parent is None else d(parent, seen + (r.name,)) + 1
-        return depth[r.name]
 
-    for r in recipes:
-        d(r)
-    return [[r for r in recipes if depth[r.name] == k] for k in range(max(depth.values(), default=-1) + 1)]
+class _ReadyQueue:
+    """The models still to train, handed out as they become ready (their parent built or not among them), the one
+    with the most training left along its chain of descendants first (ties in recipe order)."""
+
+    def __init__(self, recipes: Sequence[Recipe]) -> None:
+        self.todo = list(recipes)
+        names = {r.name for r in recipes}
+        children: dict[str, list[Recipe]] = {}
+        for r in recipes:
+            if r.parent in names:
+                children.setdefault(r.parent, []).append(r)
+        self.priority: dict[str, int] = {}
+
+        def chain(r: Recipe, seen: tuple[str, ...] = ()) -> int:
+            if r.name in seen:
+                raise ModelprintError(f"zoo recipe {r.name!r}: circular parent chain {' → '.join(seen + (r.name,))}")
+            if r.name not in self.priority:
+                below = [chain(c, seen + (r.name,)) for c in children.get(r.name, [])]
+                self.priority[r.name] = _cost(r) + max(below, default=0)
+            return self.priority[r.name]
+
+        for r in recipes:
+            chain(r)
+        self.waiting = {r.name for r in recipes}  # not yet built (in training or not started)
+
+    def finished(self, name: str) -> None:
+        self.waiting.discard(name)
+
+    def _ready(self) -> list[Recipe]:
+        return [r for r in self.todo if r.parent not in self.waiting]
+
+    def may_start(self) -> bool:
+        """Whether a model can start now (also true when none is left, so the caller sees the end)."""
+        return not self.todo or bool(self._ready())
+
+    def __iter__(self) -> Iterator[Recipe]:
+        while self.todo:
+            ready = self._ready()
+            best = max(ready, key=lambda r: self.priority[r.name])  # max keeps the first of equals
+            self.todo.remove(best)
+            yield best
 
 
 def _with_parents(recipes: Sequence[Recipe], wanted: Sequence[str]) -> list[Recipe]:
@@ -185,7 +216,7 @@ def build_zoo(
     """Train every recipe of ``tier`` (or ``only`` those and their parents) that is not yet valid in ``out_dir``.
 
     Returns the manifest lines of the requested models. ``n_samples`` overrides the tier's samples per model.
-    ``executor`` (default: a process pool of ``workers``, or this process) trains each wave's models, e.g. a
+    ``executor`` (default: a process pool of ``workers``, or this process) trains the models, e.g. a
     :class:`~modelprint.executor.RayExecutor`.
     """
     from modelprint.zoo.recipes import tier_recipes, tier_samples
@@ -201,14 +232,15 @@ def build_zoo(
     _write_manifest(out, entries, order)
     todo = [r for r in recipes if r.name not in entries]
     done = len(recipes) - len(todo)
-    ex = executor or (ProcessExecutor(workers) if workers > 1 else LocalExecutor())
-    for wave in _waves(todo):
-        run = ex if len(wave) > 1 else LocalExecutor()
-        for _i, entry in run.run(train_one, [(str(out), r, n, seed) for r in wave]):
-            entries[entry["name"]] = entry
-            _write_manifest(out, entries, order)
-            done += 1
-            if progress:
-                progress(done, len(recipes), entry)
+    ex = executor or (ProcessExecutor(workers) if workers > 1 and len(todo) > 1 else LocalExecutor())
+    queue = _ReadyQueue(todo)
+    tasks = ((str(out), r, n, seed) for r in queue)
+    for _i, entry in ex.run(train_one, tasks, may_start=queue.may_start):
+        queue.finished(entry["name"])
+        entries[entry["name"]] = entry
+        _write_manifest(out, entries, order)
+        done += 1
+        if progress:
+            progress(done, len(recipes), entry)
     return [entries[r.name] for r in recipes]
 
