@@ -13,6 +13,7 @@ others; modelprint installed on every node, and output folders on storage every 
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 from abc import ABC, abstractmethod
@@ -44,8 +45,12 @@ class LocalExecutor(Executor):
             initargs: Task = (), may_start: Callable[[], bool] | None = None) -> Iterator[tuple[int, Any]]:
         if initializer is not None:
             initializer(*initargs)
-        for i, task in enumerate(tasks):
-            if may_start is not None and not may_start():
+        queue = iter(tasks)
+        for i in itertools.count():
+            if may_start is not None and not may_start():  # asked before the next task is taken, as in _drain
+                return
+            task = next(queue, None)
+            if task is None:
                 return
             yield i, fn(*task)
 

@@ -55,6 +55,9 @@ def load_component(cls: type, folder: Path, subfolder: str) -> Any:
     bad = info["missing_keys"] + [str(k[0]) if isinstance(k, tuple) else str(k) for k in info["mismatched_keys"]]
     if bad:
         raise CheckpointError(f"{folder}: {subfolder}/ weights are missing or mismatched for {', '.join(bad[:5])}")
+    # from_pretrained records the path it read; a lineage child saves its copy of this config, and its files must
+    # not depend on where the zoo lies, so only the model's folder name is kept
+    model.register_to_config(_name_or_path=folder.name)
     return model.eval()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from modelprint.artefacts import one_line, read_tensors, write_tensors
+from modelprint.atomic import write_text
 from modelprint.errors import CheckpointError
 from modelprint.zoo.base import FAMILIES, Recipe, TrainProgress, ZooModel
 from modelprint.zoo.diffusion_model import DiffusionModel
@@ -120,6 +122,11 @@ class LoRA(DiffusionFamily):
         super().save(folder)
         lora = Path(folder) / "lora"
         self.lora_config.save_pretrained(lora)
+        # peft keeps target_modules as a set, whose order varies between processes: rewritten sorted, so the file
+        # (and its sha256) is the same wherever the model was trained
+        config = json.loads((lora / "adapter_config.json").read_text(encoding="utf-8"))
+        config["target_modules"] = sorted(config["target_modules"])
+        write_text(lora / "adapter_config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
         write_tensors(lora / "adapter.safetensors",
                       {k: v.contiguous() for k, v in get_peft_model_state_dict(self.lora_unet).items()})
 
