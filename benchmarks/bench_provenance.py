@@ -463,8 +463,10 @@ def report(out: dict, name: str) -> None:
     chosen = ", ".join(f"{k} {v}" for k, v in a.items() if k in ("normalisation", "accept", "kind", "C", "threshold"))
     md += ["", f"Attribution with reject over {len(a['candidates'])} zoo diffusion models "
            f"({', '.join(a['candidates'])}) "
-           f"plus external images: accuracy {a['accuracy']:.3f} ({a['n_test']} test images, {a['n_test_external']} "
-           f"external; own samples {a['accuracy_own_samples']:.3f}, external rejected {f3(a['external_rejected'])}; "
+           f"plus external images: accuracy {a['accuracy']:.3f} (95% bootstrap interval "
+           f"{a['accuracy_ci95'][0]:.3f}–{a['accuracy_ci95'][1]:.3f}; {a['n_test']} test images, "
+           f"{a['n_test_external']} external; own samples {a['accuracy_own_samples']:.3f}, external rejected "
+           f"{f3(a['external_rejected'])}; "
            f"mean recall over the {len(a['candidates']) + 1} answers {a['macro_accuracy']:.3f}"
            + (f"; by lineage ({lineage_text(a['by_lineage'])}): accuracy {a['by_lineage']['accuracy']:.3f}, own "
               f"samples {a['by_lineage']['accuracy_own_samples']:.3f}" if "by_lineage" in a else "") + "); "
@@ -540,6 +542,7 @@ def attribution_reading(a: dict) -> str:
             f"rule ({learned}, fitted on own samples against external fit rows) rejects "
             f"{f3(lt['external_rejected'])} at own-sample accuracy {f3(lt['accuracy_own_samples'])} (accuracy "
             f"{lt['accuracy']:.3f}); validation chose the {a['rule']} rule, test accuracy {a['accuracy']:.3f} "
+            f"[{a['accuracy_ci95'][0]:.3f}, {a['accuracy_ci95'][1]:.3f}] "
             f"({'meets' if a['accuracy'] >= 0.9 else 'misses'} the 0.90 target)." + lineage_reading(a))
 
 

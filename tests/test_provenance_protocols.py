@@ -153,6 +153,8 @@ def test_attribution_with_reject_against_lowest_loss_that_cannot_say_none() -> N
     assert plain["chosen_on_validation"] == "standardised" and plain["raw"]["accuracy_own_samples"] < 0.8
     assert plain["standardised"]["accuracy"] <= 0.8 < result["accuracy"]  # it calls every external image a model
     assert np.sum(result["confusion"]["matrix"]) == result["n_test"]
+    low, high = result["accuracy_ci95"]
+    assert low <= result["accuracy"] <= high and high - low < 0.2
 
 
 @pytest.mark.slow

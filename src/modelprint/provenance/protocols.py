@@ -35,7 +35,7 @@ from sklearn.base import clone
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 
 from modelprint.errors import ProbeError
-from modelprint.evaluation.metrics import roc_auc
+from modelprint.evaluation.metrics import bootstrap_ci, roc_auc
 from modelprint.probes.attribution import NORMALISATIONS, LowestLoss
 from modelprint.probes.base import ProbeProgress
 from modelprint.probes.candidates import DiffusionCandidate
@@ -291,9 +291,11 @@ def attribution_with_reject(signatures: np.ndarray, labels: Sequence[str], candi
     the rule and its settings are chosen on validation (:func:`choose_attributor`) and the test rows are scored once:
     overall accuracy, on own samples and on external images. Each rule family (:data:`ATTRIBUTION_RULES`, its best
     setting on validation) is scored on the same test rows, and so is plain lowest loss (raw or standardised, no
-    ``none``). ``macro_accuracy`` is the mean recall over the candidates and ``none``. With ``lineages`` (candidate →
-    the root of its chain of parents among the candidates, e.g. a fine-tune → its base model) the chosen rule's
-    answers are also scored by lineage (``by_lineage``): a fine-tune taken for its base counts as right there."""
+    ``none``). ``macro_accuracy`` is the mean recall over the candidates and ``none``; ``accuracy_ci95`` the chosen
+    rule's accuracy's 95% bootstrap interval over the test rows (resampled within each true answer). With
+    ``lineages`` (candidate → the root of its chain of parents among the candidates, e.g. a fine-tune → its base
+    model) the chosen rule's answers are also scored by lineage (``by_lineage``): a fine-tune taken for its base
+    counts as right there."""
     x, y = np.asarray(signatures, dtype=np.float64), np.asarray(labels).astype(str)
     split = audit_split(y, budget=1.0, val_fraction=val_fraction, test_fraction=test_fraction, member_label="",
                         seed=seed)
@@ -327,9 +329,10 @@ def attribution_with_reject(signatures: np.ndarray, labels: Sequence[str], candi
             "accuracy_own_samples": float(np.mean(guess[own] == truth[own]))}
     plain["chosen_on_validation"] = max(NORMALISATIONS, key=lambda k: plain[k]["val_accuracy_own_samples"])
     classes = [*sorted(candidates), NONE]
+    interval = bootstrap_ci(lambda p, t: float(np.mean(p == t)), pred, truth, strata=truth, seed=seed)
     return {"candidates": list(candidates), "n_fit": int(len(fit)), "n_fit_external": int(np.sum(y[fit] == NONE)),
             "n_val": int(len(val)), "n_test": int(len(test)), "n_test_external": int((~own).sum()),
-            **choice.to_dict(), **_attribution_scores(pred, truth),
+            **choice.to_dict(), **_attribution_scores(pred, truth), "accuracy_ci95": list(interval),
             **({"by_lineage": _lineage_scores(choice.attributor, x[test], truth, lineages)} if lineages else {}),
             "confusion": {"labels": classes, "matrix": confusion_matrix(truth, pred, labels=classes).tolist()},
             "rules": rules, "lowest_loss_without_reject": plain}
