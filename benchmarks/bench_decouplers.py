@@ -1,0 +1,236 @@
+"""Which decoupler keeps model identity for models it never saw, and which drops content? Variants on the causal
+benchmark's data (issue 14), selection on the fit data only.
+
+The decoupled fingerprint of `bench_causal.py` (a trained projection, :class:`~modelprint.causal.decoupler.
+CausalDecoupler`) loses identification against the fused features it starts from: it is fit on the pair models and
+evaluated on other models. This benchmark puts closed-form alternatives beside it, on the same cached embeddings,
+pairs, split and protocols as `bench_causal.py` (run that first, with the same `--models`; this reads its
+`--workdir`):
+
+- `raw`: the fused features, unit length (no decoupling);
+- `mlp`: the shipped trained decoupler (cosine softmax over the pair models, pair adversary behind gradient
+  reversal);
+- `nap-within-k`: nuisance attribute projection: the top k principal directions of the within-model residuals
+  `x − μ_model` of the pair images (how one model's images move with content) projected out, everything else kept;
+- `nap-content-k`: the same with the top k directions of the per-content means of those residuals;
+- `inlp-n`: iterative nullspace projection (Ravfogel et al., 2020): n rounds of a logistic regression reading the
+  content id, its weight directions projected out each round.
+
+Each variant is fit on the features of the causal benchmark's fusion (`--base equal`: all five views; `learned`:
+weights fit on each set's validation split) of the pair models' images of the fit contents (zoo) or of every zoo
+pair (real world), as `bench_causal.py` fits its decoupler. **Selection score** (read on the fit data only): three
+folds of held-out *pair models* × held-out contents: nearest-prototype identification of the held-out models on
+held-out contents, minus leakage above chance + 0.05. Reported: zoo and real-world identification (the causal
+benchmark's test classes and protocol, support 10 / 5, 95% bootstrap intervals) and content leakage on the held-out
+contents (`modelprint.causal.invariance.content_leakage`: pair models / test classes).
+
+    python benchmarks/bench_decouplers.py --zoo out/zoo --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from bench_causal import Embeddings, labels_of, pair_set, realworld_data, shown_path, split_models, zoo_data
+from bench_views import VIEWS, fuse
+from sklearn.linear_model import LogisticRegression
+
+from bench_extractor_realworld import protocol
+from common import fmt_ci, machine, shared_dir, update_readme_section, write_result
+from modelprint.causal.decoupler import CausalDecoupler
+from modelprint.causal.invariance import content_leakage, split_contents
+from modelprint.causal.pairs import REAL
+from modelprint.methods import load_method
+from modelprint.methods.fusion import fit_weights
+from modelprint.seeding import configure_torch_threads, seed_everything
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+class Nap:
+    """Remove the top-k directions of within-model variation (or of content means)."""
+
+    def __init__(self, k: int, source: str = "within", center: bool = True) -> None:
+        self.k, self.source, self.center = k, source, center
+
+    def fit(self, x: np.ndarray, m: np.ndarray, c: np.ndarray) -> Nap:
+        self.mu = x.mean(0) if self.center else np.zeros(x.shape[1])
+        r = x.copy()
+        for g in np.unique(m):
+            r[m == g] -= x[m == g].mean(0)
+        if self.source == "content":
+            r = np.stack([r[c == g].mean(0) for g in np.unique(c)])
+        _, _, vt = np.linalg.svd(r, full_matrices=False)
+        self.u = vt[: self.k].T
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        y = x - self.mu
+        return unit(y - (y @ self.u) @ self.u.T)
+
+
+class Inlp:
+    """Iterative nullspace projection against a linear content classifier."""
+
+    def __init__(self, n: int, center: bool = True) -> None:
+        self.n, self.center = n, center
+
+    def fit(self, x: np.ndarray, m: np.ndarray, c: np.ndarray) -> Inlp:
+        self.mu = x.mean(0) if self.center else np.zeros(x.shape[1])
+        y = x - self.mu
+        basis = np.zeros((x.shape[1], 0))
+        for _ in range(self.n):
+            yp = y - (y @ basis) @ basis.T
+            sd = np.maximum(yp.std(0), 1e-9)
+            w = LogisticRegression(C=1.0, max_iter=2000).fit(yp / sd, c).coef_ / sd
+            q = np.linalg.qr(np.concatenate([basis, w.T - basis @ (basis.T @ w.T)], axis=1))[0]
+            basis = q
+        self.u = basis
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        y = x - self.mu
+        return unit(y - (y @ self.u) @ self.u.T)
+
+
+class Raw:
+    def fit(self, x, m, c):  # noqa: ANN001, ANN201
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return unit(x)
+
+
+def variants(seed: int) -> dict:
+    out = {"raw": lambda: Raw(), "mlp": lambda: CausalDecoupler(seed=seed)}
+    out |= {f"nap-within-{k}": (lambda k=k: Nap(k)) for k in (8, 32)}
+    out["nap-content-7"] = lambda: Nap(7, "content")
+    out |= {f"inlp-{n}": (lambda n=n: Inlp(n)) for n in (2, 4)}
+    return out
+
+
+def internal_score(make, x: np.ndarray, m: np.ndarray, c: np.ndarray, seed: int) -> dict:
+    """Leave models out (3 folds) x contents out: identification of unseen models on unseen contents, leakage."""
+    rng = np.random.default_rng(seed)
+    models = rng.permutation(np.unique(m))
+    val_c = split_contents(c, 0.375, seed)
+    is_vc = np.isin(c, val_c)
+    accs, leaks = [], []
+    for f in range(3):
+        out_models = models[f::3]
+        fit = ~np.isin(m, out_models) & ~is_vc
+        dec = make().fit(x[fit], m[fit], c[fit])
+        z = dec.transform(x)
+        ref = np.isin(m, out_models) & ~is_vc
+        q = np.isin(m, out_models) & is_vc
+        classes = np.unique(m[ref])
+        protos = unit(np.stack([z[ref & (m == g)].mean(0) for g in classes]))
+        accs.append(float(np.mean(classes[np.argmax(z[q] @ protos.T, 1)] == m[q])))
+        leaks.append(content_leakage(z[is_vc], m[is_vc], c[is_vc], n_boot=0, seed=seed)["accuracy"]["mean"])
+    chance = 1 / len(val_c)
+    acc, leak = float(np.mean(accs)), float(np.mean(leaks))
+    return {"acc": acc, "leak": leak, "chance": chance, "score": acc - max(0.0, leak - chance - 0.05)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--zoo", type=Path, default=Path("out/zoo"))
+    ap.add_argument("--workdir", type=Path, default=Path("out/bench-causal"))
+    ap.add_argument("--models", default="", help="comma-separated zoo models, as given to bench_causal.py")
+    ap.add_argument("--rw-cap", type=int, default=10)
+    ap.add_argument("--only", default="", help="comma-separated variant name prefixes")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    seed_everything(args.seed)
+    configure_torch_threads()
+    t_start = time.perf_counter()
+    ns = argparse.Namespace(pair_photos=12, pair_faces=4, seed=args.seed)
+    methods = {v: load_method(v, **({"max_tiles": 4} if v.startswith("dire") else {})) for v in VIEWS}
+    store = Embeddings(args.workdir, methods)
+    only = [m for m in args.models.split(",") if m]
+    entries, zval, ztest = zoo_data(args.zoo, only, 8, 24)
+    test_classes, pair_models = split_models(entries, args.seed)
+    redrawable = [n for n in entries if entries[n]["kind"] != "flow"]
+    rval, rtest = realworld_data(shared_dir() / "realworld", 2, args.rw_cap, 256, 0)
+    pimages, pcontents, _ = pair_set(args.zoo, redrawable, ns, args.workdir)
+    held = split_contents(pcontents, 0.5, args.seed)
+    pe = store.sets("pairs-clean", pimages)
+    pm = np.asarray([m for m, ims in pimages.items() for _ in ims])
+    pc = np.concatenate([pcontents for _ in pimages])
+    is_held = np.isin(pc, held)
+    keep_zoo = ~is_held & np.isin(pm, [*pair_models, REAL])
+    sets = {"zoo": (store.sets("zoo-clean-val", {m: zval[m] for m in test_classes}),
+                    labels_of({m: zval[m] for m in test_classes}),
+                    store.sets("zoo-clean-test", {m: ztest[m] for m in test_classes}),
+                    labels_of({m: ztest[m] for m in test_classes}), 10),
+            "realworld": (store.sets("rw-clean-val", rval), labels_of(rval), store.sets("rw-clean-test", rtest),
+                          labels_of(rtest), 5)}
+    groups = {"pair models": is_held & np.isin(pm, [*pair_models, REAL]),
+              "test classes": is_held & np.isin(pm, [m for m in test_classes if m in redrawable])}
+    result = {"benchmark": "decouplers", "machine": machine(), "settings": vars(args) | {
+        "zoo": shown_path(args.zoo), "workdir": shown_path(args.workdir)},
+        "zoo": {"models": list(entries), "test_classes": test_classes, "pair_models": pair_models},
+        "realworld_classes": list(rval), "bases": {}}
+    for base in ("equal", "learned"):
+        weights = {k: [1.0] * len(VIEWS) if base == "equal" else
+                   list(fit_weights([ev[v] for v in VIEWS], lv, resolution=0.1).weights)
+                   for k, (ev, lv, _, _, _) in sets.items()}
+        fits = {"zoo": (fuse([pe[v] for v in VIEWS], weights["zoo"])[keep_zoo], pm[keep_zoo], pc[keep_zoo]),
+                "realworld": (fuse([pe[v] for v in VIEWS], weights["realworld"]), pm, pc)}
+        rows = {}
+        for name, make in variants(args.seed).items():
+            if args.only and not any(name.startswith(o) for o in args.only.split(",")):
+                continue
+            t0 = time.perf_counter()
+            row = {"selection": internal_score(make, *fits["zoo"], args.seed)}
+            fitted = {k: make().fit(*fits[k]) for k in sets}
+            for k, (_, _, et, lt, support) in sets.items():
+                r = protocol(fitted[k].transform(fuse([et[v] for v in VIEWS], weights[k])), lt, args.seed, support)
+                row[k] = {"identification": r["identification_accuracy"], "ci95": r["identification_accuracy_ci"]}
+            zoo_pairs = fuse([pe[v] for v in VIEWS], weights["zoo"])
+            row["leakage"] = {g: content_leakage(fitted["zoo"].transform(zoo_pairs[mask]), pm[mask], pc[mask],
+                                                 n_boot=0, seed=args.seed)["accuracy"]["mean"]
+                              for g, mask in groups.items()}
+            rows[name] = row
+            print(f"{base} {name:16s} select {row['selection']['score']:.3f} | zoo {row['zoo']['identification']:.3f} "
+                  f"rw {row['realworld']['identification']:.3f} leak {row['leakage']} "
+                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
+        chosen = max(rows, key=lambda n: rows[n]["selection"]["score"])
+        result["bases"][base] = {"weights": weights, "variants": rows, "selected": chosen,
+                                 "leakage_chance": 1.0 / len(held)}
+    result["seconds"] = round(time.perf_counter() - t_start, 1)
+    write_result("decouplers", result)
+    update_readme_section("decouplers", readme(result))
+
+
+def readme(r: dict) -> str:
+    z = r["zoo"]
+    lines = [f"## Decoupler variants (`python benchmarks/bench_decouplers.py --zoo out/zoo --seed 0"
+             f"{' --models ' + r['settings']['models'] if r['settings']['models'] else ''}`)", "",
+             f"`results/decouplers.json`. Zoo models: {', '.join(z['models'])}; test classes "
+             f"{', '.join(z['test_classes'])}; pair models {', '.join(z['pair_models'])} (bench_causal's split and "
+             f"caches). Real world: {len(r['realworld_classes'])} classes, support 5. Selection score on the fit "
+             f"data only (held-out pair models × held-out contents); leakage chance "
+             f"{next(iter(r['bases'].values()))['leakage_chance']:.3f}. Seed {r['settings']['seed']}; "
+             f"{r['seconds'] / 60:.0f} min.", ""]
+    for base, b in r["bases"].items():
+        lines += [f"**Base: {base} fusion** (weights zoo {b['weights']['zoo']}, real world "
+                  f"{b['weights']['realworld']}; selected on the fit data: `{b['selected']}`)", "",
+                  "| variant | selection score | zoo identification [95% CI] | real-world identification [95% CI] | "
+                  "leakage, pair models | leakage, test classes |", "|---|---|---|---|---|---|"]
+        for name, row in b["variants"].items():
+            lines.append(f"| {name} | {row['selection']['score']:.3f} | "
+                         f"{fmt_ci(row['zoo']['identification'], row['zoo']['ci95'])} | "
+                         f"{fmt_ci(row['realworld']['identification'], row['realworld']['ci95'])} | "
+                         f"{row['leakage']['pair models']:.3f} | {row['leakage']['test classes']:.3f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
