@@ -45,65 +45,57 @@ from modelprint.causal.invariance import content_leakage, split_contents
 from modelprint.causal.pairs import REAL
 from modelprint.methods import load_method
 from modelprint.methods.fusion import fit_weights
+from modelprint.scores import l2_normalize
 from modelprint.seeding import configure_torch_threads, seed_everything
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+class _Removal:
+    """Project a fitted content basis ``u`` (orthonormal columns) out of the centred features."""
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        y = x - self.mu
+        return l2_normalize(y - (y @ self.u) @ self.u.T)
 
 
-class Nap:
+class Nap(_Removal):
     """Remove the top-k directions of within-model variation (or of content means)."""
 
-    def __init__(self, k: int, source: str = "within", center: bool = True) -> None:
-        self.k, self.source, self.center = k, source, center
+    def __init__(self, k: int, source: str = "within") -> None:
+        self.k, self.source = k, source
 
     def fit(self, x: np.ndarray, m: np.ndarray, c: np.ndarray) -> Nap:
-        self.mu = x.mean(0) if self.center else np.zeros(x.shape[1])
+        self.mu = x.mean(0)
         r = x.copy()
         for g in np.unique(m):
             r[m == g] -= x[m == g].mean(0)
         if self.source == "content":
             r = np.stack([r[c == g].mean(0) for g in np.unique(c)])
-        _, _, vt = np.linalg.svd(r, full_matrices=False)
-        self.u = vt[: self.k].T
+        self.u = np.linalg.svd(r, full_matrices=False)[2][: self.k].T
         return self
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        y = x - self.mu
-        return unit(y - (y @ self.u) @ self.u.T)
 
-
-class Inlp:
+class Inlp(_Removal):
     """Iterative nullspace projection against a linear content classifier."""
 
-    def __init__(self, n: int, center: bool = True) -> None:
-        self.n, self.center = n, center
+    def __init__(self, n: int) -> None:
+        self.n = n
 
     def fit(self, x: np.ndarray, m: np.ndarray, c: np.ndarray) -> Inlp:
-        self.mu = x.mean(0) if self.center else np.zeros(x.shape[1])
+        self.mu = x.mean(0)
         y = x - self.mu
-        basis = np.zeros((x.shape[1], 0))
+        self.u = np.zeros((x.shape[1], 0))
         for _ in range(self.n):
-            yp = y - (y @ basis) @ basis.T
+            yp = y - (y @ self.u) @ self.u.T
             sd = np.maximum(yp.std(0), 1e-9)
-            w = LogisticRegression(C=1.0, max_iter=2000).fit(yp / sd, c).coef_ / sd
-            q = np.linalg.qr(np.concatenate([basis, w.T - basis @ (basis.T @ w.T)], axis=1))[0]
-            basis = q
-        self.u = basis
+            w = (LogisticRegression(C=1.0, max_iter=2000).fit(yp / sd, c).coef_ / sd).T
+            self.u = np.linalg.qr(np.concatenate([self.u, w - self.u @ (self.u.T @ w)], axis=1))[0]
         return self
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        y = x - self.mu
-        return unit(y - (y @ self.u) @ self.u.T)
 
-
-class Raw:
+class Raw(_Removal):
     def fit(self, x, m, c):  # noqa: ANN001, ANN201
+        self.mu, self.u = np.zeros(x.shape[1]), np.zeros((x.shape[1], 0))
         return self
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return unit(x)
 
 
 def variants(seed: int) -> dict:
@@ -129,7 +121,7 @@ def internal_score(make, x: np.ndarray, m: np.ndarray, c: np.ndarray, seed: int)
         ref = np.isin(m, out_models) & ~is_vc
         q = np.isin(m, out_models) & is_vc
         classes = np.unique(m[ref])
-        protos = unit(np.stack([z[ref & (m == g)].mean(0) for g in classes]))
+        protos = l2_normalize(np.stack([z[ref & (m == g)].mean(0) for g in classes]))
         accs.append(float(np.mean(classes[np.argmax(z[q] @ protos.T, 1)] == m[q])))
         leaks.append(content_leakage(z[is_vc], m[is_vc], c[is_vc], n_boot=0, seed=seed)["accuracy"]["mean"])
     chance = 1 / len(val_c)
