@@ -14,7 +14,10 @@ pairs, split and protocols as `bench_causal.py` (run that first, with the same `
   `x − μ_model` of the pair images (how one model's images move with content) projected out, everything else kept;
 - `nap-content-k`: the same with the top k directions of the per-content means of those residuals;
 - `inlp-n`: iterative nullspace projection (Ravfogel et al., 2020): n rounds of a logistic regression reading the
-  content id, its weight directions projected out each round.
+  content id, its weight directions projected out each round;
+- `removal-k`: the trained decoupler's removal form (`CausalDecoupler(rank=k)`): k directions, started at
+  `nap-within-k`'s, refined by the same cosine softmax (no centre loss) and pair adversary as `mlp`; the rest of
+  the features kept as they are.
 
 Each variant is fit on the features of the causal benchmark's fusion (`--base equal`: all five views; `learned`:
 weights fit on each set's validation split) of the pair models' images of the fit contents (zoo) or of every zoo
@@ -103,6 +106,7 @@ def variants(seed: int) -> dict:
     out |= {f"nap-within-{k}": (lambda k=k: Nap(k)) for k in (8, 32)}
     out["nap-content-7"] = lambda: Nap(7, "content")
     out |= {f"inlp-{n}": (lambda n=n: Inlp(n)) for n in (2, 4)}
+    out |= {f"removal-{k}": (lambda k=k: CausalDecoupler(rank=k, compactness_weight=0.0, seed=seed)) for k in (8, 32)}
     return out
 
 

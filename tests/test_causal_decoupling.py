@@ -84,6 +84,25 @@ def test_decoupler_drops_planted_content_and_keeps_the_model() -> None:
     assert after["distances"]["ratio"]["mean"] < before["distances"]["ratio"]["mean"]
 
 
+def test_removal_form_keeps_the_size_and_the_model_and_drops_planted_content() -> None:
+    x, models, contents = planted(n_models=5)
+    seen = models != "m4"  # one model never seen by the fit
+    test = np.isin(contents, split_contents(contents, 0.25, 0))
+    fitted = CausalDecoupler(seed=0, rank=2, compactness_weight=0.0, **FAST).fit(
+        x[seen & ~test], models[seen & ~test], contents[seen & ~test])
+    z = fitted.transform(x)
+    assert z.shape == x.shape and fitted.output_dim_ == x.shape[1]
+    before = content_leakage(x[test], models[test], contents[test], n_boot=0)["accuracy"]["mean"]
+    after = content_leakage(z[test], models[test], contents[test], n_boot=0)
+    assert before > after["chance"] + 0.25 and after["accuracy"]["mean"] < after["chance"] + 0.1, (before, after)
+    ref, query = ~test, test  # the unseen model too: prototypes from other contents
+    classes = np.unique(models)
+    protos = np.stack([z[ref & (models == m)].mean(0) for m in classes])
+    assert np.mean(classes[np.argmax(z[query] @ protos.T, 1)] == models[query]) > 0.9
+    with pytest.raises(ModelprintError, match="bad parameters"):
+        CausalDecoupler(rank=x.shape[1]).fit(x, models, contents)
+
+
 def test_attribution_alone_leaves_more_content_than_with_the_adversary() -> None:
     x, models, contents = planted(seed=1)
     test = np.isin(contents, split_contents(contents, 0.25, 0))
@@ -154,6 +173,10 @@ def test_save_load_round_trip_and_damage_is_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
     with pytest.raises(CheckpointError, match="not found"):
         CausalDecoupler.load(tmp_path / "missing.safetensors")
+    removal = CausalDecoupler(seed=0, rank=3, **{**FAST, "epochs": 5}).fit(x, models, contents)
+    removal.save(path)
+    np.testing.assert_array_equal(CausalDecoupler.load(path).transform(x), removal.transform(x))
+    assert CausalDecoupler.load(path).output_dim_ == x.shape[1]
 
 
 @pytest.mark.slow

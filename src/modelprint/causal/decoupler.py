@@ -23,6 +23,12 @@ only decorrelates ``z`` from the per-content means, which a non-linear reader ca
 hide content from itself and not from a fresh reader; that is why leakage is measured by a fresh classifier
 (:mod:`modelprint.causal.invariance`), never by the adversary.
 
+**Removal form** (``rank`` > 0): instead of the MLP, ``z`` is the centred input minus its projection on ``rank``
+learned orthonormal directions, started at the top principal directions of the within-model variation (nuisance
+attribute projection) and refined by the same two heads without a centre loss. Everything outside those directions
+is kept as it is, so models the decoupler never saw keep what tells them apart; the MLP maps every image into the
+span of the training models' classes.
+
 **Selection.** Before training, a share ``val_fraction`` of the *contents* (all their images) is held out of the
 gradient steps. Every ``eval_every`` epochs the projection is scored on them: model accuracy of the held-out images
 against model prototypes of the training images, minus the excess over chance of content leakage on the held-out
@@ -70,8 +76,33 @@ class _Reverse(torch.autograd.Function):
         return -ctx.weight * grad, None
 
 
-def _projection(d_in: int, hidden: int, dim: int) -> nn.Sequential:
-    """One hidden ReLU layer of ``hidden`` units, or a linear map when ``hidden`` is 0."""
+class _Removal(nn.Module):
+    """``x − U Uᵀ x``: ``x`` with ``rank`` learned directions removed (``U`` the orthonormal basis of a free
+    ``(d, rank)`` matrix, by QR), everything else kept as it is."""
+
+    def __init__(self, d_in: int, rank: int) -> None:
+        super().__init__()
+        self.directions = nn.Parameter(torch.randn(d_in, rank))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = torch.linalg.qr(self.directions)[0]
+        return x - (x @ u) @ u.T
+
+
+def _within_model_directions(x: np.ndarray, models: np.ndarray, rank: int) -> torch.Tensor:
+    """The ``rank`` principal directions of ``x`` minus its model means (how one model's images vary with what
+    they show): the removal form's starting point, which the adversary then refines."""
+    r = x.copy()
+    for m in np.unique(models):
+        r[models == m] -= x[models == m].mean(0)
+    return torch.from_numpy(np.ascontiguousarray(np.linalg.svd(r, full_matrices=False)[2][:rank].T))
+
+
+def _projection(d_in: int, hidden: int, dim: int, rank: int = 0) -> nn.Module:
+    """The removal of ``rank`` directions when ``rank`` > 0, else one hidden ReLU layer of ``hidden`` units, or a
+    linear map when ``hidden`` is 0."""
+    if rank > 0:
+        return _Removal(d_in, rank)
     if hidden == 0:
         return nn.Sequential(nn.Linear(d_in, dim))
     return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, dim))
@@ -123,7 +154,10 @@ def cross_model_content_accuracy(z: np.ndarray, models: np.ndarray, contents: np
 class CausalDecoupler(TransformerMixin, BaseEstimator):
     """Projection of fingerprint features that keeps model identity and drops content (see the module).
 
-    Parameters: ``dim`` output size, ``hidden`` hidden units, ``adversary_weight`` the final gradient-reversal
+    Parameters: ``dim`` output size, ``hidden`` hidden units, ``rank`` when > 0 the *removal* form instead of
+    the MLP (the centred input minus its projection on ``rank`` learned orthonormal directions, no scaling, so the
+    output keeps the input's size and geometry apart from what is removed; ``dim`` and ``hidden`` unused),
+    ``adversary_weight`` the final gradient-reversal
     weight (0 trains attribution alone), ``adversary_hidden`` the adversary's hidden units, ``epochs``,
     ``batch_size``, ``lr`` and ``weight_decay`` (AdamW), ``scale`` the cosine-softmax scale, ``compactness_weight``
     the centre loss's weight, ``adversary`` ``"pairs"`` or ``"content"``, ``val_fraction`` the
@@ -131,13 +165,15 @@ class CausalDecoupler(TransformerMixin, BaseEstimator):
     ``seed`` (initialisation, batches, the held-out contents).
     """
 
-    def __init__(self, dim: int = 32, hidden: int = 128, adversary: str = "pairs", adversary_weight: float = 1.0,
+    def __init__(self, dim: int = 32, hidden: int = 128, rank: int = 0, adversary: str = "pairs",
+                 adversary_weight: float = 1.0,
                  adversary_hidden: int = 64,
                  epochs: int = 200, batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 1e-4,
                  scale: float = 16.0, compactness_weight: float = 1.0, val_fraction: float = 0.25,
                  eval_every: int = 10, seed: int = 0) -> None:
         self.dim = dim
         self.hidden = hidden
+        self.rank = rank
         self.adversary = adversary
         self.adversary_weight = adversary_weight
         self.adversary_hidden = adversary_hidden
@@ -173,7 +209,7 @@ class CausalDecoupler(TransformerMixin, BaseEstimator):
         if len(np.unique(models)) < 2 or len(np.unique(contents)) < 2:
             raise ModelprintError("decoupler: need at least 2 models and 2 contents")
         if (not 0.0 <= float(self.val_fraction) < 1.0 or int(self.epochs) < 1 or int(self.eval_every) < 1
-                or self.adversary not in ("pairs", "content")):
+                or self.adversary not in ("pairs", "content") or not 0 <= int(self.rank) < X.shape[1]):
             raise ModelprintError(f"decoupler: bad parameters {self.get_params()}")
         val_contents = self._split(contents)
         is_val = np.isin(contents, val_contents)
@@ -183,18 +219,21 @@ class CausalDecoupler(TransformerMixin, BaseEstimator):
             raise ModelprintError("decoupler: every model needs images of the contents it trains on")
         fit_contents = np.unique(contents[~is_val])
         self.mean_ = X[~is_val].mean(0)
-        self.std_ = np.maximum(X[~is_val].std(0), 1e-6)
+        self.std_ = np.ones_like(self.mean_) if int(self.rank) else np.maximum(X[~is_val].std(0), 1e-6)
+        self.output_dim_ = X.shape[1] if int(self.rank) else int(self.dim)
         xs = torch.from_numpy((X - self.mean_) / self.std_)
         x_fit, x_val = xs[torch.from_numpy(~is_val)], xs[torch.from_numpy(is_val)]
         y = torch.from_numpy(np.searchsorted(self.classes_, fit_models))
         c = torch.from_numpy(np.searchsorted(fit_contents, contents[~is_val]))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.seed))
-            projection = _projection(X.shape[1], int(self.hidden), int(self.dim))
-            classes = nn.Parameter(0.1 * torch.randn(len(self.classes_), int(self.dim)))
+            projection = _projection(X.shape[1], int(self.hidden), int(self.dim), int(self.rank))
+            if int(self.rank):
+                projection.directions.data = _within_model_directions(x_fit.numpy(), fit_models, int(self.rank))
+            classes = nn.Parameter(0.1 * torch.randn(len(self.classes_), self.output_dim_))
             pairs = self.adversary == "pairs"
             width = int(self.adversary_hidden)
-            adversary = nn.Sequential(nn.Linear(int(self.dim) * (2 if pairs else 1), width), nn.ReLU(),
+            adversary = nn.Sequential(nn.Linear(self.output_dim_ * (2 if pairs else 1), width), nn.ReLU(),
                                       nn.Linear(width, 1 if pairs else len(fit_contents)))
         params = [*projection.parameters(), classes, *adversary.parameters()]
         opt = torch.optim.AdamW(params, lr=float(self.lr), weight_decay=float(self.weight_decay))
@@ -253,7 +292,7 @@ class CausalDecoupler(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------------------------------------- using
     def transform(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        """L2-normalised projections ``(n, dim)`` float32 of features ``X`` ``(n, d)``."""
+        """L2-normalised projections ``(n, output_dim_)`` float32 of features ``X`` ``(n, d)``."""
         if not hasattr(self, "projection_"):
             raise ModelprintError("decoupler: not fitted (call fit or load)")
         X = np.asarray(X, dtype=np.float32)  # noqa: N806
@@ -289,7 +328,7 @@ class CausalDecoupler(TransformerMixin, BaseEstimator):
         try:
             obj = cls(**side["params"])
             d_in = int(side["n_features_in"])
-            projection = _projection(d_in, int(obj.hidden), int(obj.dim))
+            projection = _projection(d_in, int(obj.hidden), int(obj.dim), int(obj.rank))
             tensors, _ = read_tensors(art.path)
             projection.load_state_dict({k.removeprefix("projection."): v for k, v in tensors.items()
                                         if k.startswith("projection.")}, strict=True)
@@ -301,6 +340,7 @@ class CausalDecoupler(TransformerMixin, BaseEstimator):
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{art.path}: not a decoupler ({one_line(exc)})") from None
         obj.projection_, obj.mean_, obj.std_, obj.n_features_in_ = projection.eval(), mean, std, d_in
+        obj.output_dim_ = d_in if int(obj.rank) else int(obj.dim)
         obj.classes_ = np.asarray(side.get("classes", []))
         obj.val_contents_ = np.asarray(side.get("val_contents", []))
         obj.best_epoch_, obj.history_ = side.get("best_epoch", 0), side.get("history", [])

@@ -44,5 +44,5 @@ class DecoupledMethod(FingerprintMethod):
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         if not len(images):
-            return np.zeros((0, int(self._decoupler.dim)), dtype=np.float32)
+            return np.zeros((0, self._decoupler.output_dim_), dtype=np.float32)
         return self._decoupler.transform(self._base.embed(images))
