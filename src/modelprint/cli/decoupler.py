@@ -26,7 +26,9 @@ def decoupler_train(
     real: Annotated[bool, typer.Option(help="Include the contents themselves as the model 'real'.")] = True,
     holdout: Annotated[float, typer.Option(
         help="Share of contents held out of the fit and measured before/after (0: none).")] = 0.25,
-    dim: Annotated[int, typer.Option(min=2)] = 32,
+    dim: Annotated[int, typer.Option(min=2, help="Output size of the MLP projection.")] = 32,
+    rank: Annotated[int, typer.Option(min=0, help=(
+        "0: the MLP projection; k > 0: the removal form (the features minus k learned directions, same size)."))] = 0,
     epochs: Annotated[int, typer.Option(min=1)] = 200,
     adversary: Annotated[str, typer.Option(help="'pairs' (same content?) or 'content' (which content?).")] = "pairs",
     adversary_weight: Annotated[float, typer.Option(min=0.0)] = 1.0,
@@ -42,7 +44,7 @@ def decoupler_train(
         from modelprint.causal.workflow import train_decoupler
 
         seed_all(seed)
-        decoupler = CausalDecoupler(dim=dim, epochs=epochs, adversary=adversary, adversary_weight=adversary_weight,
+        decoupler = CausalDecoupler(dim=dim, rank=rank, epochs=epochs, adversary=adversary, adversary_weight=adversary_weight,
                                     seed=seed)
         result = train_decoupler(zoo, list(model), out_path, base=base, decoupler=decoupler, holdout=holdout,
                                  pairs_cache=pairs_cache, seed=seed, command=command_line(),
