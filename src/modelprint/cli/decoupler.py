@@ -44,8 +44,8 @@ def decoupler_train(
         from modelprint.causal.workflow import train_decoupler
 
         seed_all(seed)
-        decoupler = CausalDecoupler(dim=dim, rank=rank, epochs=epochs, adversary=adversary, adversary_weight=adversary_weight,
-                                    seed=seed)
+        decoupler = CausalDecoupler(dim=dim, rank=rank, epochs=epochs, adversary=adversary,
+                                    adversary_weight=adversary_weight, seed=seed)
         result = train_decoupler(zoo, list(model), out_path, base=base, decoupler=decoupler, holdout=holdout,
                                  pairs_cache=pairs_cache, seed=seed, command=command_line(),
                                  pair_settings={"n_photos": photos, "n_faces": faces, "strength": strength,
