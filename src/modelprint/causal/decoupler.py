@@ -28,7 +28,7 @@ learned orthonormal directions, started at the top principal directions of the w
 attribute projection) and refined by the same two heads without a centre loss. Everything outside those directions
 is kept as it is, so models the decoupler never saw keep what tells them apart (the MLP maps every image into the
 span of the training models' classes). It drops content only where content lies in a few directions: on the standard
-zoo's features it kept identification but not lowered leakage (benchmarks/bench_decouplers.py).
+zoo's features it kept identification but did not lower leakage (benchmarks/bench_decouplers.py).
 
 **Selection.** Before training, a share ``val_fraction`` of the *contents* (all their images) is held out of the
 gradient steps. Every ``eval_every`` epochs the projection is scored on them: model accuracy of the held-out images
