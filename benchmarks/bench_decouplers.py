@@ -43,7 +43,7 @@ from sklearn.linear_model import LogisticRegression
 
 from bench_extractor_realworld import protocol
 from common import fmt_ci, machine, shared_dir, update_readme_section, write_result
-from modelprint.causal.decoupler import CausalDecoupler
+from modelprint.causal.decoupler import CausalDecoupler, within_model_residuals
 from modelprint.causal.invariance import content_leakage, split_contents
 from modelprint.causal.pairs import REAL
 from modelprint.methods import load_method
@@ -68,9 +68,7 @@ class Nap(_Removal):
 
     def fit(self, x: np.ndarray, m: np.ndarray, c: np.ndarray) -> Nap:
         self.mu = x.mean(0)
-        r = x.copy()
-        for g in np.unique(m):
-            r[m == g] -= x[m == g].mean(0)
+        r = within_model_residuals(x, m)
         if self.source == "content":
             r = np.stack([r[c == g].mean(0) for g in np.unique(c)])
         self.u = np.linalg.svd(r, full_matrices=False)[2][: self.k].T

@@ -58,7 +58,7 @@ from torch import nn
 from modelprint.artefacts import one_line, open_artefact, read_tensors, write_sidecar, write_tensors
 from modelprint.errors import CheckpointError, ModelprintError
 
-__all__ = ["DECOUPLER_FORMAT", "CausalDecoupler", "cross_model_content_accuracy"]
+__all__ = ["DECOUPLER_FORMAT", "CausalDecoupler", "cross_model_content_accuracy", "within_model_residuals"]
 
 DECOUPLER_FORMAT = "modelprint-decoupler/1"
 
@@ -90,12 +90,18 @@ class _Removal(nn.Module):
         return x - (x @ u) @ u.T
 
 
-def _within_model_directions(x: np.ndarray, models: np.ndarray, rank: int) -> torch.Tensor:
-    """The ``rank`` principal directions of ``x`` minus its model means (how one model's images vary with what
-    they show): the removal form's starting point, which the adversary then refines."""
-    r = x.copy()
+def within_model_residuals(x: np.ndarray, models: np.ndarray) -> np.ndarray:
+    """``x`` minus the mean of its model's rows: how one model's images vary with what they show."""
+    r = np.array(x, copy=True)
     for m in np.unique(models):
         r[models == m] -= x[models == m].mean(0)
+    return r
+
+
+def _within_model_directions(x: np.ndarray, models: np.ndarray, rank: int) -> torch.Tensor:
+    """The ``rank`` principal directions of :func:`within_model_residuals`: the removal form's starting point,
+    which the adversary then refines."""
+    r = within_model_residuals(x, models)
     return torch.from_numpy(np.ascontiguousarray(np.linalg.svd(r, full_matrices=False)[2][:rank].T))
 
 
@@ -221,7 +227,7 @@ class CausalDecoupler(TransformerMixin, BaseEstimator):
         fit_contents = np.unique(contents[~is_val])
         self.mean_ = X[~is_val].mean(0)
         self.std_ = np.ones_like(self.mean_) if int(self.rank) else np.maximum(X[~is_val].std(0), 1e-6)
-        self.output_dim_ = X.shape[1] if int(self.rank) else int(self.dim)
+        self.n_features_in_ = X.shape[1]
         xs = torch.from_numpy((X - self.mean_) / self.std_)
         x_fit, x_val = xs[torch.from_numpy(~is_val)], xs[torch.from_numpy(is_val)]
         y = torch.from_numpy(np.searchsorted(self.classes_, fit_models))
@@ -275,7 +281,6 @@ class CausalDecoupler(TransformerMixin, BaseEstimator):
         self.projection_ = projection.eval()
         self.best_epoch_ = best[2]
         self.val_contents_ = val_contents
-        self.n_features_in_ = X.shape[1]
         return self
 
     def _validate(self, projection: nn.Module, x_fit: torch.Tensor, m_fit: np.ndarray, x_val: torch.Tensor,
@@ -290,6 +295,11 @@ class CausalDecoupler(TransformerMixin, BaseEstimator):
         excess = max(0.0, leakage - chance) if np.isfinite(leakage) else 0.0
         return {"val_model_accuracy": accuracy, "val_content_leakage": leakage, "val_content_chance": chance,
                 "val_score": accuracy - excess}
+
+    @property
+    def output_dim_(self) -> int:
+        """Size of :meth:`transform`'s rows: the input's for the removal form, else ``dim``."""
+        return int(self.n_features_in_) if int(self.rank) else int(self.dim)
 
     # ------------------------------------------------------------------------------------------------- using
     def transform(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
@@ -341,7 +351,6 @@ class CausalDecoupler(TransformerMixin, BaseEstimator):
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{art.path}: not a decoupler ({one_line(exc)})") from None
         obj.projection_, obj.mean_, obj.std_, obj.n_features_in_ = projection.eval(), mean, std, d_in
-        obj.output_dim_ = d_in if int(obj.rank) else int(obj.dim)
         obj.classes_ = np.asarray(side.get("classes", []))
         obj.val_contents_ = np.asarray(side.get("val_contents", []))
         obj.best_epoch_, obj.history_ = side.get("best_epoch", 0), side.get("history", [])
