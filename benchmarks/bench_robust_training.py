@@ -103,6 +103,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--weights", action="append", default=[], metavar="LABEL=PATH",
                         help="candidate extractor weights (repeatable); the shipped ones are always measured")
+    parser.add_argument("--ensemble", action="append", default=[], metavar="A+B[+C]",
+                        help="also measure the concatenation of these extractors' embeddings (labels of --weights, "
+                             "or 'shipped'; repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--support", type=int, default=5)
     parser.add_argument("--boot", type=int, default=1000, help="bootstrap resamples of the 95%% intervals")
@@ -134,6 +137,12 @@ def main() -> None:
                  "selection": {"select_on_classes": sorted(select_on), "report_on_classes": sorted(report_on)},
                  "results": {}}
     vectors = {k: {c: m.embed_spectra([s[None] for s in spectra[c]]) for c in conditions} for k, m in methods.items()}
+    for combo in args.ensemble:
+        parts = combo.split("+")
+        if unknown := [p for p in parts if p not in vectors]:
+            parser.error(f"--ensemble {combo}: no extractor labelled {', '.join(unknown)}")
+        vectors[combo] = {c: ensemble([vectors[p][c] for p in parts]) for c in conditions}
+        out["extractors"][combo] = " + ".join(out["extractors"][p] for p in parts)
     def half(v: np.ndarray, keep: set[str]) -> float:
         mask = [lab in keep for lab in labels]
         kept = [lab for lab in labels if lab in keep]
@@ -142,21 +151,21 @@ def main() -> None:
 
     for c in conditions:
         out["results"][c] = {k: {**protocol(vectors[k][c], labels, args.seed, args.support, args.boot),
-                                 **{h: half(vectors[k][c], keep) for h, keep in halves.items()}} for k in methods}
+                                 **{h: half(vectors[k][c], keep) for h, keep in halves.items()}} for k in vectors}
         print(c, {k: round(v["identification_accuracy"], 3) for k, v in out["results"][c].items()}, flush=True)
     for q, c in QUERY_ONLY.items():
         if c in conditions and "clean" in conditions:
             out["results"][q] = {}
-            for k in methods:
+            for k in vectors:
                 clean, deg = vectors[k]["clean"], vectors[k][c]
                 every = query_only(clean, deg, labels, set(labels), args.seed, args.support, args.boot)
                 out["results"][q][k] = {**every, **{h: query_only(clean, deg, labels, keep, args.seed, args.support, 0)[
                     "identification_accuracy"] for h, keep in halves.items()}}
             print(q, {k: round(v["identification_accuracy"], 3) for k, v in out["results"][q].items()}, flush=True)
-    out["decision"] = {k: decide(out["results"], k) for k in methods if k != "shipped"}
+    out["decision"] = {k: decide(out["results"], k) for k in vectors if k != "shipped"}
     out["machine"] = machine()
     path = write_result("robust_training" + (f"_max{args.max_side}" if args.max_side else ""), out)
-    names = list(methods)
+    names = list(vectors)
     rows = ["| images | " + " | ".join(f"{k}: identification [95% CI] | AUC | select / report half"
                                        for k in names) + " |",
             "|---|" + "---|---|---|" * len(names)]
@@ -168,8 +177,10 @@ def main() -> None:
     cap = f" --max-side {args.max_side}" if args.max_side else ""
     where = f" on the centre {args.max_side}² of each image (`{cap.strip()}`)" if args.max_side else ""
     extractors = ", ".join(f"{k} `{v}`" for k, v in out["extractors"].items())
-    md = (f"## Robust training of the extractor (`python benchmarks/bench_robust_training.py --weights LABEL=PATH{cap} "
-          f"--seed {args.seed}`)\n\n{out['n_classes']} classes of `shared/realworld`, {out['n_images']} images, "
+    ens = "".join(f" --ensemble {e}" for e in args.ensemble)
+    md = (f"## Robust training of the extractor (`python benchmarks/bench_robust_training.py --weights LABEL=PATH"
+          f"{ens}{cap} --seed {args.seed}`)\n\n{out['n_classes']} classes of `shared/realworld`, "
+          f"{out['n_images']} images, "
           f"support {args.support}, whole-image inference{where}; extractors {extractors}. Selection half: "
           f"{', '.join(sorted(select_on))}. Result: `{path.relative_to(path.parents[1])}`.\n\n"
           + "\n".join(rows) + "\n")
@@ -177,6 +188,11 @@ def main() -> None:
         md += f"\n{k} against shipped, on the selection half: {d['reading']}\n"
     update_readme_section("robust_training" + (f"_max{args.max_side}" if args.max_side else ""), md)
     print(md)
+
+
+def ensemble(parts: list[np.ndarray]) -> np.ndarray:
+    """Several extractors as one: their L2-normalised embeddings side by side (each weighing the same)."""
+    return np.concatenate([l2_normalize(p, np.float64) for p in parts], axis=1) / np.sqrt(len(parts))
 
 
 def auc(row: dict) -> str:

@@ -88,11 +88,30 @@ def test_each_robust_operation_is_applied_as_traced(image: np.ndarray, op: str) 
 
 
 def test_named_policies(image: np.ndarray) -> None:
-    assert set(AUGMENTATIONS) == {"none", "standard", "robust"}
+    assert set(AUGMENTATIONS) == {"none", "standard", "robust", "mixed"}
     with pytest.raises(ValueError, match="unknown augmentation 'heavy'.*robust"):
         get_augmentation("heavy")
-    assert [get_augmentation(n).input_side(128) for n in AUGMENTATIONS] == [160, 160, 160]
+    assert [get_augmentation(n).input_side(128) for n in AUGMENTATIONS] == [160] * len(AUGMENTATIONS)
     rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
     np.testing.assert_array_equal(get_augmentation("standard")(image, rng_a, out_size=64),
                                   random_degrade(image, rng_b, out_size=64))
     assert get_augmentation("none")(image, rng_a, out_size=64).shape == (64, 64, 3)
+
+
+def test_mixed_policy_draws_each_half_and_is_seeded(image: np.ndarray) -> None:
+    mixed = get_augmentation("mixed")
+    outs = [mixed(image, np.random.default_rng(s), out_size=64) for s in range(40)]
+    again = [mixed(image, np.random.default_rng(s), out_size=64) for s in range(40)]
+    assert all(np.array_equal(a, b) for a, b in zip(outs, again, strict=True))
+    standard = [np.array_equal(o, random_degrade(image, _after_pick(s), out_size=64)) for s, o in enumerate(outs)]
+    assert 8 < sum(standard) < 32  # about half from the standard policy, the rest from the robust one
+    robust = [not st and np.array_equal(o, RobustDegrade()(image, _after_pick(s), out_size=64))
+              for s, (o, st) in enumerate(zip(outs, standard, strict=True))]
+    assert sum(standard) + sum(robust) == len(outs)
+
+
+def _after_pick(seed: int) -> np.random.Generator:
+    """The generator of seed ``seed`` after the mixed policy's draw of a component."""
+    rng = np.random.default_rng(seed)
+    rng.choice(2, p=[0.5, 0.5])
+    return rng

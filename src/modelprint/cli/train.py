@@ -31,7 +31,7 @@ denoiser_app = make_typer("modelprint's own residual denoiser.")
 extractor_app = make_typer("The zero-shot fingerprint extractor of the learned method.")
 
 _SPACES = ("paper", "extended", "all")
-_AUGMENTATIONS = ("standard", "robust", "none")  # modelprint.io.degrade.AUGMENTATIONS
+_AUGMENTATIONS = ("standard", "robust", "mixed", "none")  # modelprint.io.degrade.AUGMENTATIONS
 
 
 @denoiser_app.command("train", cls=Command)
@@ -146,7 +146,7 @@ def extractor_train(
     augment: Annotated[str, typer.Option(
         help="Augmentation of the rendered images: 'standard' (the shipped extractor's: mild resize and JPEG), "
              "'robust' (JPEG q30–100 and double JPEG, resize ×0.25–2 with 5 kernels, crops, blur, noise), "
-             "'none'.")] = "standard",
+             "'mixed' (each image 'standard' or 'robust', even odds), 'none'.")] = "standard",
     no_augment: Annotated[bool, typer.Option(
         "--no-augment", hidden=True, help="Old spelling of --augment none.")] = False,
     workers: Annotated[int, typer.Option(min=1, help="Processes for rendering training spectra.")] = 1,

@@ -128,6 +128,20 @@ class RobustDegrade:
         return _random_crop(image, min(out_size, *image.shape[:2]), rng)
 
 
+@dataclass(frozen=True)
+class MixedDegrade:
+    """One of several policies, drawn per image with the given weights: e.g. half the images mildly degraded
+    (the shipped extractor's policy) and half through :class:`RobustDegrade`, so the training set keeps clean-looking
+    images beside the degraded ones."""
+
+    policies: tuple[tuple[Callable[..., np.ndarray], float], ...]
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator, *, out_size: int) -> np.ndarray:
+        weights = np.array([w for _, w in self.policies], dtype=np.float64)
+        pick = int(rng.choice(len(self.policies), p=weights / weights.sum()))
+        return self.policies[pick][0](image, rng, out_size=out_size)
+
+
 def _random_crop(image: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray:
     """A ``side``² crop of ``image`` at a uniformly drawn position."""
     h, w = image.shape[:2]
@@ -152,11 +166,13 @@ class Augmentation:
 
 
 #: The extractor's training augmentations by name: ``none``; ``standard`` (the shipped extractor's: resize p 0.3
-#: ×0.8–1.25, JPEG p 0.3 q60–100, output always ``out_size``²); ``robust`` (:class:`RobustDegrade`).
+#: ×0.8–1.25, JPEG p 0.3 q60–100, output always ``out_size``²); ``robust`` (:class:`RobustDegrade`); ``mixed``
+#: (each image ``standard`` or ``robust`` with equal probability).
 AUGMENTATIONS: dict[str, Augmentation] = {
     "none": Augmentation("none", None),
     "standard": Augmentation("standard", random_degrade),
     "robust": Augmentation("robust", RobustDegrade()),
+    "mixed": Augmentation("mixed", MixedDegrade(((random_degrade, 0.5), (RobustDegrade(), 0.5)))),
 }
 
 
