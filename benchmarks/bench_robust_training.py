@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +181,7 @@ def main() -> None:
     cap = f" --max-side {args.max_side}" if args.max_side else ""
     where = f" on the centre {args.max_side}² of each image (`{cap.strip()}`)" if args.max_side else ""
     extractors = ", ".join(f"{k} `{v}`" for k, v in out["extractors"].items())
-    ens = "".join(f" --ensemble {e}" for e in args.ensemble)
+    ens = "".join(f" --ensemble {shlex.quote(e)}" for e in args.ensemble)
     md = (f"## Robust training of the extractor (`python benchmarks/bench_robust_training.py --weights LABEL=PATH"
           f"{ens}{cap} --seed {args.seed}`)\n\n{out['n_classes']} classes of `shared/realworld`, "
           f"{out['n_images']} images, "
