@@ -115,3 +115,9 @@ def _after_pick(seed: int) -> np.random.Generator:
     rng = np.random.default_rng(seed)
     rng.choice(2, p=[0.5, 0.5])
     return rng
+
+
+def test_cli_offers_every_named_policy() -> None:
+    from modelprint.cli.train import _AUGMENTATIONS
+
+    assert set(_AUGMENTATIONS) == set(AUGMENTATIONS)  # the CLI's list is kept apart for a fast --help
