@@ -19,6 +19,11 @@ pairs, split and protocols as `bench_causal.py` (run that first, with the same `
   `nap-within-k`'s, refined by the same cosine softmax (no centre loss) and pair adversary as `mlp`; the rest of
   the features kept as they are.
 
+Bases `contrast-equal` / `contrast-learned` (`--bases`) put the counterfactual contrast under every variant: each
+view's embedding minus the mean embedding of the same image redrawn by reference generators (the shipped ones or
+`--contrast POOL`; `modelprint.causal.contrast`, the `contrast` method), before fusion; `raw` on them is the
+training-free `contrast` method itself.
+
 Each variant is fit on the features of the causal benchmark's fusion (`--base equal`: all five views; `learned`:
 weights fit on each set's validation split) of the pair models' images of the fit contents (zoo) or of every zoo
 pair (real world), as `bench_causal.py` fits its decoupler. **Selection score** (read on the fit data only): three
@@ -28,6 +33,8 @@ benchmark's test classes and protocol, support 10 / 5, 95% bootstrap intervals) 
 contents (`modelprint.causal.invariance.content_leakage`: pair models / test classes).
 
     python benchmarks/bench_decouplers.py --zoo out/zoo --seed 0
+    python benchmarks/bench_decouplers.py --zoo out/zoo --seed 0 --bases contrast-equal,contrast-learned \
+        --name decouplers_contrast
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from sklearn.linear_model import LogisticRegression
 
 from bench_extractor_realworld import protocol
 from common import fmt_ci, machine, shared_dir, update_readme_section, write_result
+from modelprint.causal.contrast import SHIPPED_REFERENCES, ReferenceRedrawers, contrast
 from modelprint.causal.decoupler import CausalDecoupler, within_model_residuals
 from modelprint.causal.invariance import content_leakage, split_contents
 from modelprint.causal.pairs import REAL
@@ -50,6 +58,7 @@ from modelprint.methods import load_method
 from modelprint.methods.fusion import fit_weights
 from modelprint.scores import l2_normalize
 from modelprint.seeding import configure_torch_threads, seed_everything
+from modelprint.synthesis.pool import read_manifest
 
 
 class _Removal:
@@ -138,6 +147,12 @@ def main() -> None:
     ap.add_argument("--models", default="", help="comma-separated zoo models, as given to bench_causal.py")
     ap.add_argument("--rw-cap", type=int, default=10)
     ap.add_argument("--only", default="", help="comma-separated variant name prefixes")
+    ap.add_argument("--bases", default="equal,learned",
+                    help="comma-separated bases: equal, learned, and with --contrast contrast-equal, contrast-learned")
+    ap.add_argument("--contrast", type=Path, default=None, help="synthetic pool folder whose generators redraw "
+                    "every image for the contrast bases (default: the shipped contrast references)")
+    ap.add_argument("--contrast-ids", default="", help="comma-separated model ids of --contrast (default: all)")
+    ap.add_argument("--name", default="decouplers", help="result file and README section name")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     seed_everything(args.seed)
@@ -158,20 +173,38 @@ def main() -> None:
     pc = np.concatenate([pcontents for _ in pimages])
     is_held = np.isin(pc, held)
     keep_zoo = ~is_held & np.isin(pm, [*pair_models, REAL])
-    sets = {"zoo": (store.sets("zoo-clean-val", {m: zval[m] for m in test_classes}),
-                    labels_of({m: zval[m] for m in test_classes}),
-                    store.sets("zoo-clean-test", {m: ztest[m] for m in test_classes}),
-                    labels_of({m: ztest[m] for m in test_classes}), 10),
-            "realworld": (store.sets("rw-clean-val", rval), labels_of(rval), store.sets("rw-clean-test", rtest),
-                          labels_of(rtest), 5)}
+    named = {"zoo": ({m: zval[m] for m in test_classes}, {m: ztest[m] for m in test_classes}, 10, "zoo-clean"),
+             "realworld": (rval, rtest, 5, "rw-clean")}
+    sets = {k: (store.sets(f"{tag}-val", v), labels_of(v), store.sets(f"{tag}-test", t), labels_of(t), support)
+            for k, (v, t, support, tag) in named.items()}
+    bases = [b for b in args.bases.split(",") if b]
+    if any(b.startswith("contrast-") for b in bases):
+        pool = args.contrast or SHIPPED_REFERENCES
+        refs = ReferenceRedrawers(pool, [i for i in args.contrast_ids.split(",") if i] or sorted(read_manifest(pool)))
+
+        def contrasted(name: str, by_label: dict, emb: dict) -> dict:
+            red = [store.sets(f"{name}@{rid}", {lab: refs.redraw(k, ims) for lab, ims in by_label.items()})
+                   for k, rid in enumerate(refs.ids)]
+            return {v: contrast(emb[v], [r[v] for r in red]) for v in VIEWS}
+
+        pe_contrast = contrasted("pairs-clean", pimages, pe)
+        sets_contrast = {k: (contrasted(f"{tag}-val", v, sets[k][0]), sets[k][1],
+                             contrasted(f"{tag}-test", t, sets[k][2]), sets[k][3], support)
+                         for k, (v, t, support, tag) in named.items()}
     groups = {"pair models": is_held & np.isin(pm, [*pair_models, REAL]),
               "test classes": is_held & np.isin(pm, [m for m in test_classes if m in redrawable])}
     result = {"benchmark": "decouplers", "machine": machine(), "settings": vars(args) | {
-        "zoo": shown_path(args.zoo), "workdir": shown_path(args.workdir)},
+        "zoo": shown_path(args.zoo), "workdir": shown_path(args.workdir),
+        "contrast": args.contrast and shown_path(args.contrast)},
         "zoo": {"models": list(entries), "test_classes": test_classes, "pair_models": pair_models},
         "realworld_classes": list(rval), "bases": {}}
-    for base in ("equal", "learned"):
-        weights = {k: [1.0] * len(VIEWS) if base == "equal" else
+    if any(b.startswith("contrast-") for b in bases):
+        result["contrast_references"] = {"pool": "shipped" if args.contrast is None else shown_path(args.contrast),
+                                         "ids": refs.ids, "digest": refs.digest}
+    raw_sets, raw_pe = sets, pe
+    for base in bases:
+        sets, pe = (sets_contrast, pe_contrast) if base.startswith("contrast-") else (raw_sets, raw_pe)
+        weights = {k: [1.0] * len(VIEWS) if base.endswith("equal") else
                    list(fit_weights([ev[v] for v in VIEWS], lv, resolution=0.1).weights)
                    for k, (ev, lv, _, _, _) in sets.items()}
         fits = {"zoo": (fuse([pe[v] for v in VIEWS], weights["zoo"])[keep_zoo], pm[keep_zoo], pc[keep_zoo]),
@@ -198,15 +231,23 @@ def main() -> None:
         result["bases"][base] = {"weights": weights, "variants": rows, "selected": chosen,
                                  "leakage_chance": 1.0 / len(held)}
     result["seconds"] = round(time.perf_counter() - t_start, 1)
-    write_result("decouplers", result)
-    update_readme_section("decouplers", readme(result))
+    write_result(args.name, result)
+    update_readme_section(args.name, readme(result))
 
 
 def readme(r: dict) -> str:
-    z = r["zoo"]
-    lines = [f"## Decoupler variants (`python benchmarks/bench_decouplers.py --zoo out/zoo --seed 0"
-             f"{' --models ' + r['settings']['models'] if r['settings']['models'] else ''}`)", "",
-             f"`results/decouplers.json`. Zoo models: {', '.join(z['models'])}; test classes "
+    z, st = r["zoo"], r["settings"]
+    flags = "".join(f" --{k.replace('_', '-')} {st[k]}" for k in ("models", "bases", "contrast", "contrast_ids", "only")
+                    if st.get(k) and not (k == "bases" and st[k] == "equal,learned"))
+    if st.get("name", "decouplers") != "decouplers":
+        flags += f" --name {st['name']}"
+    refs = r.get("contrast_references")
+    names = ", ".join(refs["ids"]) if refs else ""
+    lines = [f"## Decoupler variants (`python benchmarks/bench_decouplers.py --zoo out/zoo --seed 0{flags}`)", "",
+             f"`results/{st.get('name', 'decouplers')}.json`. "
+             + (f"Contrast bases: each view's embedding minus the mean embedding of the same image redrawn by "
+                f"{len(refs['ids'])} synthetic pool generators ({refs['pool']}: {names}), then fused. " if refs else "")
+             + f"Zoo models: {', '.join(z['models'])}; test classes "
              f"{', '.join(z['test_classes'])}; pair models {', '.join(z['pair_models'])} (bench_causal's split and "
              f"caches). Real world: {len(r['realworld_classes'])} classes, support 5. Selection score on the fit "
              f"data only (held-out pair models × held-out contents); leakage chance "

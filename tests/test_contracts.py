@@ -117,7 +117,8 @@ METHOD_CHANGES = {"spectral": lambda tmp: {"margin": 0}, "learned": lambda tmp: 
                   "fused": lambda tmp: {"views": (("learned", 1.0), ("spectral", 3.0))},
                   "decoupled": lambda tmp: {"weights": decoupler_file(tmp / "b.safetensors", 1)},
                   "dire-stats": lambda tmp: {"steps": 3}, "dire-fourier": lambda tmp: {"quantum": 0.5},
-                  "dire-cnn": lambda tmp: {"steps": 3}}
+                  "dire-cnn": lambda tmp: {"steps": 3},
+                  "contrast": lambda tmp: {"ids": ["b1-c1-pre-up_transposed-act_none-norm_batch-s100"]}}
 
 
 @pytest.mark.parametrize("name", METHODS.names())

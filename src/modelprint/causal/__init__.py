@@ -1,9 +1,11 @@
 """Causal fingerprints (issue 14): reconstruction residuals through diffusion models and autoencoders, paired data
 redrawn by zoo models, the content decoupler (registered as the ``decoupled`` method), the invariance study,
-counterfactual anonymization against a gallery's fingerprint, and the DIRE feature views (fingerprint methods
+counterfactual anonymization against a gallery's fingerprint, the counterfactual contrast of a fingerprint against
+reference redraws (the ``contrast`` method), and the DIRE feature views (fingerprint methods
 on those residuals)."""
 
 from modelprint.causal.anonymize import Anonymizer, AttackResult, GalleryJudge
+from modelprint.causal.contrast import ContrastMethod, ReferenceRedrawers
 from modelprint.causal.decoupler import CausalDecoupler
 from modelprint.causal.dire_cnn import DireCnnView
 from modelprint.causal.invariance import (
@@ -28,7 +30,8 @@ from modelprint.causal.reconstruction import (
 from modelprint.causal.views import DireFourierView, DireStatsView, DireView
 
 __all__ = ["RECONSTRUCTIONS", "Anonymizer", "AttackResult", "AutoencoderReconstruction", "CausalDecoupler",
-           "DecoupledMethod", "DireCnnView", "DireFourierView", "DireReconstruction", "DireStatsView", "DireView",
-           "GalleryJudge", "OneStepReconstruction", "PairSet", "Reconstruction", "Reconstructor", "build_pairs",
-           "content_images", "content_leakage", "decoupling_study", "distances", "identification",
-           "invariance_report", "redraw", "split_contents", "tile_grid"]
+           "ContrastMethod", "DecoupledMethod", "DireCnnView", "DireFourierView", "DireReconstruction",
+           "DireStatsView", "DireView", "GalleryJudge", "OneStepReconstruction", "PairSet", "Reconstruction",
+           "Reconstructor", "ReferenceRedrawers", "build_pairs", "content_images", "content_leakage",
+           "decoupling_study", "distances", "identification", "invariance_report", "redraw", "split_contents",
+           "tile_grid"]
