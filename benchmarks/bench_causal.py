@@ -113,8 +113,10 @@ class Embeddings:
         return e
 
     def sets(self, name: str, by_label: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
-        """Every view's embeddings of ``by_label``'s images (label order), cached per label."""
-        return {v: np.concatenate([self(v, f"{name}-{lab}", ims) for lab, ims in by_label.items()]) for v in VIEWS}
+        """Every view's embeddings of ``by_label``'s images (label order), cached per label; label by label, every
+        view in turn, so the DIRE views share a label's residuals (the process keeps a few hundred images' worth)."""
+        per = {lab: {v: self(v, f"{name}-{lab}", ims) for v in VIEWS} for lab, ims in by_label.items()}
+        return {v: np.concatenate([per[lab][v] for lab in by_label]) for v in VIEWS}
 
 
 def encode(by_label: dict[str, list[np.ndarray]], quality: int | None) -> dict[str, list[np.ndarray]]:
