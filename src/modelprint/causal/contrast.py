@@ -58,7 +58,9 @@ class ReferenceRedrawers:
 
     def redraw(self, k: int, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Images (uint8 ``(h, w, 3)``) redrawn by reference ``k``, uint8 like a saved PNG, same sizes."""
-        model = self._models[k].eval()
+        from modelprint.synthesis.train import apply_generator
+
+        model = self._models[k]
         mult = 2 ** model.arch.blocks
         out = []
         with torch.no_grad():
@@ -68,9 +70,7 @@ class ReferenceRedrawers:
                 h, w = x.shape[:2]
                 ph, pw = -h % mult, -w % mult
                 xp = np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else x
-                t = torch.from_numpy(np.ascontiguousarray(xp)).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
-                y = model(t).add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()
-                out.append(np.ascontiguousarray(y[:h, :w]))
+                out.append(np.ascontiguousarray(apply_generator(model, xp[None])[0, :h, :w]))
         return out
 
 
