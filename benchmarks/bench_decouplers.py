@@ -17,12 +17,15 @@ pairs, split and protocols as `bench_causal.py` (run that first, with the same `
   content id, its weight directions projected out each round;
 - `removal-k`: the trained decoupler's removal form (`CausalDecoupler(rank=k)`): k directions, started at
   `nap-within-k`'s, refined by the same cosine softmax (no centre loss) and pair adversary as `mlp`; the rest of
-  the features kept as they are.
+  the features kept as they are;
+- `nap-real-k`: the top k principal directions of a bank of real photo crops (`--bank` crops of the real pool's
+  *train* split, so never a pair content; one "model", the camera, over varied content) projected out: the content
+  subspace read from unlabelled images, with no pair model's images at all.
 
 Bases `contrast-equal` / `contrast-learned` (`--bases`) put the counterfactual contrast under every variant: each
 view's embedding minus the mean embedding of the same image redrawn by reference generators (the shipped ones or
 `--contrast POOL`; `modelprint.causal.contrast`, the `contrast` method), before fusion; `raw` on them is the
-training-free `contrast` method itself.
+training-free `contrast` method itself. `--contrast-views` contrasts only the views named (the others enter raw).
 
 Each variant is fit on the features of the causal benchmark's fusion (`--base equal`: all five views; `learned`:
 weights fit on each set's validation split) of the pair models' images of the fit contents (zoo) or of every zoo
@@ -54,6 +57,7 @@ from modelprint.causal.contrast import SHIPPED_REFERENCES, ReferenceRedrawers, c
 from modelprint.causal.decoupler import CausalDecoupler, within_model_residuals
 from modelprint.causal.invariance import content_leakage, split_contents
 from modelprint.causal.pairs import REAL
+from modelprint.io.pool import RealPool
 from modelprint.methods import load_method
 from modelprint.methods.fusion import fit_weights
 from modelprint.scores import l2_normalize
@@ -102,18 +106,32 @@ class Inlp(_Removal):
         return self
 
 
+class NapReal(_Removal):
+    """Remove the top-k principal directions of a bank of real images' features (content variation, one source)."""
+
+    def __init__(self, k: int, bank: np.ndarray) -> None:
+        self.k, self.bank = k, bank
+
+    def fit(self, x: np.ndarray, m: np.ndarray, c: np.ndarray) -> NapReal:
+        self.mu = x.mean(0)
+        self.u = np.linalg.svd(self.bank - self.bank.mean(0), full_matrices=False)[2][: self.k].T
+        return self
+
+
 class Raw(_Removal):
     def fit(self, x, m, c):  # noqa: ANN001, ANN201
         self.mu, self.u = np.zeros(x.shape[1]), np.zeros((x.shape[1], 0))
         return self
 
 
-def variants(seed: int) -> dict:
+def variants(seed: int, bank: np.ndarray) -> dict:
+    """Every variant's factory; ``bank``: the fused features of the real-image bank (for ``nap-real-k``)."""
     out = {"raw": lambda: Raw(), "mlp": lambda: CausalDecoupler(seed=seed)}
     out |= {f"nap-within-{k}": (lambda k=k: Nap(k)) for k in (8, 32)}
     out["nap-content-7"] = lambda: Nap(7, "content")
     out |= {f"inlp-{n}": (lambda n=n: Inlp(n)) for n in (2, 4)}
     out |= {f"removal-{k}": (lambda k=k: CausalDecoupler(rank=k, compactness_weight=0.0, seed=seed)) for k in (8, 32)}
+    out |= {f"nap-real-{k}": (lambda k=k: NapReal(k, bank)) for k in (8, 32, 64)}
     return out
 
 
@@ -152,6 +170,9 @@ def main() -> None:
     ap.add_argument("--contrast", type=Path, default=None, help="synthetic pool folder whose generators redraw "
                     "every image for the contrast bases (default: the shipped contrast references)")
     ap.add_argument("--contrast-ids", default="", help="comma-separated model ids of --contrast (default: all)")
+    ap.add_argument("--contrast-views", default=",".join(VIEWS), help="comma-separated views the contrast bases "
+                    "contrast (the others enter raw)")
+    ap.add_argument("--bank", type=int, default=256, help="real photo crops (train split) for the nap-real variants")
     ap.add_argument("--name", default="decouplers", help="result file and README section name")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -169,6 +190,9 @@ def main() -> None:
     pimages, pcontents, _ = pair_set(args.zoo, redrawable, ns, args.workdir)
     held = split_contents(pcontents, 0.5, args.seed)
     pe = store.sets("pairs-clean", pimages)
+    size = pimages[REAL][0].shape[0]
+    bank_images = {"bank": list(RealPool().crops(args.bank, size=size, seed=args.seed, split="train"))}
+    be = store.sets("bank", bank_images)
     pm = np.asarray([m for m, ims in pimages.items() for _ in ims])
     pc = np.concatenate([pcontents for _ in pimages])
     is_held = np.isin(pc, held)
@@ -185,9 +209,13 @@ def main() -> None:
         def contrasted(name: str, by_label: dict, emb: dict) -> dict:
             red = [store.sets(f"{name}@{rid}", {lab: refs.redraw(k, ims) for lab, ims in by_label.items()})
                    for k, rid in enumerate(refs.ids)]
-            return {v: contrast(emb[v], [r[v] for r in red]) for v in VIEWS}
+            return {v: contrast(emb[v], [r[v] for r in red]) if v in cviews else emb[v] for v in VIEWS}
 
+        cviews = [v for v in args.contrast_views.split(",") if v]
+        if unknown := sorted(set(cviews) - set(VIEWS)):
+            ap.error(f"--contrast-views: unknown views {unknown}; choose from {', '.join(VIEWS)}")
         pe_contrast = contrasted("pairs-clean", pimages, pe)
+        be_contrast = contrasted("bank", bank_images, be)
         sets_contrast = {k: (contrasted(f"{tag}-val", v, sets[k][0]), sets[k][1],
                              contrasted(f"{tag}-test", t, sets[k][2]), sets[k][3], support)
                          for k, (v, t, support, tag) in named.items()}
@@ -201,21 +229,23 @@ def main() -> None:
     if any(b.startswith("contrast-") for b in bases):
         result["contrast_references"] = {"pool": "shipped" if args.contrast is None else shown_path(args.contrast),
                                          "ids": refs.ids, "digest": refs.digest}
-    raw_sets, raw_pe = sets, pe
+    raw_sets, raw_pe, raw_be = sets, pe, be
     for base in bases:
-        sets, pe = (sets_contrast, pe_contrast) if base.startswith("contrast-") else (raw_sets, raw_pe)
+        sets, pe, be = ((sets_contrast, pe_contrast, be_contrast) if base.startswith("contrast-")
+                        else (raw_sets, raw_pe, raw_be))
         weights = {k: [1.0] * len(VIEWS) if base.endswith("equal") else
                    list(fit_weights([ev[v] for v in VIEWS], lv, resolution=0.1).weights)
                    for k, (ev, lv, _, _, _) in sets.items()}
         fits = {"zoo": (fuse([pe[v] for v in VIEWS], weights["zoo"])[keep_zoo], pm[keep_zoo], pc[keep_zoo]),
                 "realworld": (fuse([pe[v] for v in VIEWS], weights["realworld"]), pm, pc)}
+        makers = {k: variants(args.seed, fuse([be[v] for v in VIEWS], weights[k])) for k in sets}
         rows = {}
-        for name, make in variants(args.seed).items():
+        for name in makers["zoo"]:
             if args.only and not any(name.startswith(o) for o in args.only.split(",")):
                 continue
             t0 = time.perf_counter()
-            row = {"selection": internal_score(make, *fits["zoo"], args.seed)}
-            fitted = {k: make().fit(*fits[k]) for k in sets}
+            row = {"selection": internal_score(makers["zoo"][name], *fits["zoo"], args.seed)}
+            fitted = {k: makers[k][name]().fit(*fits[k]) for k in sets}
             for k, (_, _, et, lt, support) in sets.items():
                 r = protocol(fitted[k].transform(fuse([et[v] for v in VIEWS], weights[k])), lt, args.seed, support)
                 row[k] = {"identification": r["identification_accuracy"], "ci95": r["identification_accuracy_ci"]}
@@ -237,16 +267,20 @@ def main() -> None:
 
 def readme(r: dict) -> str:
     z, st = r["zoo"], r["settings"]
-    flags = "".join(f" --{k.replace('_', '-')} {st[k]}" for k in ("models", "bases", "contrast", "contrast_ids", "only")
-                    if st.get(k) and not (k == "bases" and st[k] == "equal,learned"))
+    defaults = {"bases": "equal,learned", "contrast_views": ",".join(VIEWS), "bank": 256}
+    flags = "".join(f" --{k.replace('_', '-')} {st[k]}"
+                    for k in ("models", "bases", "contrast", "contrast_ids", "contrast_views", "bank", "only")
+                    if st.get(k) and st[k] != defaults.get(k))
     if st.get("name", "decouplers") != "decouplers":
         flags += f" --name {st['name']}"
     refs = r.get("contrast_references")
     names = ", ".join(refs["ids"]) if refs else ""
     lines = [f"## Decoupler variants (`python benchmarks/bench_decouplers.py --zoo out/zoo --seed 0{flags}`)", "",
              f"`results/{st.get('name', 'decouplers')}.json`. "
-             + (f"Contrast bases: each view's embedding minus the mean embedding of the same image redrawn by "
-                f"{len(refs['ids'])} synthetic pool generators ({refs['pool']}: {names}), then fused. " if refs else "")
+             + (f"Contrast bases: each of the views {st.get('contrast_views') or ', '.join(VIEWS)} as its embedding "
+                f"minus the mean embedding of the same image redrawn by {len(refs['ids'])} synthetic pool generators "
+                f"({refs['pool']}: {names}), the other views raw, then fused. " if refs else "")
+             + f"nap-real: {st.get('bank', 256)} real photo crops of the pool's train split. "
              + f"Zoo models: {', '.join(z['models'])}; test classes "
              f"{', '.join(z['test_classes'])}; pair models {', '.join(z['pair_models'])} (bench_causal's split and "
              f"caches). Real world: {len(r['realworld_classes'])} classes, support 5. Selection score on the fit "
