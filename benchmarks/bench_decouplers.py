@@ -124,14 +124,15 @@ class Raw(_Removal):
         return self
 
 
-def variants(seed: int, bank: np.ndarray) -> dict:
-    """Every variant's factory; ``bank``: the fused features of the real-image bank (for ``nap-real-k``)."""
+def variants(seed: int, bank: np.ndarray | None) -> dict:
+    """Every variant's factory; ``bank``: the fused features of the real-image bank (``nap-real-k``; None: left out)."""
     out = {"raw": lambda: Raw(), "mlp": lambda: CausalDecoupler(seed=seed)}
     out |= {f"nap-within-{k}": (lambda k=k: Nap(k)) for k in (8, 32)}
     out["nap-content-7"] = lambda: Nap(7, "content")
     out |= {f"inlp-{n}": (lambda n=n: Inlp(n)) for n in (2, 4)}
     out |= {f"removal-{k}": (lambda k=k: CausalDecoupler(rank=k, compactness_weight=0.0, seed=seed)) for k in (8, 32)}
-    out |= {f"nap-real-{k}": (lambda k=k: NapReal(k, bank)) for k in (8, 32, 64)}
+    if bank is not None:
+        out |= {f"nap-real-{k}": (lambda k=k: NapReal(k, bank)) for k in (8, 32, 64)}
     return out
 
 
@@ -176,6 +177,12 @@ def main() -> None:
     ap.add_argument("--name", default="decouplers", help="result file and README section name")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    cviews = [v for v in args.contrast_views.split(",") if v]
+    if unknown := sorted(set(cviews) - set(VIEWS)):
+        ap.error(f"--contrast-views: unknown views {unknown}; choose from {', '.join(VIEWS)}")
+
+    def selected(name: str) -> bool:
+        return not args.only or any(name.startswith(o) for o in args.only.split(","))
     seed_everything(args.seed)
     configure_torch_threads()
     t_start = time.perf_counter()
@@ -190,9 +197,9 @@ def main() -> None:
     pimages, pcontents, _ = pair_set(args.zoo, redrawable, ns, args.workdir)
     held = split_contents(pcontents, 0.5, args.seed)
     pe = store.sets("pairs-clean", pimages)
-    size = pimages[REAL][0].shape[0]
-    bank_images = {"bank": list(RealPool().crops(args.bank, size=size, seed=args.seed, split="train"))}
-    be = store.sets("bank", bank_images)
+    bank_images = ({"bank": list(RealPool().crops(args.bank, size=pimages[REAL][0].shape[0], seed=args.seed,
+                                                  split="train"))} if selected("nap-real") else {})
+    be = store.sets("bank", bank_images) if bank_images else None
     pm = np.asarray([m for m, ims in pimages.items() for _ in ims])
     pc = np.concatenate([pcontents for _ in pimages])
     is_held = np.isin(pc, held)
@@ -211,11 +218,8 @@ def main() -> None:
                    for k, rid in enumerate(refs.ids)]
             return {v: contrast(emb[v], [r[v] for r in red]) if v in cviews else emb[v] for v in VIEWS}
 
-        cviews = [v for v in args.contrast_views.split(",") if v]
-        if unknown := sorted(set(cviews) - set(VIEWS)):
-            ap.error(f"--contrast-views: unknown views {unknown}; choose from {', '.join(VIEWS)}")
         pe_contrast = contrasted("pairs-clean", pimages, pe)
-        be_contrast = contrasted("bank", bank_images, be)
+        be_contrast = contrasted("bank", bank_images, be) if be else None
         sets_contrast = {k: (contrasted(f"{tag}-val", v, sets[k][0]), sets[k][1],
                              contrasted(f"{tag}-test", t, sets[k][2]), sets[k][3], support)
                          for k, (v, t, support, tag) in named.items()}
@@ -238,10 +242,10 @@ def main() -> None:
                    for k, (ev, lv, _, _, _) in sets.items()}
         fits = {"zoo": (fuse([pe[v] for v in VIEWS], weights["zoo"])[keep_zoo], pm[keep_zoo], pc[keep_zoo]),
                 "realworld": (fuse([pe[v] for v in VIEWS], weights["realworld"]), pm, pc)}
-        makers = {k: variants(args.seed, fuse([be[v] for v in VIEWS], weights[k])) for k in sets}
+        makers = {k: variants(args.seed, be and fuse([be[v] for v in VIEWS], weights[k])) for k in sets}
         rows = {}
         for name in makers["zoo"]:
-            if args.only and not any(name.startswith(o) for o in args.only.split(",")):
+            if not selected(name):
                 continue
             t0 = time.perf_counter()
             row = {"selection": internal_score(makers["zoo"][name], *fits["zoo"], args.seed)}
