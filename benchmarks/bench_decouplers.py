@@ -20,7 +20,11 @@ pairs, split and protocols as `bench_causal.py` (run that first, with the same `
   the features kept as they are;
 - `nap-real-k`: the top k principal directions of a bank of real photo crops (`--bank` crops of the real pool's
   *train* split, so never a pair content; one "model", the camera, over varied content) projected out: the content
-  subspace read from unlabelled images, with no pair model's images at all.
+  subspace read from unlabelled images, with no pair model's images at all;
+- `wccn-a`: within-class covariance normalisation: the within-model scatter of the pair images whitened (shrunk
+  toward identity by a), so content directions are scaled down, not removed;
+- `lda`: only the discriminant directions of the pair models kept (shrinkage LDA: at most models − 1 dimensions),
+  the smallest room left for content.
 
 Bases `contrast-equal` / `contrast-learned` (`--bases`) put the counterfactual contrast under every variant: each
 view's embedding minus the mean embedding of the same image redrawn by reference generators (the shipped ones or
@@ -49,6 +53,7 @@ from pathlib import Path
 import numpy as np
 from bench_causal import Embeddings, labels_of, pair_set, realworld_data, shown_path, split_models, zoo_data
 from bench_views import VIEWS, fuse
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 
 from bench_extractor_realworld import protocol
@@ -118,6 +123,36 @@ class NapReal(_Removal):
         return self
 
 
+class Wccn:
+    """Within-class covariance normalisation: whiten the within-model (content) scatter, shrunk toward identity."""
+
+    def __init__(self, shrinkage: float = 0.1) -> None:
+        self.shrinkage = shrinkage
+
+    def fit(self, x: np.ndarray, m: np.ndarray, c: np.ndarray) -> Wccn:
+        self.mu = x.mean(0)
+        r = within_model_residuals(x, m)
+        cov = r.T @ r / len(r)
+        cov = (1 - self.shrinkage) * cov + self.shrinkage * np.trace(cov) / len(cov) * np.eye(len(cov))
+        vals, vecs = np.linalg.eigh(cov)
+        self.w = vecs / np.sqrt(np.maximum(vals, 1e-12))
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return l2_normalize((x - self.mu) @ self.w)
+
+
+class Lda:
+    """Keep only the discriminant directions of the fit models (within-model scatter shrunk, Ledoit-Wolf)."""
+
+    def fit(self, x: np.ndarray, m: np.ndarray, c: np.ndarray) -> Lda:
+        self.lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(x, m)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return l2_normalize(self.lda.transform(x))
+
+
 class Raw(_Removal):
     def fit(self, x, m, c):  # noqa: ANN001, ANN201
         self.mu, self.u = np.zeros(x.shape[1]), np.zeros((x.shape[1], 0))
@@ -130,6 +165,8 @@ def variants(seed: int, bank: np.ndarray | None) -> dict:
     out |= {f"nap-within-{k}": (lambda k=k: Nap(k)) for k in (8, 32)}
     out["nap-content-7"] = lambda: Nap(7, "content")
     out |= {f"inlp-{n}": (lambda n=n: Inlp(n)) for n in (2, 4)}
+    out |= {f"wccn-{a:g}": (lambda a=a: Wccn(a)) for a in (0.1, 0.5)}
+    out["lda"] = lambda: Lda()
     out |= {f"removal-{k}": (lambda k=k: CausalDecoupler(rank=k, compactness_weight=0.0, seed=seed)) for k in (8, 32)}
     if bank is not None:
         out |= {f"nap-real-{k}": (lambda k=k: NapReal(k, bank)) for k in (8, 32, 64)}
@@ -174,6 +211,10 @@ def main() -> None:
     ap.add_argument("--contrast-views", default=",".join(VIEWS), help="comma-separated views the contrast bases "
                     "contrast (the others enter raw)")
     ap.add_argument("--bank", type=int, default=256, help="real photo crops (train split) for the nap-real variants")
+    ap.add_argument("--pair-photos", type=int, default=12, help="photo contents of the pair set (bench_causal's)")
+    ap.add_argument("--pair-faces", type=int, default=4, help="face contents of the pair set")
+    ap.add_argument("--held-contents", type=int, default=0, help="contents held out of every fit for the leakage "
+                    "and selection reads (default: half of them)")
     ap.add_argument("--name", default="decouplers", help="result file and README section name")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -186,7 +227,7 @@ def main() -> None:
     seed_everything(args.seed)
     configure_torch_threads()
     t_start = time.perf_counter()
-    ns = argparse.Namespace(pair_photos=12, pair_faces=4, seed=args.seed)
+    ns = argparse.Namespace(pair_photos=args.pair_photos, pair_faces=args.pair_faces, seed=args.seed)
     methods = {v: load_method(v, **({"max_tiles": 4} if v.startswith("dire") else {})) for v in VIEWS}
     store = Embeddings(args.workdir, methods)
     only = [m for m in args.models.split(",") if m]
@@ -195,7 +236,8 @@ def main() -> None:
     redrawable = [n for n in entries if entries[n]["kind"] != "flow"]
     rval, rtest = realworld_data(shared_dir() / "realworld", 2, args.rw_cap, 256, 0)
     pimages, pcontents, _ = pair_set(args.zoo, redrawable, ns, args.workdir)
-    held = split_contents(pcontents, 0.5, args.seed)
+    n_contents = len(np.unique(pcontents))
+    held = split_contents(pcontents, (args.held_contents or n_contents / 2) / n_contents, args.seed)
     pe = store.sets("pairs-clean", pimages)
     bank_images = ({"bank": list(RealPool().crops(args.bank, size=pimages[REAL][0].shape[0], seed=args.seed,
                                                   split="train"))} if selected("nap-real") else {})
@@ -271,9 +313,11 @@ def main() -> None:
 
 def readme(r: dict) -> str:
     z, st = r["zoo"], r["settings"]
-    defaults = {"bases": "equal,learned", "contrast_views": ",".join(VIEWS), "bank": 256}
+    defaults = {"bases": "equal,learned", "contrast_views": ",".join(VIEWS), "bank": 256, "pair_photos": 12,
+                "pair_faces": 4}
     flags = "".join(f" --{k.replace('_', '-')} {st[k]}"
-                    for k in ("models", "bases", "contrast", "contrast_ids", "contrast_views", "bank", "only")
+                    for k in ("models", "bases", "contrast", "contrast_ids", "contrast_views", "bank", "pair_photos",
+                              "pair_faces", "held_contents", "only")
                     if st.get(k) and st[k] != defaults.get(k))
     if st.get("name", "decouplers") != "decouplers":
         flags += f" --name {st['name']}"
@@ -284,7 +328,8 @@ def readme(r: dict) -> str:
              + (f"Contrast bases: each of the views {st.get('contrast_views') or ', '.join(VIEWS)} as its embedding "
                 f"minus the mean embedding of the same image redrawn by {len(refs['ids'])} synthetic pool generators "
                 f"({refs['pool']}: {names}), the other views raw, then fused. " if refs else "")
-             + f"nap-real: {st.get('bank', 256)} real photo crops of the pool's train split. "
+             + (f"nap-real: {st.get('bank', 256)} real photo crops of the pool's train split. "
+                if any(n.startswith("nap-real") for b in r["bases"].values() for n in b["variants"]) else "")
              + f"Zoo models: {', '.join(z['models'])}; test classes "
              f"{', '.join(z['test_classes'])}; pair models {', '.join(z['pair_models'])} (bench_causal's split and "
              f"caches). Real world: {len(r['realworld_classes'])} classes, support 5. Selection score on the fit "
