@@ -10,6 +10,8 @@ pairs, split and protocols as `bench_causal.py` (run that first, with the same `
 - `raw`: the fused features, unit length (no decoupling);
 - `mlp`: the shipped trained decoupler (cosine softmax over the pair models, pair adversary behind gradient
   reversal);
+- `mlp-adv4`: the same with four times the gradient-reversal weight; `mlp-content`: with the content-id
+  adversary instead of the pair adversary;
 - `nap-within-k`: nuisance attribute projection: the top k principal directions of the within-model residuals
   `x − μ_model` of the pair images (how one model's images move with content) projected out, everything else kept;
 - `nap-content-k`: the same with the top k directions of the per-content means of those residuals;
@@ -161,7 +163,9 @@ class Raw(_Removal):
 
 def variants(seed: int, bank: np.ndarray | None) -> dict:
     """Every variant's factory; ``bank``: the fused features of the real-image bank (``nap-real-k``; None: left out)."""
-    out = {"raw": lambda: Raw(), "mlp": lambda: CausalDecoupler(seed=seed)}
+    out = {"raw": lambda: Raw(), "mlp": lambda: CausalDecoupler(seed=seed),
+           "mlp-adv4": lambda: CausalDecoupler(adversary_weight=4.0, seed=seed),
+           "mlp-content": lambda: CausalDecoupler(adversary="content", seed=seed)}
     out |= {f"nap-within-{k}": (lambda k=k: Nap(k)) for k in (8, 32)}
     out["nap-content-7"] = lambda: Nap(7, "content")
     out |= {f"inlp-{n}": (lambda n=n: Inlp(n)) for n in (2, 4)}
@@ -215,12 +219,17 @@ def main() -> None:
     ap.add_argument("--pair-faces", type=int, default=4, help="face contents of the pair set")
     ap.add_argument("--held-contents", type=int, default=0, help="contents held out of every fit for the leakage "
                     "and selection reads (default: half of them)")
+    ap.add_argument("--synthetic", default="", help="comma-separated synthetic pool folders: every generator in them "
+                    "redraws the fit contents and joins every fit as one more model (raw bases only)")
     ap.add_argument("--name", default="decouplers", help="result file and README section name")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     cviews = [v for v in args.contrast_views.split(",") if v]
     if unknown := sorted(set(cviews) - set(VIEWS)):
         ap.error(f"--contrast-views: unknown views {unknown}; choose from {', '.join(VIEWS)}")
+    pools = [Path(f) for f in args.synthetic.split(",") if f]
+    if pools and any(b.startswith("contrast-") for b in args.bases.split(",")):
+        ap.error("--synthetic takes the raw bases only (equal, learned)")
 
     def selected(name: str) -> bool:
         return not args.only or any(name.startswith(o) for o in args.only.split(","))
@@ -246,6 +255,13 @@ def main() -> None:
     pc = np.concatenate([pcontents for _ in pimages])
     is_held = np.isin(pc, held)
     keep_zoo = ~is_held & np.isin(pm, [*pair_models, REAL])
+    fit_content = ~np.isin(pcontents, held)
+    synth = {f"{pool.name}--{rid}": redrawer.redraw(k, [x for x, f in zip(pimages[REAL], fit_content) if f])
+             for pool in pools for redrawer in [ReferenceRedrawers(pool, sorted(read_manifest(pool)))]
+             for k, rid in enumerate(redrawer.ids)}
+    se = store.sets("synthetic", synth) if synth else None
+    sm = np.asarray([m for m, ims in synth.items() for _ in ims])
+    sc = np.concatenate([pcontents[fit_content] for _ in synth]) if synth else np.zeros(0, int)
     named = {"zoo": ({m: zval[m] for m in test_classes}, {m: ztest[m] for m in test_classes}, 10, "zoo-clean"),
              "realworld": (rval, rtest, 5, "rw-clean")}
     sets = {k: (store.sets(f"{tag}-val", v), labels_of(v), store.sets(f"{tag}-test", t), labels_of(t), support)
@@ -269,9 +285,9 @@ def main() -> None:
               "test classes": is_held & np.isin(pm, [m for m in test_classes if m in redrawable])}
     result = {"benchmark": "decouplers", "machine": machine(), "settings": vars(args) | {
         "zoo": shown_path(args.zoo), "workdir": shown_path(args.workdir),
-        "contrast": args.contrast and shown_path(args.contrast)},
+        "contrast": args.contrast and shown_path(args.contrast), "synthetic": ",".join(map(shown_path, pools))},
         "zoo": {"models": list(entries), "test_classes": test_classes, "pair_models": pair_models},
-        "realworld_classes": list(rval), "bases": {}}
+        "realworld_classes": list(rval), "synthetic_models": sorted(synth), "bases": {}}
     if any(b.startswith("contrast-") for b in bases):
         result["contrast_references"] = {"pool": "shipped" if args.contrast is None else shown_path(args.contrast),
                                          "ids": refs.ids, "digest": refs.digest}
@@ -284,6 +300,9 @@ def main() -> None:
                    for k, (ev, lv, _, _, _) in sets.items()}
         fits = {"zoo": (fuse([pe[v] for v in VIEWS], weights["zoo"])[keep_zoo], pm[keep_zoo], pc[keep_zoo]),
                 "realworld": (fuse([pe[v] for v in VIEWS], weights["realworld"]), pm, pc)}
+        if se is not None:
+            fits = {k: (np.concatenate([x, fuse([se[v] for v in VIEWS], weights[k])]), np.concatenate([m, sm]),
+                        np.concatenate([c, sc])) for k, (x, m, c) in fits.items()}
         makers = {k: variants(args.seed, be and fuse([be[v] for v in VIEWS], weights[k])) for k in sets}
         rows = {}
         for name in makers["zoo"]:
@@ -317,8 +336,10 @@ def readme(r: dict) -> str:
                 "pair_faces": 4}
     flags = "".join(f" --{k.replace('_', '-')} {st[k]}"
                     for k in ("models", "bases", "contrast", "contrast_ids", "contrast_views", "bank", "pair_photos",
-                              "pair_faces", "held_contents", "only")
+                              "pair_faces", "held_contents", "synthetic", "only")
                     if st.get(k) and st[k] != defaults.get(k))
+    if st.get("workdir", "out/bench-causal") != "out/bench-causal":
+        flags += f" --workdir {st['workdir']}"
     if st.get("name", "decouplers") != "decouplers":
         flags += f" --name {st['name']}"
     refs = r.get("contrast_references")
@@ -330,6 +351,8 @@ def readme(r: dict) -> str:
                 f"({refs['pool']}: {names}), the other views raw, then fused. " if refs else "")
              + (f"nap-real: {st.get('bank', 256)} real photo crops of the pool's train split. "
                 if any(n.startswith("nap-real") for b in r["bases"].values() for n in b["variants"]) else "")
+             + (f"Synthetic models in every fit: {len(r['synthetic_models'])} pool generators redrawing the fit "
+                "contents. " if r.get("synthetic_models") else "")
              + f"Zoo models: {', '.join(z['models'])}; test classes "
              f"{', '.join(z['test_classes'])}; pair models {', '.join(z['pair_models'])} (bench_causal's split and "
              f"caches). Real world: {len(r['realworld_classes'])} classes, support 5. Selection score on the fit "
