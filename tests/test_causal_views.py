@@ -177,3 +177,20 @@ def test_method_params_on_the_command_line() -> None:
         "weights": "f.npz", "views": [["spectral", 1]], "max_tiles": 4}
     with pytest.raises(ModelprintError, match="expected KEY=VALUE"):
         method_params(["weights"])
+
+
+@pytest.mark.parametrize("name", ["dire-stats", "dire-fourier"])
+def test_statistics_views_embed_in_torch_with_gradients_through_the_residual(name: str) -> None:
+    from modelprint.methods.differentiable import images_tensor, why_not_differentiable
+
+    view = load_method(name, max_tiles=4)
+    assert why_not_differentiable(view) is None
+    for images in ([IMAGES[0]], [natural_like(80, 72, seed=3).astype(np.float32) / 255]):  # one tile; four tiles
+        x = images_tensor(images).requires_grad_(True)
+        e = view.embed_torch(x)
+        gap = np.abs(e.detach().numpy() - view.embed(images))
+        step = float(getattr(view, "quantum", 0.0)) / view._std  # a band at a rounding boundary may round apart
+        assert (gap <= step + 5e-3).all() and (gap <= 5e-3).mean() >= 0.95
+        e[:, :3].sum().backward()
+        assert torch.isfinite(x.grad).all() and float(x.grad.abs().sum()) > 0
+    assert why_not_differentiable(load_method("dire-cnn", max_tiles=4)) is not None  # held by attacks, and named

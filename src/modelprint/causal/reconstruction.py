@@ -131,6 +131,17 @@ class Reconstructor(BaseEstimator, ABC):
         native = self._native_tile(model)
         return (height, width) if native is None else native
 
+    def rebuilt(self, model: Any, tiles: np.ndarray) -> torch.Tensor:
+        """Reconstructions ``(m, 3, t, t)`` in ``[-1, 1]`` of uint8 ``tiles`` ``(m, t, t, 3)`` already of the
+        model's tile size (no gradient): what :meth:`residuals` subtracts."""
+        name = self._model_name(model)
+        check_uint8_images(tiles, name)
+        self._check(model)
+        meter, bs = CallMeter(len(tiles) * self.calls_per_tile()), int(self.batch_size)
+        with torch.no_grad():
+            return torch.cat([self._reconstruct(model, tiles[i:i + bs], meter)
+                              for i in range(0, len(tiles), bs)]).float().clamp(-1, 1)
+
     def residuals(self, model: Any, images: np.ndarray) -> Reconstruction:
         """Residuals ``|x − x̂|`` of uint8 ``images`` ``(n, H, W, 3)`` through ``model``."""
         name = self._model_name(model)

@@ -20,6 +20,10 @@ works; a smaller one is a one-line :class:`~modelprint.errors.ProbeError`. ``dir
 standardised per feature against real photos (held-out crops of the real-image pool, reconstructed when the view
 is built); the reference's hash is in the version. Residuals are cached per process by image and model, so a
 fused method of several DIRE views reconstructs each image once.
+
+``dire-stats`` and ``dire-fourier`` also have a differentiable path (``embed_torch``, for attacks such as
+:mod:`modelprint.causal.anonymize`): the reconstruction is held constant in the backward pass (BPDA, Athalye et al.,
+2018), the gradient is that of the residual's statistics; the rounding of ``dire-fourier`` passes it straight through.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from modelprint.causal.reconstruction import DireReconstruction, OneStepReconstruction, Reconstructor
 from modelprint.causal.reference import load_reconstructor, reconstructor_digest
@@ -113,6 +118,22 @@ class DireView(FingerprintMethod):
     def _base_version(self) -> str:
         return f"{self.version_tag}-{self.digest}-s{self.steps}-n{self.max_tiles}"
 
+    def _torch_tiles(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each image's tiles ``(k, 3, t, t)`` of pixels ``x`` ``(n, 3, H, W)`` (those of :func:`image_tiles`)."""
+        h, w = int(x.shape[2]), int(x.shape[3])
+        if h < self.tile or w < self.tile:
+            raise ProbeError(f"model {self.candidate.name!r}: image size {h}x{w} is smaller than the "
+                             f"{self.tile}x{self.tile} it reconstructs")
+        corners = tile_corners(h, w, self.tile, int(self.max_tiles))
+        return [torch.stack([xi[:, y:y + self.tile, c:c + self.tile] for y, c in corners]) for xi in x]
+
+    def _torch_residuals(self, recon: Reconstructor, tiles: torch.Tensor) -> torch.Tensor:
+        """``|x − x̂| / 2`` of tiles ``(k, 3, t, t)`` in [0, 1], ``(k, t, t, 3)``: ``x̂`` rebuilt from the rounded
+        tiles and held constant in the backward pass (BPDA), so the gradient is that of the residual's
+        statistics, not of the reconstruction."""
+        pixels = (tiles.detach() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return ((tiles * 2 - 1) - recon.rebuilt(self.candidate, pixels)).abs().permute(0, 2, 3, 1) / 2
+
 
 class StandardisedView(DireView, ABC):
     """A DIRE view whose handcrafted features are standardised against real photos."""
@@ -139,6 +160,17 @@ class StandardisedView(DireView, ABC):
         if not len(images):
             return np.zeros((0, len(self._mean)), np.float32)
         return self._standardise(self.features(images))
+
+    @abstractmethod
+    def _torch_features(self, tiles: torch.Tensor) -> torch.Tensor:
+        """:meth:`features` of one image's tiles ``(k, 3, t, t)`` as a float64 torch function (BPDA residuals)."""
+
+    def embed_torch(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`embed` as a torch function of pixels ``(n, 3, H, W)`` in [0, 1], differentiable through the
+        residual's statistics with each reconstruction held constant (BPDA; see :meth:`_torch_residuals`)."""
+        feats = torch.stack([self._torch_features(t) for t in self._torch_tiles(x)])
+        mean, std = torch.from_numpy(self._mean), torch.from_numpy(self._std)
+        return ((feats - mean) / std).float()
 
 
 def _quantiles(r: np.ndarray, qs: Sequence[float]) -> np.ndarray:
@@ -184,6 +216,20 @@ class DireStatsView(StandardisedView):
             parts.append(np.log(np.array([d + 1e-6, d1 + 1e-6, (d + 1e-6) / (d1 + 1e-6), per_tile.std() + 1e-6])))
             rows.append(np.concatenate(parts))
         return np.stack(rows)
+
+    def _torch_features(self, tiles: torch.Tensor) -> torch.Tensor:
+        qs = torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64)
+        r = self._torch_residuals(self.dire, tiles).double()
+        r1 = self._torch_residuals(self.one_step, tiles).double()
+        parts = []
+        for res in (r, r1):
+            flat = torch.log(res.reshape(-1, 3) + 1e-3)
+            parts += [flat.mean(0), flat.std(0, correction=0), torch.quantile(flat.exp(), qs, dim=0).ravel()]
+        d, d1 = r.mean() + 1e-6, r1.mean() + 1e-6
+        per_tile = r.reshape(len(r), -1).mean(1)
+        spread = (per_tile.std(correction=0) if len(r) > 1 else per_tile.new_zeros(())) + 1e-6  # one tile: no grad
+        parts.append(torch.log(torch.stack([d, d1, d / d1, spread])))
+        return torch.cat(parts)
 
 
 @METHODS.register("dire-fourier")
@@ -234,3 +280,15 @@ class DireFourierView(StandardisedView):
             energy = np.stack([np.bincount(self._bands[keep], weights=c[keep], minlength=n_bands) for c in power])
             rows.append(np.round(np.log(energy.ravel() + 1e-8) / float(self.quantum)) * float(self.quantum))
         return np.stack(rows)
+
+    def _torch_features(self, tiles: torch.Tensor) -> torch.Tensor:
+        """The quantisation passes the gradient straight through."""
+        x = self._torch_residuals(self.dire, tiles).permute(0, 3, 1, 2)
+        power = (torch.fft.rfft2(x - x.mean(dim=(2, 3), keepdim=True)).abs() ** 2).mean(0).double()
+        keep = torch.from_numpy(self._bands >= 0)
+        index = torch.from_numpy(self._bands[self._bands >= 0])
+        energy = torch.zeros(3, int(self.radial) * int(self.angular), dtype=torch.float64).index_add(1, index,
+                                                                                                   power[:, keep])
+        e = torch.log(energy.ravel() + 1e-8)
+        q = float(self.quantum)
+        return e + (torch.round(e / q) * q - e).detach()
