@@ -257,7 +257,7 @@ def anonymize(methods: dict, store: Embeddings, val: dict, test: dict, weights: 
                 enroll(g, fused, {m: fused.combine([val_emb[v][m] for v, _ in views]) for m in val}, val)
                 judge = GalleryJudge(g, fused)
                 for e in EPSILONS:
-                    key = hashlib.sha256(json.dumps([fused.version, e, args.anon_steps, args.seed,
+                    key = hashlib.sha256(json.dumps([fused.version, held, e, args.anon_steps, args.seed,
                                                      digest([u8(q) for q in queries])]).encode()).hexdigest()[:12]
                     path = work / "anon" / f"{tname}-{e}-{key}.json"
                     if not path.is_file():
