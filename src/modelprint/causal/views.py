@@ -128,10 +128,13 @@ class DireView(FingerprintMethod):
         return [torch.stack([xi[:, y:y + self.tile, c:c + self.tile] for y, c in corners]) for xi in x]
 
     def _torch_residuals(self, recon: Reconstructor, tiles: torch.Tensor) -> torch.Tensor:
-        """``|x − x̂| / 2`` of tiles ``(k, 3, t, t)`` in [0, 1], ``(k, t, t, 3)``: ``x̂`` rebuilt from the rounded
-        tiles and held constant in the backward pass (BPDA), so the gradient is that of the residual's
-        statistics, not of the reconstruction."""
-        pixels = (tiles.detach() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        """``|x − x̂| / 2`` of tiles ``(k, 3, t, t)`` in [0, 1], ``(k, t, t, 3)``: ``x`` rounded to 8 bits as a saved
+        image is (a DIRE residual is small enough that sub-level changes would fool an attack that skipped this),
+        ``x̂`` rebuilt from it and held constant in the backward pass (BPDA), so the gradient is that of the
+        residual's statistics, not of the reconstruction."""
+        levels = (tiles.detach() * 255).round().clamp(0, 255)
+        tiles = tiles + (levels / 255 - tiles).detach()  # 8-bit in the forward pass, as saved; identity backward
+        pixels = levels.to(torch.uint8).permute(0, 2, 3, 1).numpy()
         return ((tiles * 2 - 1) - recon.rebuilt(self.candidate, pixels)).abs().permute(0, 2, 3, 1) / 2
 
 
