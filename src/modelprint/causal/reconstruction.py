@@ -131,13 +131,13 @@ class Reconstructor(BaseEstimator, ABC):
         native = self._native_tile(model)
         return (height, width) if native is None else native
 
-    def rebuilt(self, model: Any, tiles: np.ndarray) -> torch.Tensor:
+    def rebuilt(self, model: Any, tiles: np.ndarray, meter: CallMeter | None = None) -> torch.Tensor:
         """Reconstructions ``(m, 3, t, t)`` in ``[-1, 1]`` of uint8 ``tiles`` ``(m, t, t, 3)`` already of the
         model's tile size (no gradient): what :meth:`residuals` subtracts."""
         name = self._model_name(model)
         check_uint8_images(tiles, name)
         self._check(model)
-        meter, bs = CallMeter(len(tiles) * self.calls_per_tile()), int(self.batch_size)
+        meter, bs = meter or CallMeter(len(tiles) * self.calls_per_tile()), int(self.batch_size)
         with torch.no_grad():
             return torch.cat([self._reconstruct(model, tiles[i:i + bs], meter)
                               for i in range(0, len(tiles), bs)]).float().clamp(-1, 1)
@@ -151,10 +151,7 @@ class Reconstructor(BaseEstimator, ABC):
         n, h, w, _ = images.shape
         tiles = _to_tiles(images, self.tile_size(model, h, w), name)
         meter = CallMeter(len(tiles) * self.calls_per_tile())
-        bs = int(self.batch_size)
-        rebuilt = torch.cat([self._reconstruct(model, tiles[i:i + bs], meter) for i in range(0, len(tiles), bs)])
-        with torch.no_grad():
-            diff = ((to_unit(tiles) - rebuilt.float().clamp(-1, 1)).abs() / 2).permute(0, 2, 3, 1).numpy()
+        diff = ((to_unit(tiles) - self.rebuilt(model, tiles, meter)).abs() / 2).permute(0, 2, 3, 1).numpy()
         settings = {k: v for k, v in self.get_params().items()}
         return Reconstruction(residuals=_from_tiles(diff.astype(np.float32), n, h, w), model=name, kind=self.name,
                               tiles_per_image=len(tiles) / n, calls_per_image=meter.forward / n,
