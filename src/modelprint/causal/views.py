@@ -22,8 +22,9 @@ is built); the reference's hash is in the version. Residuals are cached per proc
 fused method of several DIRE views reconstructs each image once.
 
 ``dire-stats`` and ``dire-fourier`` also have a differentiable path (``embed_torch``, for attacks such as
-:mod:`modelprint.causal.anonymize`): the reconstruction is held constant in the backward pass (BPDA, Athalye et al.,
-2018), the gradient is that of the residual's statistics; the rounding of ``dire-fourier`` passes it straight through.
+:mod:`modelprint.causal.anonymize`): pixels rounded to 8 bits in the forward pass as a saved image is, the
+reconstruction held constant in the backward pass (BPDA, Athalye et al., 2018), so the gradient is that of the
+residual's statistics; the rounding of ``dire-fourier`` passes it straight through.
 """
 
 from __future__ import annotations
@@ -61,11 +62,17 @@ def tile_corners(height: int, width: int, tile: int, max_tiles: int) -> list[tup
     return [(int(y), int(x)) for y in ys for x in xs]
 
 
+def check_fits(height: int, width: int, tile: int, name: str) -> None:
+    """One-line :class:`ProbeError` when a ``height × width`` image is smaller than model ``name``'s tile."""
+    if height < tile or width < tile:
+        raise ProbeError(f"model {name!r}: image size {height}x{width} is smaller than the {tile}x{tile} it "
+                         "reconstructs")
+
+
 def image_tiles(image: np.ndarray, tile: int, max_tiles: int, name: str) -> np.ndarray:
     """uint8 tiles ``(k, tile, tile, 3)`` of an ``(H, W, 3)`` float image in [0, 1] (see :func:`tile_corners`)."""
     h, w = image.shape[:2]
-    if h < tile or w < tile:
-        raise ProbeError(f"model {name!r}: image size {h}x{w} is smaller than the {tile}x{tile} it reconstructs")
+    check_fits(h, w, tile, name)
     pixels = np.clip(np.round(np.asarray(image, dtype=np.float32) * 255), 0, 255).astype(np.uint8)
     return np.stack([pixels[y:y + tile, x:x + tile] for y, x in tile_corners(h, w, tile, max_tiles)])
 
@@ -121,9 +128,7 @@ class DireView(FingerprintMethod):
     def _torch_tiles(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each image's tiles ``(k, 3, t, t)`` of pixels ``x`` ``(n, 3, H, W)`` (those of :func:`image_tiles`)."""
         h, w = int(x.shape[2]), int(x.shape[3])
-        if h < self.tile or w < self.tile:
-            raise ProbeError(f"model {self.candidate.name!r}: image size {h}x{w} is smaller than the "
-                             f"{self.tile}x{self.tile} it reconstructs")
+        check_fits(h, w, self.tile, self.candidate.name)
         corners = tile_corners(h, w, self.tile, int(self.max_tiles))
         return [torch.stack([xi[:, y:y + self.tile, c:c + self.tile] for y, c in corners]) for xi in x]
 
