@@ -19,7 +19,7 @@ one does), with ``steps`` DDIM steps each way. Any image at least the model's si
 works; a smaller one is a one-line :class:`~modelprint.errors.ProbeError`. ``dire-stats`` and ``dire-fourier`` are
 standardised per feature against real photos (held-out crops of the real-image pool, reconstructed when the view
 is built); the reference's hash is in the version. Residuals are cached per process by image and model, so a
-fused method of several DIRE views reconstructs each image once.
+fused method of several DIRE views reconstructs each image once; so are the differentiable path's reconstructions.
 
 ``dire-stats`` and ``dire-fourier`` also have a differentiable path (``embed_torch``, for attacks such as
 :mod:`modelprint.causal.anonymize`): pixels rounded to 8 bits in the forward pass as a saved image is, the
@@ -47,6 +47,9 @@ from modelprint.probes.candidates import DiffusionCandidate
 #: Loaded reconstruction models by ``(model, zoo)``, and residuals by (model, reconstruction, image tiles).
 _MODELS: dict[tuple[str | None, str | None], tuple[DiffusionCandidate, str]] = {}
 _RESIDUALS: OrderedDict[tuple[str, str, str], np.ndarray] = OrderedDict()
+#: Reconstructions of the differentiable path by (model, reconstruction, image tiles): the views of a fused method
+#: attacked together rebuild each PGD iterate once.
+_REBUILT: OrderedDict[tuple[str, str, str], torch.Tensor] = OrderedDict()
 _CACHED_IMAGES = 256
 #: Real photo crops the statistics views are standardised against.
 REFERENCE_CROPS = 96
@@ -84,20 +87,40 @@ def _model(model: str | None, zoo: str | None) -> tuple[DiffusionCandidate, str]
     return _MODELS[key]
 
 
+def _tiles_key(digest: str, recon: Reconstructor, tiles: np.ndarray) -> tuple[str, str, str]:
+    setting = f"{recon.name}:{sorted(recon.get_params().items())}"
+    return digest, setting, hashlib.sha1(tiles.tobytes() + repr(tiles.shape).encode()).hexdigest()
+
+
+def _evict(cache: OrderedDict) -> None:
+    while len(cache) > _CACHED_IMAGES:
+        cache.popitem(last=False)
+
+
+def rebuilt_tiles(candidate: DiffusionCandidate, digest: str, recon: Reconstructor, tiles: np.ndarray) -> torch.Tensor:
+    """Reconstruction ``(k, 3, t, t)`` in ``[-1, 1]`` of one image's uint8 tiles ``(k, t, t, 3)`` through
+    ``candidate``, kept in the process's cache."""
+    key = _tiles_key(digest, recon, tiles)
+    if key in _REBUILT:
+        _REBUILT.move_to_end(key)
+    else:
+        _REBUILT[key] = recon.rebuilt(candidate, tiles)
+        _evict(_REBUILT)
+    return _REBUILT[key]
+
+
 def reconstruction_residuals(candidate: DiffusionCandidate, digest: str, recon: Reconstructor,
                              tiles: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Residuals ``(k, t, t, 3)`` float32 of each image's uint8 tiles through ``candidate`` (an image's tiles are one
     network batch), kept in the process's cache."""
-    setting = f"{recon.name}:{sorted(recon.get_params().items())}"
-    keys = [(digest, setting, hashlib.sha1(t.tobytes() + repr(t.shape).encode()).hexdigest()) for t in tiles]
+    keys = [_tiles_key(digest, recon, t) for t in tiles]
     found = {i: _RESIDUALS[k] for i, k in enumerate(keys) if k in _RESIDUALS}
     for i in found:
         _RESIDUALS.move_to_end(keys[i])
     todo = [i for i in range(len(keys)) if i not in found]
     for i in todo:  # one image per call: the same network batch whatever else is embedded, so the same numbers
         found[i] = _RESIDUALS[keys[i]] = recon.residuals(candidate, tiles[i]).residuals
-    while len(_RESIDUALS) > _CACHED_IMAGES:
-        _RESIDUALS.popitem(last=False)
+    _evict(_RESIDUALS)
     return [found[i] for i in range(len(keys))]
 
 
@@ -140,7 +163,8 @@ class DireView(FingerprintMethod):
         levels = (tiles.detach() * 255).round().clamp(0, 255)
         tiles = tiles + (levels / 255 - tiles).detach()  # 8-bit in the forward pass, as saved; identity backward
         pixels = levels.to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        return ((tiles * 2 - 1) - recon.rebuilt(self.candidate, pixels)).abs().permute(0, 2, 3, 1) / 2
+        rebuilt = rebuilt_tiles(self.candidate, self.digest, recon, np.ascontiguousarray(pixels))
+        return ((tiles * 2 - 1) - rebuilt).abs().permute(0, 2, 3, 1) / 2
 
 
 class StandardisedView(DireView, ABC):
