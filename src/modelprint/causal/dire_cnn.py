@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from modelprint.artefacts import open_artefact, shipped_path, write_sidecar
 from modelprint.causal.reconstruction import DireReconstruction
@@ -31,8 +32,6 @@ DEFAULT_CNN = shipped_path("dire_cnn.safetensors")
 
 def residual_spectrum(residual_tiles: np.ndarray) -> np.ndarray:
     """Mean centred log-power spectrum ``(3, t, t)`` float32 of residual tiles ``(k, t, t, 3)``."""
-    import torch
-
     from modelprint.spectra import window_log_spectra
 
     x = torch.from_numpy(np.ascontiguousarray(residual_tiles.transpose(0, 3, 1, 2), dtype=np.float32))
@@ -70,6 +69,20 @@ class DireCnnView(DireView):
         spectra = np.stack([residual_spectrum(r) for r in self.residuals(images)])
         return embed_spectra(self._net, spectra, self._mean, self._std).astype(np.float32)
 
+    def embed_torch(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`embed` as a torch function of pixels ``(n, 3, H, W)`` in [0, 1], differentiable through the
+        residual's spectrum and the network with each reconstruction held constant (BPDA, as the other DIRE views)."""
+        from modelprint.spectra import window_log_spectra
+
+        self._net.eval()
+        spectra = []
+        for tiles in self._torch_tiles(x):
+            r = self._torch_residuals(self.dire, tiles).permute(0, 3, 1, 2)
+            spectra.append(window_log_spectra(r, r.shape[-1]).mean(0))
+        mean, std = (torch.from_numpy(np.asarray(v, np.float32)) for v in (self._mean, self._std))
+        e = self._net((torch.stack(spectra) - mean) / std)
+        return torch.nn.functional.normalize(e, dim=1)
+
 
 def sample_architectures(n: int, seed: int) -> list[Any]:
     """``n`` architectures of the paper's space, drawn by ``seed`` (sorted by id; a smaller ``n`` draws a subset)."""
@@ -93,8 +106,6 @@ def train_dire_cnn(out: str | Path, pool: str | Path, *, archs: int = 8, seeds: 
     ``model``, ``max_tiles`` tiles) become spectra; the last ``val_archs`` architectures are held out to choose the
     checkpoint.
     """
-    import torch
-
     from modelprint.extractor.data import SpectraSet
     from modelprint.extractor.train import TrainConfig, train_extractor
     from modelprint.io.pool import RealPool

@@ -21,7 +21,7 @@ standardised per feature against real photos (held-out crops of the real-image p
 is built); the reference's hash is in the version. Residuals are cached per process by image and model, so a
 fused method of several DIRE views reconstructs each image once; so are the differentiable path's reconstructions.
 
-``dire-stats`` and ``dire-fourier`` also have a differentiable path (``embed_torch``, for attacks such as
+Every DIRE view also has a differentiable path (``embed_torch``, for attacks such as
 :mod:`modelprint.causal.anonymize`): pixels rounded to 8 bits in the forward pass as a saved image is, the
 reconstruction held constant in the backward pass (BPDA, Athalye et al., 2018), so the gradient is that of the
 residual's statistics; the rounding of ``dire-fourier`` passes it straight through.
