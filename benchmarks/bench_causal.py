@@ -26,8 +26,9 @@ standardises every feature, so view weights do not matter to it) and `decoupled-
 out of the decoupler's fit (half, seeded), for the pair models and for the test classes that can redraw.
 **Anonymization**: untargeted PGD (`--anon-steps`, ε/4 steps) against the equal-weight fused fingerprint (and the
 learned fusion when it keeps a differentiable view) of a gallery of the test classes' validation images, on the
-first `--anon-per-model` test images of each test class, at ε = 2, 4, 8 /255; views without gradients (the DIRE
-views) are held at the original's embedding; transfer: the same images against a gallery of each view alone.
+first `--anon-per-model` test images of each test class, at ε = 2, 4, 8 /255; views without gradients would be
+held at the original's embedding (the DIRE views are attacked through their BPDA path); transfer: the same images
+against a gallery of each view alone.
 **Cost**: seconds per image of each view at 32² and 256² and of each reconstruction residual per 32² tile.
 
 Embeddings, pairs and attack results are cached under `--workdir` (a killed run resumes; models added to the zoo
