@@ -196,3 +196,25 @@ def test_dire_views_embed_in_torch_with_gradients_through_the_residual(name: str
         assert torch.isfinite(x.grad).all() and float(x.grad.abs().sum()) > 0
         with torch.no_grad():  # what does not survive saving as 8 bits does not move the embedding either
             np.testing.assert_array_equal(view.embed_torch(x + 0.4 / 255).numpy(), e.detach().numpy())
+
+
+def test_views_attacked_together_rebuild_each_iterate_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelprint.causal import views
+    from modelprint.causal.reconstruction import Reconstructor
+    from modelprint.methods.differentiable import images_tensor
+
+    stats, fourier = load_method("dire-stats", max_tiles=4), load_method("dire-fourier", max_tiles=4)
+    calls: list[str] = []
+    rebuilt = Reconstructor.rebuilt
+
+    def counted(self: Reconstructor, model: object, tiles: np.ndarray, meter: object = None) -> torch.Tensor:
+        calls.append(self.name)
+        return rebuilt(self, model, tiles, meter)
+
+    monkeypatch.setattr(Reconstructor, "rebuilt", counted)
+    monkeypatch.setattr(views, "_REBUILT", type(views._REBUILT)())
+    x = images_tensor([natural_like(40, 40, seed=5).astype(np.float32) / 255])
+    stats.embed_torch(x), fourier.embed_torch(x)
+    assert sorted(calls) == ["dire", "one-step"]  # dire-fourier reuses dire-stats' reconstruction
+    fourier.embed_torch(x + 3 / 255)  # a new iterate: rebuilt again
+    assert calls.count("dire") == 2
