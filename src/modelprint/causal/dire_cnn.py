@@ -32,10 +32,15 @@ DEFAULT_CNN = shipped_path("dire_cnn.safetensors")
 
 def residual_spectrum(residual_tiles: np.ndarray) -> np.ndarray:
     """Mean centred log-power spectrum ``(3, t, t)`` float32 of residual tiles ``(k, t, t, 3)``."""
+    x = torch.from_numpy(np.ascontiguousarray(residual_tiles.transpose(0, 3, 1, 2), dtype=np.float32))
+    return mean_log_spectrum(x).numpy()
+
+
+def mean_log_spectrum(tiles: torch.Tensor) -> torch.Tensor:
+    """Mean centred log-power spectrum ``(3, t, t)`` of torch residual tiles ``(k, 3, t, t)`` (differentiable)."""
     from modelprint.spectra import window_log_spectra
 
-    x = torch.from_numpy(np.ascontiguousarray(residual_tiles.transpose(0, 3, 1, 2), dtype=np.float32))
-    return window_log_spectra(x, x.shape[-1]).mean(0).numpy()
+    return window_log_spectra(tiles, tiles.shape[-1]).mean(0)
 
 
 @METHODS.register("dire-cnn")
@@ -72,13 +77,9 @@ class DireCnnView(DireView):
     def embed_torch(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`embed` as a torch function of pixels ``(n, 3, H, W)`` in [0, 1], differentiable through the
         residual's spectrum and the network with each reconstruction held constant (BPDA, as the other DIRE views)."""
-        from modelprint.spectra import window_log_spectra
-
         self._net.eval()
-        spectra = []
-        for tiles in self._torch_tiles(x):
-            r = self._torch_residuals(self.dire, tiles).permute(0, 3, 1, 2)
-            spectra.append(window_log_spectra(r, r.shape[-1]).mean(0))
+        spectra = [mean_log_spectrum(self._torch_residuals(self.dire, t).permute(0, 3, 1, 2))
+                   for t in self._torch_tiles(x)]
         mean, std = (torch.from_numpy(np.asarray(v, np.float32)) for v in (self._mean, self._std))
         e = self._net((torch.stack(spectra) - mean) / std)
         return torch.nn.functional.normalize(e, dim=1)
