@@ -2,10 +2,11 @@
 
 One row per lever, each chosen on a random half of the classes (the split of bench_extractor_realworld.py) and
 also reported on the other half: the block-capped residual (``tile_grid``/``block``), mirror test-time
-augmentation (``flips``), gallery adaptations fit on the support images only (``wccn``, ``lda``); the robustness
-table (every image degraded, and clean support with degraded queries as ``modelprint evaluate --query-dataset``
-does); open-set rejection rules (AUROC/OSCR, unknown classes held out, 20 draws); identify throughput at 512² vs
-the reference-style pipeline in the same run, and peak RSS identifying one 512² and one 4096² image.
+augmentation (``flips``) and its spectrum-level form (``symmetries``), gallery adaptations fit on the support
+images only (``wccn``, ``lda``); the robustness table (every image degraded, and clean support with degraded
+queries as ``modelprint evaluate --query-dataset`` does); open-set rejection rules (AUROC/OSCR, unknown classes
+held out, 20 draws); identify throughput at 512² vs the reference-style pipeline in the same run, and peak RSS
+identifying one 512² and one 4096² image.
 
 Embeddings come from ``realworld_cache.py`` (run it first; resumable). A cell whose embeddings are not cached is
 reported as not measured. Classes with ≥ 8 images, support 5, 95% bootstrap intervals.

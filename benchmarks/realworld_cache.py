@@ -26,7 +26,8 @@ from modelprint.methods import load_method
 CACHE = BENCH_DIR.parent / "out" / "realworld_use"
 VARIANTS = {"base": {"tile_grid": 0}, "g2": {"tile_grid": 2, "block": 128}, "g3": {"tile_grid": 3, "block": 128},
             "g2b192": {"tile_grid": 2, "block": 192}, "flip": {"tile_grid": 0, "flips": True},
-            "g2flip": {"tile_grid": 2, "block": 128, "flips": True}}
+            "g2flip": {"tile_grid": 2, "block": 128, "flips": True},
+            "g2d4": {"tile_grid": 2, "block": 128, "symmetries": "d4"}}
 DEGRADATIONS = {"clean": [], "jpeg95": [("jpeg", 95)], "jpeg75": [("jpeg", 75)], "jpeg50": [("jpeg", 50)],
                 "jpeg30": [("jpeg", 30)], "resize0.5": [("resize", 0.5)], "resize0.75": [("resize", 0.75)],
                 "resize1.5": [("resize", 1.5)], "resize0.5+jpeg75": [("resize", 0.5), ("jpeg", 75)]}

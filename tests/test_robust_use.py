@@ -147,6 +147,33 @@ def test_tile_grid_caps_the_residual_and_small_images_run_whole(learned_pair) ->
     assert not np.allclose(whole.embed([small]), whole.embed([mirrored]), atol=1e-4)
 
 
+def test_spectrum_symmetries_are_exact_and_shared_by_both_paths() -> None:
+    import torch
+
+    from modelprint.methods import load_method
+    from modelprint.methods.learned import symmetric_spectra
+    from modelprint.spectra import window_log_spectra
+
+    # the spectrum's mirror and transpose are those of the mirrored and transposed signal's spectrum, exactly
+    r = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 3, 64, 64)))
+    s = window_log_spectra(r, 64)
+    sym = symmetric_spectra(s, "d4")
+    assert sym.shape == (4, 3, 64, 64) and torch.equal(symmetric_spectra(s, "none"), s)
+    assert torch.allclose(sym[1], window_log_spectra(r.flip(-1), 64)[0], atol=1e-6)
+    assert torch.allclose(sym[2], window_log_spectra(r.transpose(-1, -2), 64)[0], atol=1e-6)
+    assert torch.allclose(symmetric_spectra(s, "mirror")[1], window_log_spectra(r.flip(-2), 64)[0], atol=1e-6)
+
+    plain, d4 = load_method("learned"), load_method("learned", symmetries="d4")
+    assert d4.version != plain.version and "-symd4" in d4.version
+    img = natural_like(96, 80, seed=6).astype(np.float32) / 255
+    e = d4.embed([img])
+    assert not np.allclose(e, plain.embed([img]), atol=1e-4)
+    x = torch.from_numpy(img.transpose(2, 0, 1)[None].copy())
+    assert np.allclose(d4.embed_torch(x).detach().numpy(), e, atol=1e-5)
+    with pytest.raises(ValueError, match="symmetries must be one of none, mirror, d4"):
+        load_method("learned", symmetries="rot")
+
+
 def test_a_gallery_enrolled_with_the_old_whole_image_default_is_refused(tmp_path: Path) -> None:
     from modelprint.api import identify
     from modelprint.errors import GalleryError

@@ -23,6 +23,24 @@ from modelprint.methods.base import METHODS, FingerprintMethod
 from modelprint.scores import l2_normalize
 from modelprint.spectra import blocks_log_spectrum, grid_starts
 
+#: The spectrum-level test-time augmentations of :class:`LearnedMethod` (its ``symmetries``).
+SYMMETRIES = ("none", "mirror", "d4")
+
+
+def symmetric_spectra(spectra, symmetries: str):  # noqa: ANN001, ANN201
+    """Centred log-power spectra ``(n, c, t, t)`` (torch) followed by their copies under ``symmetries``: a mirrored
+    image's power spectrum is the spectrum mirrored about DC (index ``k`` → ``t − k``, Nyquist fixed), a transposed
+    image's the spectrum transposed. Differentiable."""
+    import torch
+
+    if symmetries == "none":
+        return spectra
+    mirror = torch.roll(spectra.flip(-1), 1, dims=-1)
+    copies = [spectra, mirror]
+    if symmetries == "d4":
+        copies += [spectra.transpose(-1, -2), mirror.transpose(-1, -2)]
+    return torch.cat(copies)
+
 
 @METHODS.register("learned")
 class LearnedMethod(FingerprintMethod):
@@ -54,14 +72,23 @@ class LearnedMethod(FingerprintMethod):
     flips:
         Test-time augmentation: the embedding is the mean of the image's and its left-right mirror's (twice the
         cost).
+    symmetries:
+        Test-time augmentation on the spectrum, at no residual cost: ``"mirror"`` also embeds the power spectrum
+        of the mirrored image, ``"d4"`` those of the image mirrored, transposed and turned by 90° (the square's
+        symmetries as they act on a power spectrum, which is point-symmetric); the embedding is the mean. ``"none"``
+        (default) embeds the spectrum as it is.
     """
 
     def __init__(self, weights: str | Path | None = None, windows_per_side: int = 3, window: int | None = 0,
-                 residual: str = "dncnn", margin: int = 12, tile_grid: int = 2, block: int = 128, flips: bool = False) -> None:
+                 residual: str = "dncnn", margin: int = 12, tile_grid: int = 2, block: int = 128, flips: bool = False,
+                 symmetries: str = "none") -> None:
         if window is not None and window != 0 and window < 32:
             raise ValueError(f"learned: window must be 0 (whole image) or ≥ 32 px, got {window}")
         if tile_grid < 0 or block < 64:
             raise ValueError(f"learned: need tile_grid ≥ 0 and block ≥ 64, got {tile_grid} and {block}")
+        if symmetries not in SYMMETRIES:
+            raise ValueError(f"learned: symmetries must be one of {', '.join(SYMMETRIES)}, got {symmetries!r}")
+        self.symmetries = symmetries
         self.tile_grid = tile_grid
         self.block = block
         self.flips = flips
@@ -87,7 +114,7 @@ class LearnedMethod(FingerprintMethod):
         grid = "whole" if self.window == 0 else f"w{self.windows_per_side}x{self.window or self._net.config['region']}"
         if self.window == 0 and self.tile_grid:
             grid += f"g{self.tile_grid}b{self.block}"
-        tta = "-flip" if self.flips else ""
+        tta = ("-flip" if self.flips else "") + ("" if self.symmetries == "none" else f"-sym{self.symmetries}")
         return f"2-{self.meta['sha256'][:12]}-{grid}m{self.margin}{tta}-{self.residual}:{self._residual.version}"
 
     def _tile_starts(self, h: int, w: int) -> list[tuple[int, int]] | None:
@@ -150,6 +177,7 @@ class LearnedMethod(FingerprintMethod):
         dim = self._net.config["embed_dim"]
         if len(spectra) == 0:
             return np.zeros((0, dim), dtype=np.float32)
+        spectra = [symmetric_spectra(torch.from_numpy(np.asarray(s)), self.symmetries).numpy() for s in spectra]
         owner = np.repeat(np.arange(len(spectra)), [len(s) for s in spectra])
         x = torch.from_numpy((np.concatenate(spectra) - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
@@ -198,4 +226,5 @@ class LearnedMethod(FingerprintMethod):
             spectra = [torch.cat([window_spectra_torch(r, tile, per_side=1, region=region) for r in windows])
                        for windows in res]
         mean, std = torch.from_numpy(self._mean), torch.from_numpy(self._std)
-        return torch.stack([F.normalize(self._net((s - mean) / std), dim=1).sum(0) for s in spectra])
+        return torch.stack([F.normalize(self._net((symmetric_spectra(s, self.symmetries) - mean) / std), dim=1).sum(0)
+                            for s in spectra])
