@@ -109,6 +109,26 @@ def test_untargeted_attack_stays_in_the_ball_and_drops_the_source(demo_gallery: 
     assert sum(r.success for r in results) >= 2
 
 
+def test_a_stalled_attack_halves_its_step_and_patience_zero_keeps_it(demo_gallery: Path) -> None:
+    eps = 1 / 255  # a goal that cannot hold by a cosine margin of 2 in a ball this small: the objective stalls
+    with Gallery(demo_gallery, create=False) as g:
+        judge = GalleryJudge(g, load_method("learned"))
+        image = load_image(demo_files(MODELS[0], 8, 9)[0])
+        kw = {"epsilon": eps, "steps": 30, "margin": 2.0}
+        scheduled = Anonymizer(**kw).attack(judge, image)
+        fixed = Anonymizer(**kw, patience=0).attack(judge, image)
+    assert scheduled.steps == fixed.steps == 30
+    assert fixed.last_step_size == pytest.approx(eps / 4)
+    assert eps / 32 - 1e-12 <= scheduled.last_step_size < eps / 4
+    # the schedule's smaller steps go further from the source than fixed steps oscillating at the ball's corners
+    source = scheduled.source
+    assert dict(scheduled.after.top_k)[source] < dict(fixed.after.top_k)[source]
+    assert scheduled.quality["linf"] <= eps + 1e-9
+    assert scheduled.to_dict()["last_step_size_255"] == pytest.approx(scheduled.last_step_size * 255)
+    with pytest.raises(AttackError, match="patience"):
+        Anonymizer(patience=-1)
+
+
 def test_targeted_and_counterfactual_attacks_move_toward_the_target(demo_gallery: Path) -> None:
     image = load_image(demo_files("gen-bilinear", 9, 10)[0])
     with Gallery(demo_gallery, create=False) as g:

@@ -115,6 +115,7 @@ class AttackResult:
     seconds: float
     quality: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    last_step_size: float | None = None  # the step size when the attack stopped (None: no step taken)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: everything but the pixels; ``psnr`` is ``None`` when the image was left unchanged."""
@@ -128,6 +129,7 @@ class AttackResult:
                 "before": decision(self.before), "after": decision(self.after), "steps": self.steps,
                 "seconds": self.seconds, **self.quality, "linf_255": self.quality["linf"] * 255.0,
                 "psnr": self.quality["psnr"] if math.isfinite(self.quality["psnr"]) else None,
+                "last_step_size_255": None if self.last_step_size is None else self.last_step_size * 255.0,
                 "notes": list(self.notes)}
 
 
@@ -141,7 +143,10 @@ class Anonymizer(Parametrised):
     steps:
         At most this many gradient steps.
     step_size:
-        Size of a sign step; ``None``: ``epsilon / 4``.
+        Size of the first sign steps; ``None``: ``epsilon / 4``.
+    patience:
+        After this many steps without a lower objective the step size halves (at most three times) and the attack
+        goes on from its best iterate, as step-size schedules of PGD variants do; ``0`` keeps one step size.
     mode:
         ``untargeted``, ``targeted`` or ``counterfactual``.
     target:
@@ -154,19 +159,21 @@ class Anonymizer(Parametrised):
         Seed of the random start.
     """
 
-    def __init__(self, epsilon: float = 4 / 255, steps: int = 50, step_size: float | None = None,
+    def __init__(self, epsilon: float = 4 / 255, steps: int = 50, step_size: float | None = None, patience: int = 3,
                  mode: str = "untargeted", target: str | None = None, margin: float = 0.01,
                  random_start: bool = False, seed: int = 0) -> None:
         if mode not in MODES:
             raise AttackError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if mode == "targeted" and target is None:
             raise AttackError("a targeted attack needs a target model")
-        if not 0 < epsilon < 1 or steps < 0 or (step_size is not None and not step_size > 0) or margin < 0:
-            raise AttackError(f"need 0 < epsilon < 1, steps ≥ 0, step_size > 0 and margin ≥ 0; got {epsilon}, "
-                              f"{steps}, {step_size}, {margin}")
+        if (not 0 < epsilon < 1 or steps < 0 or (step_size is not None and not step_size > 0) or margin < 0
+                or patience < 0):
+            raise AttackError(f"need 0 < epsilon < 1, steps ≥ 0, step_size > 0, patience ≥ 0 and margin ≥ 0; got "
+                              f"{epsilon}, {steps}, {step_size}, {patience}, {margin}")
         self.epsilon = float(epsilon)
         self.steps = int(steps)
         self.step_size = step_size
+        self.patience = int(patience)
         self.mode = mode
         self.target = target
         self.margin = float(margin)
@@ -200,7 +207,7 @@ class Anonymizer(Parametrised):
                 f = embed(images_tensor([q.astype(np.float32) / 255.0]))
             return goal.achieved(f, 0.0), q
 
-        taken = 0
+        taken, alpha = 0, None
         done, q = holds_quantised(x0)
         if not done:
             delta = torch.zeros_like(x0)
@@ -208,17 +215,24 @@ class Anonymizer(Parametrised):
                 gen = torch.Generator().manual_seed(self.seed)
                 delta = ((torch.rand(x0.shape, generator=gen) * 2 - 1) * self.epsilon).clamp(-x0, 1 - x0)
             alpha = self.step_size if self.step_size is not None else self.epsilon / 4
-            best_loss, best = math.inf, x0
+            best_loss, best, stale, floor = math.inf, x0, 0, alpha / 8
             while True:
                 x = (x0 + delta).requires_grad_(True)
                 f = embed(x)
                 loss = goal.loss(f)
                 if float(loss.detach()) < best_loss:
-                    best_loss, best = float(loss.detach()), x.detach()
+                    best_loss, best, stale = float(loss.detach()), x.detach(), 0
+                else:
+                    stale += 1
                 if goal.achieved(f.detach(), self.margin):
                     done, q = holds_quantised(x.detach())
                 if done or taken == self.steps:
                     break
+                if self.patience and stale >= self.patience and alpha > floor:
+                    alpha, stale = alpha / 2, 0
+                    x = best.clone().requires_grad_(True)
+                    loss = goal.loss(embed(x))
+                    delta = best - x0
                 (grad,) = torch.autograd.grad(loss, x)
                 delta = (delta - alpha * grad.sign()).clamp(-self.epsilon, self.epsilon)
                 delta = (x0 + delta).clamp(0, 1) - x0
@@ -228,7 +242,8 @@ class Anonymizer(Parametrised):
         after = judge.identify(q)
         success = after.model != judge.names[src] if self.mode == "untargeted" else after.model == target
         return AttackResult(q, self.mode, judge.names[src], target, before, after, success, taken,
-                            time.perf_counter() - start, image_quality(image, q), notes)
+                            time.perf_counter() - start, image_quality(image, q), notes,
+                            alpha if taken else None)
 
     def _target(self, judge: GalleryJudge, src: int, before: Identification) -> str | None:
         if self.mode == "untargeted":

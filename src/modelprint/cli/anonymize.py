@@ -38,7 +38,10 @@ def anonymize(
     source: Annotated[str | None, typer.Option(
         help="The model to hide (default: each image's top-1 in the gallery).")] = None,
     steps: Annotated[int, typer.Option(min=0, help="At most this many PGD steps per image.")] = 50,
-    step_size: Annotated[str | None, typer.Option(help="Size of a step (default: epsilon/4), e.g. 1/255.")] = None,
+    step_size: Annotated[str | None, typer.Option(
+        help="Size of the first steps (default: epsilon/4), e.g. 1/255.")] = None,
+    patience: Annotated[int, typer.Option(min=0, help="Steps without progress before the step size halves "
+                                                      "(at most 3 times; 0: a fixed step).")] = 3,
     margin: Annotated[float, typer.Option(min=0.0, help="Cosine margin by which the goal must hold.")] = 0.01,
     random_start: Annotated[bool, typer.Option(
         "--random-start", help="Start from a random point of the ε ball (drawn from --seed).")] = False,
@@ -61,7 +64,8 @@ def anonymize(
 
         mode = "counterfactual" if counterfactual else "targeted" if target is not None else "untargeted"
         attacker = Anonymizer(epsilon=parse_epsilon(epsilon), steps=steps,
-                              step_size=None if step_size is None else parse_epsilon(step_size), mode=mode,
+                              step_size=None if step_size is None else parse_epsilon(step_size), patience=patience,
+                              mode=mode,
                               target=target, margin=margin, random_start=random_start, seed=seed)
         files = collect_paths(paths)
         bar, task = progress_bar(len(files), "anonymizing")
