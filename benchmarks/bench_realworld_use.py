@@ -233,7 +233,7 @@ def main() -> None:  # noqa: C901
                         "clean support, degraded queries": run(emb[v, "clean"], labels, None, args.seed, args.support,
                                                                q=emb[v, d], adapt=a)}
     # 4. open set: rules chosen on the selection half, reported on the other
-    for v in ("base", "g2"):
+    for v in ("base", "g2", "g2d4"):
         if (v, "clean") in emb:
             x = emb[v, "clean"]
             for a in sorted({"none", chosen.get(v, "none")}):
