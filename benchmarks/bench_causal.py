@@ -564,8 +564,9 @@ def readme(r: dict) -> str:
                        f"{t['chance']:.3f}: {_met(t['met'])}.")
     a = r.get("anonymization", {"steps": s["anon_steps"], "queries": 0, "targets": {}})
     out += [] if "anonymization" not in r else [
-            "", f"**Anonymization** (untargeted PGD, ≤ {a['steps']} steps of ε/4, {a['queries']} queries of the zoo "
-            "test classes; success over those the gallery attributed to their source before, Wilson 95% interval; "
+            "", f"**Anonymization** (untargeted PGD, ≤ {a['steps']} steps of ε/4 at first, halved after 3 without "
+            f"progress (at most 3 times), {a['queries']} queries of the zoo test classes; success over those the "
+            "gallery attributed to their source before, Wilson 95% interval; "
             "transfer = share still attributed to their source by a gallery of each view alone, before → after)", "",
             "| attacked | held (no gradient) | ε | success [95% CI] (n) | PSNR dB (min) | SSIM | s/image | "
             "transfer: source rate before → after |", "|---|---|---|---|---|---|---|---|"]
