@@ -65,8 +65,7 @@ def anonymize(
         mode = "counterfactual" if counterfactual else "targeted" if target is not None else "untargeted"
         attacker = Anonymizer(epsilon=parse_epsilon(epsilon), steps=steps,
                               step_size=None if step_size is None else parse_epsilon(step_size), patience=patience,
-                              mode=mode,
-                              target=target, margin=margin, random_start=random_start, seed=seed)
+                              mode=mode, target=target, margin=margin, random_start=random_start, seed=seed)
         files = collect_paths(paths)
         bar, task = progress_bar(len(files), "anonymizing")
         with Gallery(gallery, create=False) as g:
